@@ -1,1 +1,15 @@
-"""data."""
+"""Data: readers (HDF5, zarr, TIFF), datalists, start-up dataset checks and synthetic sample data."""
+
+from __future__ import annotations
+
+from spoco_monai.data.checks import check_dataset
+from spoco_monai.data.datalist import DATALIST_SPLITS, load_datalist
+from spoco_monai.data.readers import (
+    ArrayFileReader,
+    HDF5Reader,
+    TiffReader,
+    VolumeHandle,
+    ZarrReader,
+    volume_file,
+)
+from spoco_monai.data.synthetic import SYNTHETIC_FORMATS, make_synthetic_volume, write_synthetic_dataset

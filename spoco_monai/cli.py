@@ -1,0 +1,159 @@
+"""Command line: ``spoco-monai segment INPUT OUTPUT --bundle bundle/ [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigParser
+from torch import nn
+
+from .data.volume_io import open_volume, volume_mean_std
+from .inferers.segment_volume import CLUSTERINGS, SEGMENT_MODES, segment_volume
+
+# where a bundle's inference config may define the sliding-window size, tried in this order
+ROI_SIZE_KEYS = ("roi_size", "inferer#roi_size", "patch_size")
+# keys under which a training checkpoint may nest the network's state dict
+STATE_DICT_KEYS = ("network", "model", "state_dict", "net")
+
+
+def load_bundle_network(
+    bundle: str | Path,
+    checkpoint: str | Path | None = None,
+    configs: Sequence[str] = ("configs/inference.json",),
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, ConfigParser]:
+    """Build ``network_def`` from a MONAI bundle and load its weights.
+
+    Args:
+        bundle: the bundle directory (``bundle_root`` in its configs).
+        checkpoint: weights file (default ``<bundle>/models/model.pt``): a state dict, or a checkpoint
+            holding one under ``network``, ``model``, ``state_dict`` or ``net``.
+        configs: config files relative to the bundle, merged in order.
+        device: device to move the network to.
+
+    Returns:
+        the network in eval mode on ``device``, and the parsed config.
+
+    Raises:
+        FileNotFoundError: if a config or the checkpoint is missing.
+        ValueError: if the config has no ``network_def`` or the checkpoint holds no state dict.
+    """
+    bundle = Path(bundle)
+    files = [bundle / config for config in configs]
+    for file in files:
+        if not file.is_file():
+            raise FileNotFoundError(f"bundle config {file} not found.")
+    parser = ConfigParser()
+    parser.read_config([str(file) for file in files])
+    parser["bundle_root"] = str(bundle)
+    if "network_def" not in parser:
+        raise ValueError(f"the bundle configs {[str(f) for f in files]} define no 'network_def'.")
+    network = parser.get_parsed_content("network_def")
+    checkpoint = Path(checkpoint) if checkpoint is not None else bundle / "models" / "model.pt"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} not found.")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and not all(isinstance(value, torch.Tensor) for value in state.values()):
+        nested = next((state[key] for key in STATE_DICT_KEYS if key in state), None)
+        if nested is None:
+            raise ValueError(
+                f"{checkpoint} holds no state dict: expected tensors or one of the keys {STATE_DICT_KEYS}, "
+                f"got keys {sorted(state)}."
+            )
+        state = nested
+    network.load_state_dict(state)
+    return network.to(device).eval(), parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``spoco-monai`` command."""
+    parser = argparse.ArgumentParser(prog="spoco-monai", description="SPOCO instance segmentation with MONAI.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    segment = commands.add_parser(
+        "segment",
+        help="segment a whole volume into instances, block by block",
+        description=(
+            "Segment INPUT (NIfTI, TIFF, file.h5:dataset, zarr) with the network of a MONAI bundle and write "
+            "the instance labels to OUTPUT (zarr or file.h5:dataset chunked; NIfTI or TIFF from memory). "
+            "An interrupted run resumes from OUTPUT.spoco-work when started again with the same settings."
+        ),
+    )
+    segment.add_argument("input", help="input volume, (C, *S) or (*S)")
+    segment.add_argument("output", help="output volume (must not exist unless --overwrite)")
+    segment.add_argument("--bundle", required=True, help="MONAI bundle directory")
+    segment.add_argument("--checkpoint", help="weights (default BUNDLE/models/model.pt)")
+    segment.add_argument(
+        "--config", nargs="+", default=["configs/inference.json"], help="bundle config files defining network_def"
+    )
+    segment.add_argument(
+        "--roi-size", nargs="+", type=int, help=f"window size per axis (default: the bundle's {' / '.join(ROI_SIZE_KEYS)})"
+    )
+    segment.add_argument("--overlap", type=float, default=0.5, help="window overlap in [0, 1) (default 0.5)")
+    segment.add_argument("--block-shape", nargs="+", type=int, help="block core size per axis (default ~128^3)")
+    segment.add_argument("--halo", nargs="+", type=int, help="minimum block halo per axis in voxels")
+    segment.add_argument("--mode", choices=SEGMENT_MODES, default="affinities", help="default: affinities")
+    segment.add_argument("--clustering", choices=CLUSTERINGS, default="mws", help="labels mode only (default mws)")
+    segment.add_argument("--min-size", type=int, help="minimum object size passed to the clustering")
+    segment.add_argument("--delta-dist", type=float, default=2.0, help="push margin delta_d (default 2.0)")
+    segment.add_argument(
+        "--normalize",
+        choices=("zscore", "none"),
+        default="zscore",
+        help="intensity normalisation before the network: zscore (default) uses the whole volume's mean and std, "
+        "as MONAI's NormalizeIntensityd in the bundle's preprocessing; none feeds the values as stored",
+    )
+    segment.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass (default 1)")
+    segment.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    segment.add_argument("--overwrite", action="store_true", help="replace OUTPUT once the new one is complete")
+    segment.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``spoco-monai`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        network, config = load_bundle_network(args.bundle, args.checkpoint, args.config, args.device)
+        roi_size = args.roi_size or _bundle_roi_size(config)
+        normalize = None
+        if args.normalize == "zscore":
+            with open_volume(args.input) as volume:
+                normalize = volume_mean_std(volume)
+        result = segment_volume(
+            args.input,
+            network,
+            roi_size,
+            overlap=args.overlap,
+            block_shape=_one_or_many(args.block_shape),
+            mode=args.mode,
+            output=args.output,
+            device=args.device,
+            halo=_one_or_many(args.halo),
+            sw_batch_size=args.sw_batch_size,
+            delta_dist=args.delta_dist,
+            normalize=normalize,
+            clustering=args.clustering,
+            clustering_kwargs=None if args.min_size is None else {"min_size": args.min_size},
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as error:
+        print(f"spoco-monai segment: error: {error}", file=sys.stderr)
+        return 1
+    print(result)
+    return 0
+
+
+def _bundle_roi_size(config: ConfigParser) -> list[int]:
+    for key in ROI_SIZE_KEYS:
+        if key in config:
+            return [int(v) for v in config.get_parsed_content(key)]
+    raise ValueError(f"pass --roi-size: the bundle config defines none of {ROI_SIZE_KEYS}.")
+
+
+def _one_or_many(values: list[int] | None) -> int | list[int] | None:
+    return values[0] if values is not None and len(values) == 1 else values

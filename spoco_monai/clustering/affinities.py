@@ -1,0 +1,114 @@
+"""Affinities between pixel embeddings under a set of offsets (method.md, Mutex Watershed)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from bioimage_cpp.affinities import compute_embedding_distances
+
+from .points import as_plain_tensor
+from .validation import check_embeddings, check_offsets, check_positive
+
+LONG_RANGE_STEPS = (3, 9, 27)
+
+
+def default_offsets(spatial_dims: int) -> list[tuple[int, ...]]:
+    """Default Mutex Watershed offsets: nearest neighbours, then 3, 9 and 27 pixels along each axis.
+
+    The first ``spatial_dims`` offsets (one per axis, ``-1`` on that axis) are the attractive
+    nearest-neighbour edges; the others are the long-range (mutex) edges, ordered by step, then axis.
+
+    Args:
+        spatial_dims: 2 or 3.
+
+    Returns:
+        ``spatial_dims * (1 + len(LONG_RANGE_STEPS))`` offsets, each a tuple of ``spatial_dims`` integers.
+
+    Raises:
+        ValueError: if ``spatial_dims`` is not 2 or 3.
+    """
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+    return [
+        tuple(-step if axis == a else 0 for a in range(spatial_dims))
+        for step in (1, *LONG_RANGE_STEPS)
+        for axis in range(spatial_dims)
+    ]
+
+
+def embeddings_to_affinities(
+    embeddings: np.ndarray | torch.Tensor, offsets: Sequence[Sequence[int]], delta_dist: float = 2.0
+) -> np.ndarray | torch.Tensor:
+    """Affinities ``a(i, o) = [1 - ||e_i - e_{i+o}|| / (2 delta_d)]_+^2`` (1 = same object, 0 = different).
+
+    Where ``i + o`` falls outside the array the affinity is 0 (no edge). Numpy input is computed by
+    ``bioimage_cpp`` (multi-threaded C++); tensors are computed by torch on their device (GPU when present).
+
+    Args:
+        embeddings: ``(E, *S)`` float array or tensor, 2D or 3D spatial.
+        offsets: one offset per output channel, each with ``len(S)`` integers in array axis order.
+        delta_dist: the push-term margin ``delta_d`` of the embedding loss (> 0).
+
+    Returns:
+        ``(len(offsets), *S)`` float32 affinities, numpy for numpy input, otherwise a tensor on the input's device.
+
+    Raises:
+        TypeError, ValueError: for invalid embeddings, offsets or ``delta_dist``.
+    """
+    check_embeddings(embeddings)
+    offsets = check_offsets(offsets, embeddings.ndim - 1)
+    check_positive(delta_dist, "delta_dist")
+    if isinstance(embeddings, torch.Tensor):
+        distances = _embedding_distances_torch(as_plain_tensor(embeddings), offsets)
+    else:
+        distances = torch.from_numpy(_embedding_distances_cpp(embeddings, offsets))
+    # in place: the distance buffer becomes the affinity buffer, no further copy of the largest array
+    distances.mul_(-0.5 / delta_dist).add_(1.0).clamp_(min=0.0).square_()
+    _zero_out_of_bounds(distances, offsets)
+    return distances.numpy() if isinstance(embeddings, np.ndarray) else distances
+
+
+def available_threads() -> int:
+    """Number of CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def overlap_slices(
+    offset: Sequence[int], spatial_shape: Sequence[int]
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Slices of the pixels ``i`` whose neighbour ``i + offset`` is inside the array, and of those neighbours."""
+    source = tuple(slice(max(0, -o), max(max(0, -o), s - max(0, o))) for o, s in zip(offset, spatial_shape))
+    target = tuple(slice(sl.start + o, sl.stop + o) for sl, o in zip(source, offset))
+    return source, target
+
+
+def _embedding_distances_cpp(embeddings: np.ndarray, offsets: list[tuple[int, ...]]) -> np.ndarray:
+    values = np.ascontiguousarray(embeddings, dtype=np.float32)
+    return compute_embedding_distances(
+        values, offsets, norm="l2", number_of_threads=min(len(offsets), available_threads())
+    )
+
+
+def _embedding_distances_torch(embeddings: torch.Tensor, offsets: list[tuple[int, ...]]) -> torch.Tensor:
+    embeddings = embeddings.float()
+    spatial_shape = embeddings.shape[1:]
+    distances = embeddings.new_empty((len(offsets), *spatial_shape))
+    for channel, offset in enumerate(offsets):
+        source, target = overlap_slices(offset, spatial_shape)
+        distances[(channel, *source)] = torch.linalg.vector_norm(
+            embeddings[(slice(None), *source)] - embeddings[(slice(None), *target)], dim=0
+        )
+    return distances
+
+
+def _zero_out_of_bounds(affinities: torch.Tensor, offsets: list[tuple[int, ...]]) -> None:
+    for channel, offset in enumerate(offsets):
+        for axis, o in enumerate(offset):
+            if o == 0:
+                continue
+            band = [slice(None)] * len(offset)
+            band[axis] = slice(-o, None) if o > 0 else slice(None, -o)
+            affinities[(channel, *band)] = 0.0

@@ -1,0 +1,326 @@
+"""Lazy reading and safe writing of image and label volumes in NIfTI, TIFF, HDF5 and zarr.
+
+Paths name the format by their suffix: ``.nii`` / ``.nii.gz`` (NIfTI), ``.tif`` / ``.tiff`` (TIFF),
+``file.h5:dataset`` (HDF5, also ``.hdf5`` / ``.hdf``; the dataset may be a path inside groups) and
+``volume.zarr`` or ``volume.zarr:path/in/group`` (zarr). Reading never loads more than the slices asked
+for (NIfTI via nibabel's array proxy, TIFF via a memory map or tifffile's zarr store, HDF5 and zarr by
+their chunks). Writing goes to a temporary sibling and is renamed into place only once complete, so a
+volume is never left half-written under its final name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import nibabel as nib
+import numpy as np
+import tifffile
+import zarr
+
+VOLUME_FORMATS = ("nifti", "tiff", "hdf5", "zarr")
+_SUFFIXES = {
+    ".nii": "nifti",
+    ".nii.gz": "nifti",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
+    ".hdf": "hdf5",
+    ".zarr": "zarr",
+}
+_TEMPORARY_PREFIX = ".partial-"
+
+
+@dataclass(frozen=True)
+class VolumePath:
+    """A parsed volume path.
+
+    Attributes:
+        file: the file (NIfTI, TIFF, HDF5) or directory (zarr) on disk.
+        key: the dataset inside an HDF5 file or the array path inside a zarr group (``None`` for the root).
+        format: one of :data:`VOLUME_FORMATS`.
+    """
+
+    file: Path
+    key: str | None
+    format: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.key}" if self.key else str(self.file)
+
+
+def parse_volume_path(path: str | os.PathLike | VolumePath) -> VolumePath:
+    """Split ``path`` into file, inner key and format.
+
+    Args:
+        path: e.g. ``"image.nii.gz"``, ``"stack.tif"``, ``"data.h5:raw"``, ``"volume.zarr"``,
+            ``"volume.zarr:labels/s0"``.
+
+    Raises:
+        ValueError: for an unknown suffix or an HDF5 path without a dataset.
+    """
+    if isinstance(path, VolumePath):
+        return path
+    text = os.fspath(path)
+    file_part, key = text, None
+    # the key separator is the last colon after a known container suffix (Windows drive letters have none)
+    for suffix in (".h5:", ".hdf5:", ".hdf:", ".zarr:"):
+        position = text.lower().rfind(suffix)
+        if position >= 0:
+            split = position + len(suffix) - 1
+            file_part, key = text[:split], text[split + 1 :].strip("/") or None
+            break
+    name = file_part.lower().rstrip("/")
+    volume_format = next((fmt for suffix, fmt in _SUFFIXES.items() if name.endswith(suffix)), None)
+    if volume_format is None:
+        raise ValueError(
+            f"cannot tell the volume format of {text!r}: expected a suffix among {sorted(_SUFFIXES)} "
+            "(HDF5 as 'file.h5:dataset', zarr as 'volume.zarr' or 'volume.zarr:array')."
+        )
+    if volume_format == "hdf5" and not key:
+        raise ValueError(f"an HDF5 volume needs a dataset name, as 'file.h5:dataset', got {text!r}.")
+    return VolumePath(Path(file_part.rstrip("/")), key, volume_format)
+
+
+class LazyVolume:
+    """Read-only, lazily loaded volume: slicing reads only the requested region.
+
+    NIfTI volumes are exposed as stored (x, y, z), with a 4D/5D channel axis moved to the front
+    (channel-first, the MONAI convention); other formats are exposed exactly as stored.
+
+    Attributes:
+        shape: shape of the exposed array.
+        dtype: numpy dtype of the stored values.
+        affine: the NIfTI affine (4x4), ``None`` for other formats.
+    """
+
+    def __init__(self, array: Any, closer: Any = None, affine: np.ndarray | None = None, channel_last: bool = False):
+        self._array = array
+        self._closer = closer
+        self._channel_last = channel_last
+        stored = tuple(int(s) for s in array.shape)
+        self.shape: tuple[int, ...] = (stored[-1], *stored[:-1]) if channel_last else stored
+        self.dtype = np.dtype(array.dtype)
+        self.affine = affine
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if not self._channel_last:
+            return np.asarray(self._array[key])
+        if Ellipsis in key or len(key) > self.ndim:
+            raise IndexError(f"index the channel-first volume with at most {self.ndim} slices, got {key}.")
+        key = key + (slice(None),) * (self.ndim - len(key))
+        values = np.asarray(self._array[(*key[1:], key[0])])
+        return values if isinstance(key[0], (int, np.integer)) else np.moveaxis(values, -1, 0)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        values = self[(slice(None),) * self.ndim]
+        return values if dtype is None else values.astype(dtype)
+
+    def close(self) -> None:
+        """Release the file handle, if any."""
+        if self._closer is not None:
+            self._closer.close()
+            self._closer = None
+
+    def __enter__(self) -> LazyVolume:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def open_volume(path: str | os.PathLike | VolumePath) -> LazyVolume:
+    """Open a volume for lazy, sliced reading.
+
+    Args:
+        path: a volume path (see :func:`parse_volume_path`).
+
+    Returns:
+        a :class:`LazyVolume`; use it as a context manager (or call ``close``) to release the file.
+
+    Raises:
+        FileNotFoundError: if the file, dataset or array does not exist.
+        ValueError: for an unknown format.
+    """
+    location = parse_volume_path(path)
+    if not location.file.exists():
+        raise FileNotFoundError(f"no volume at {location.file}.")
+    if location.format == "nifti":
+        image = nib.load(location.file)
+        # NIfTI stores vectors/channels after the three spatial axes (4th or 5th dimension)
+        proxy = image.dataobj
+        if len(proxy.shape) == 5 and proxy.shape[3] == 1:
+            proxy = proxy.reshape((*proxy.shape[:3], proxy.shape[4]))
+        return LazyVolume(proxy, affine=image.affine, channel_last=len(proxy.shape) == 4)
+    if location.format == "tiff":
+        try:
+            return LazyVolume(tifffile.memmap(location.file, mode="r"))
+        except ValueError:
+            # compressed or tiled files cannot be memory-mapped; tifffile's zarr store still reads lazily
+            store = tifffile.imread(location.file, aszarr=True)
+            return LazyVolume(zarr.open(store, mode="r"), closer=store)
+    if location.format == "hdf5":
+        handle = h5py.File(location.file, "r")
+        if location.key not in handle:
+            handle.close()
+            raise FileNotFoundError(f"no dataset {location.key!r} in {location.file}.")
+        return LazyVolume(handle[location.key], closer=handle)
+    try:
+        array = zarr.open_array(store=location.file, path=location.key or "", mode="r")
+    except (FileNotFoundError, KeyError) as error:
+        raise FileNotFoundError(f"no zarr array {location.key or '(root)'!r} in {location.file}.") from error
+    return LazyVolume(array)
+
+
+def volume_mean_std(volume: Any, max_elements: int = 2**26) -> tuple[float, float]:
+    """Mean and standard deviation of all values of a (lazy) volume, read slab by slab.
+
+    These are the statistics MONAI's ``NormalizeIntensity`` uses by default (whole image, all channels),
+    computed without loading more than ``max_elements`` values at once.
+
+    Args:
+        volume: a :class:`LazyVolume`, numpy array, or any sliceable array with ``shape``.
+        max_elements: upper bound on the values read per slab (slabs are along the first axis).
+
+    Returns:
+        ``(mean, std)`` as floats (population standard deviation).
+    """
+    shape = tuple(volume.shape)
+    step = max(1, max_elements // max(1, int(np.prod(shape[1:]))))
+    total = total_squares = 0.0
+    for start in range(0, shape[0], step):
+        slab = np.asarray(volume[start : start + step], dtype=np.float64)
+        total += float(slab.sum())
+        total_squares += float(np.square(slab).sum())
+    count = float(np.prod(shape))
+    mean = total / count
+    return mean, float(np.sqrt(max(0.0, total_squares / count - mean**2)))
+
+
+def check_can_create(path: str | os.PathLike | VolumePath, overwrite: bool = False) -> VolumePath:
+    """Check that a volume may be written at ``path`` before any work is done.
+
+    Raises:
+        FileExistsError: if the file or directory exists and ``overwrite`` is False.
+        FileNotFoundError: if the parent directory does not exist.
+    """
+    location = parse_volume_path(path)
+    if location.file.exists() and not overwrite:
+        raise FileExistsError(
+            f"{location.file} already exists; choose another output path or pass overwrite=True to replace it."
+        )
+    if not location.file.parent.is_dir():
+        raise FileNotFoundError(f"the directory {location.file.parent} for {location.file} does not exist.")
+    return location
+
+
+@contextmanager
+def create_volume(
+    path: str | os.PathLike | VolumePath,
+    shape: Sequence[int],
+    dtype: Any,
+    chunks: Sequence[int] | None = None,
+    affine: np.ndarray | None = None,
+    overwrite: bool = False,
+) -> Iterator[Any]:
+    """Create a volume and yield a writable array; it appears under ``path`` only after a clean exit.
+
+    zarr and HDF5 volumes are written chunk by chunk (compressed), so they may exceed memory. NIfTI and
+    TIFF are written at once from an in-memory buffer and must fit in memory. The data go to a
+    temporary sibling (``.partial-<name>``) that is renamed into place on success and removed on error.
+
+    Args:
+        path: a volume path (see :func:`parse_volume_path`); for HDF5 and zarr the whole file/store is new.
+        shape: array shape (for NIfTI: x, y, z as stored).
+        dtype: numpy dtype.
+        chunks: chunk shape for zarr/HDF5 (default: 64 per axis, clipped to the shape).
+        affine: 4x4 NIfTI affine (identity when omitted); ignored by other formats.
+        overwrite: replace an existing volume (only once the new one is complete).
+
+    Yields:
+        an array supporting slice assignment (zarr array, h5py dataset or numpy array).
+
+    Raises:
+        FileExistsError: if ``path`` exists and ``overwrite`` is False.
+    """
+    location = check_can_create(path, overwrite)
+    shape = tuple(int(s) for s in shape)
+    dtype = np.dtype(dtype)
+    chunks = tuple(min(int(c), s) for c, s in zip(chunks or (64,) * len(shape), shape))
+    temporary = location.file.with_name(_TEMPORARY_PREFIX + location.file.name)
+    _remove(temporary)
+    try:
+        if location.format == "zarr":
+            if location.key:
+                root = zarr.open_group(store=temporary, mode="w")
+                yield root.create_array(name=location.key, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
+            else:
+                yield zarr.create_array(store=temporary, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
+        elif location.format == "hdf5":
+            with h5py.File(temporary, "w") as handle:
+                yield handle.create_dataset(
+                    location.key, shape=shape, dtype=dtype, chunks=chunks, compression="gzip", fillvalue=0
+                )
+        else:
+            buffer = np.zeros(shape, dtype=dtype)
+            yield buffer
+            _write_whole(temporary, location.format, buffer, affine)
+    except BaseException:
+        _remove(temporary)
+        raise
+    _replace(temporary, location.file)
+
+
+def write_volume(
+    path: str | os.PathLike | VolumePath,
+    array: np.ndarray,
+    chunks: Sequence[int] | None = None,
+    affine: np.ndarray | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Write an in-memory array as a volume (see :func:`create_volume` for formats and safety).
+
+    Raises:
+        FileExistsError: if ``path`` exists and ``overwrite`` is False.
+    """
+    array = np.asarray(array)
+    with create_volume(path, array.shape, array.dtype, chunks=chunks, affine=affine, overwrite=overwrite) as target:
+        target[...] = array
+
+
+def _write_whole(file: Path, volume_format: str, array: np.ndarray, affine: np.ndarray | None) -> None:
+    if volume_format == "tiff":
+        tifffile.imwrite(file, array, compression="zlib")
+        return
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else np.asarray(affine)), file)
+
+
+def _replace(source: Path, target: Path) -> None:
+    if target.is_dir() and not target.is_symlink():
+        # directories cannot be replaced atomically: move the old one aside, then drop it
+        retired = target.with_name(_TEMPORARY_PREFIX + "old-" + target.name)
+        _remove(retired)
+        os.replace(target, retired)
+        os.replace(source, target)
+        _remove(retired)
+    else:
+        os.replace(source, target)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

@@ -1,0 +1,158 @@
+"""The SPOCO trainer: student f on view 1, EMA teacher g on view 2, SpocoLoss, optimiser step, EMA update."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils.enums import CommonKeys as Keys
+from torch import nn
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+from spoco_monai.engines.ema import ema_update, unwrap_module
+
+TEACHER_PRED = "teacher_pred"
+LOSS_TERMS = "loss_terms"
+
+
+class SpocoTrainer(SupervisedTrainer):
+    """``SupervisedTrainer`` for SPOCO (Wolny et al., CVPR 2022): two views, a student f and an EMA teacher g.
+
+    Each iteration:
+
+    1. f embeds ``batch["image"]`` (view 1) with gradients;
+    2. g embeds ``batch["image_view2"]`` (view 2: same geometry, other intensity augmentation) under
+       ``torch.no_grad``;
+    3. ``loss_function(embeddings, label, teacher_embeddings)`` (a ``SpocoLoss``), backward, optimiser step
+       (with a gradient scaler under AMP on CUDA);
+    4. g <- m g + (1 - m) f for parameters and floating-point buffers (:func:`ema_update`), right after the step.
+
+    The teacher always runs in eval mode. With GroupNorm (the 3D default) the mode makes no difference; with
+    BatchNorm it makes g normalise with its own moving-average statistics instead of the view-2 batch statistics, so
+    g stays exactly the moving average of f and its buffers are never changed by its own forward passes. The update
+    lives in the training iteration, so evaluators (which run their own engines) never move the teacher.
+
+    Output written to ``engine.state.output`` (a dict, not decollated): ``image``, ``label``, ``pred`` (f's
+    embeddings, (B, E, *S)), ``teacher_pred`` (g's embeddings), ``loss`` (scalar tensor) and ``loss_terms``
+    (``dict[str, float]`` from ``loss_function.last_terms`` when the loss has that attribute).
+
+    Args:
+        device: device of the networks and the batches.
+        max_epochs: number of epochs to train.
+        train_data_loader: yields dicts with ``image`` (B, C, *S), ``image_view2`` (B, C, *S) and ``label``
+            (B, 1, *S) integer.
+        network: the student f, (B, C, *S) -> (B, E, *S); may be wrapped in ``DistributedDataParallel``.
+        optimizer: optimiser of f's parameters.
+        loss_function: ``loss(embeddings, target, teacher_embeddings) -> scalar``, e.g. ``SpocoLoss``.
+        teacher_network: the teacher g, same architecture as f (unwrapped). Its weights are set to f's at
+            construction. ``None`` makes a deep copy of f.
+        ema_momentum: m of the teacher update, in [0, 1].
+        view2_key: batch key of the second view.
+        epoch_length: iterations per epoch; default ``len(train_data_loader)``.
+        train_handlers: MONAI/ignite handlers with an ``attach(engine)`` method.
+        amp: mixed precision on CUDA (ignored on CPU, where the trainer runs in float32).
+        kwargs: further ``SupervisedTrainer`` arguments (``inferer``, ``key_train_metric``, ``amp_kwargs``, ...).
+            ``decollate`` is fixed to False (the output dict is read by the logging handlers as is) and gradient
+            accumulation is not supported, because the teacher must follow every optimiser step.
+
+    Raises:
+        ValueError: invalid momentum, a teacher unlike f, or an unsupported keyword argument.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable | DataLoader,
+        network: nn.Module,
+        optimizer: Optimizer,
+        loss_function: Callable[..., torch.Tensor],
+        teacher_network: nn.Module | None = None,
+        ema_momentum: float = 0.999,
+        view2_key: str = "image_view2",
+        epoch_length: int | None = None,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        for unsupported in ("decollate", "accumulation_steps", "iteration_update", "compile"):
+            if unsupported in kwargs:
+                raise ValueError(f"SpocoTrainer does not support the argument '{unsupported}'.")
+        if not 0.0 <= ema_momentum <= 1.0:
+            raise ValueError(f"ema_momentum must be in [0, 1], got {ema_momentum}.")
+        device = torch.device(device)
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=loss_function,
+            epoch_length=epoch_length,
+            train_handlers=train_handlers,
+            amp=amp and device.type == "cuda",
+            decollate=False,
+            **kwargs,
+        )
+        student = unwrap_module(network)
+        teacher = copy.deepcopy(student) if teacher_network is None else teacher_network
+        try:
+            teacher.load_state_dict(student.state_dict())
+        except RuntimeError as error:
+            raise ValueError(f"teacher_network must have the architecture of network: {error}") from error
+        self.teacher = teacher.to(device).eval().requires_grad_(False)
+        self.ema_momentum = float(ema_momentum)
+        self.view2_key = view2_key
+
+    def _iteration(self, engine: SpocoTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
+        """One SPOCO step on ``batchdata``; returns the output dict described in the class docstring.
+
+        Raises:
+            ValueError: no batch, or the batch misses the label or the second view.
+        """
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        if not isinstance(batchdata, dict) or self.view2_key not in batchdata or Keys.LABEL not in batchdata:
+            found = sorted(batchdata) if isinstance(batchdata, dict) else type(batchdata).__name__
+            raise ValueError(
+                f"SpocoTrainer expects batch dicts with keys '{Keys.IMAGE}', '{self.view2_key}' and '{Keys.LABEL}' "
+                f"(add a two-view transform such as TwoViewIntensityAugmentd), found {found}."
+            )
+        inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        view2 = batchdata[self.view2_key].to(engine.state.device, non_blocking=engine.non_blocking)
+        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+        engine.network.train()
+        engine.teacher.eval()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+
+        def _compute_pred_loss() -> torch.Tensor:
+            engine.state.output[Keys.PRED] = engine.inferer(inputs, engine.network)
+            with torch.no_grad():
+                engine.state.output[TEACHER_PRED] = engine.inferer(view2, engine.teacher)
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            loss = engine.loss_function(engine.state.output[Keys.PRED], targets, engine.state.output[TEACHER_PRED])
+            engine.state.output[Keys.LOSS] = loss.mean()
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+            return engine.state.output[Keys.LOSS]
+
+        if engine.amp and engine.scaler is not None:
+            with torch.autocast("cuda", **engine.amp_kwargs):
+                loss = _compute_pred_loss()
+            engine.scaler.scale(loss).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            loss = _compute_pred_loss()
+            loss.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()
+        ema_update(engine.teacher, engine.network, engine.ema_momentum)
+        engine.state.output[LOSS_TERMS] = dict(getattr(engine.loss_function, "last_terms", {}))
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

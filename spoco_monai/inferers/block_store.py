@@ -1,0 +1,144 @@
+"""Storage of finished blocks, in memory or in a work directory from which an interrupted run resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    """What stitching needs to know about a finished block.
+
+    Attributes:
+        num_core_labels: labels ``1 .. num_core_labels`` occur in the block's core.
+        num_labels: labels ``num_core_labels + 1 .. num_labels`` occur only in its halo.
+        matches: ``(P, 3)`` int64 rows ``(label in this block, index of an earlier block, label there)``
+            of objects this block's halo shares with the cores of earlier blocks.
+    """
+
+    num_core_labels: int
+    num_labels: int
+    matches: np.ndarray
+
+
+class BlockStore(ABC):
+    """Finished blocks: core labels (local ids, ``uint32``) and their stitching record."""
+
+    @abstractmethod
+    def finished(self) -> set[int]:
+        """Indices of the blocks already stored."""
+
+    @abstractmethod
+    def save(self, index: int, core_labels: np.ndarray, record: BlockRecord) -> None:
+        """Store block ``index``; once this returns the block counts as finished."""
+
+    @abstractmethod
+    def core_labels(self, index: int) -> np.ndarray:
+        """The stored core labels of block ``index`` (possibly memory-mapped, read-only)."""
+
+    @abstractmethod
+    def record(self, index: int) -> BlockRecord:
+        """The stitching record of block ``index``."""
+
+
+class MemoryBlockStore(BlockStore):
+    """Blocks kept in memory, for results returned as an array (nothing to resume)."""
+
+    def __init__(self) -> None:
+        self._labels: dict[int, np.ndarray] = {}
+        self._records: dict[int, BlockRecord] = {}
+
+    def finished(self) -> set[int]:
+        return set(self._records)
+
+    def save(self, index: int, core_labels: np.ndarray, record: BlockRecord) -> None:
+        self._labels[index] = core_labels
+        self._records[index] = record
+
+    def core_labels(self, index: int) -> np.ndarray:
+        return self._labels[index]
+
+    def record(self, index: int) -> BlockRecord:
+        return self._records[index]
+
+
+class DirectoryBlockStore(BlockStore):
+    """Blocks stored as ``<index>.npy`` + ``<index>.json`` files in a work directory.
+
+    Each file is written under a temporary name and renamed, and the record is written last, so a block
+    counts as finished only when both are complete: a run killed at any point loses at most the block it
+    was working on. ``run.json`` holds the settings of the run (``fingerprint``); a directory left by a run
+    with other settings is never reused by mistake.
+
+    Args:
+        directory: the work directory (created if missing).
+        fingerprint: JSON-serialisable description of everything that determines the block results.
+        discard_mismatch: remove a work directory with another fingerprint instead of raising.
+
+    Raises:
+        ValueError: if ``directory`` belongs to a run with a different fingerprint and
+            ``discard_mismatch`` is False.
+    """
+
+    def __init__(self, directory: str | os.PathLike, fingerprint: dict[str, Any], discard_mismatch: bool = False):
+        self.directory = Path(directory)
+        manifest = self.directory / "run.json"
+        fingerprint = json.loads(json.dumps(fingerprint))
+        if manifest.exists():
+            stored = json.loads(manifest.read_text())
+            if stored != fingerprint:
+                if not discard_mismatch:
+                    differing = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
+                    raise ValueError(
+                        f"the work directory {self.directory} holds an unfinished run with other settings "
+                        f"(differing: {', '.join(differing)}); remove it, or pass overwrite=True to discard it."
+                    )
+                self.remove()
+        if not manifest.exists():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _write_atomically(manifest, json.dumps(fingerprint, indent=1).encode())
+
+    def finished(self) -> set[int]:
+        return {int(path.stem) for path in self.directory.glob("[0-9]*.json")}
+
+    def save(self, index: int, core_labels: np.ndarray, record: BlockRecord) -> None:
+        labels_path = self._path(index, ".npy")
+        temporary = labels_path.with_name(".partial-" + labels_path.name)
+        with open(temporary, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(core_labels, dtype=np.uint32))
+        os.replace(temporary, labels_path)
+        payload = {
+            "num_core_labels": int(record.num_core_labels),
+            "num_labels": int(record.num_labels),
+            "matches": np.asarray(record.matches, dtype=np.int64).tolist(),
+        }
+        _write_atomically(self._path(index, ".json"), json.dumps(payload).encode())
+
+    def core_labels(self, index: int) -> np.ndarray:
+        return np.load(self._path(index, ".npy"), mmap_mode="r")
+
+    def record(self, index: int) -> BlockRecord:
+        payload = json.loads(self._path(index, ".json").read_text())
+        matches = np.asarray(payload["matches"], dtype=np.int64).reshape(-1, 3)
+        return BlockRecord(payload["num_core_labels"], payload["num_labels"], matches)
+
+    def remove(self) -> None:
+        """Delete the work directory."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _path(self, index: int, suffix: str) -> Path:
+        return self.directory / f"{index:07d}{suffix}"
+
+
+def _write_atomically(path: Path, payload: bytes) -> None:
+    temporary = path.with_name(".partial-" + path.name)
+    temporary.write_bytes(payload)
+    os.replace(temporary, path)

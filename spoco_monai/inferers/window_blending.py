@@ -1,0 +1,132 @@
+"""Run a network on the sliding windows of one region and blend the windows' outputs with Gaussian weights."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.data.utils import compute_importance_map
+from monai.utils import BlendMode
+
+from ..clustering.affinities import embeddings_to_affinities, overlap_slices
+
+BLEND_OUTPUTS = ("affinities", "embeddings")
+
+
+def blend_windows(
+    image: torch.Tensor,
+    network: Callable[[torch.Tensor], torch.Tensor],
+    roi_size: Sequence[int],
+    window_starts: Sequence[Sequence[int]],
+    output: str = "affinities",
+    offsets: Sequence[Sequence[int]] | None = None,
+    delta_dist: float = 2.0,
+    sw_batch_size: int = 1,
+    sigma_scale: float = 0.125,
+    on_windows: Callable[[int], None] | None = None,
+    timings: dict[str, float] | None = None,
+) -> torch.Tensor:
+    """Predict a region window by window and blend the windows with MONAI's Gaussian importance map.
+
+    In ``"affinities"`` output, every window's embeddings are turned into affinities for ``offsets``
+    inside that window before blending. An affinity only compares two embeddings from the same forward
+    pass, so it does not change when the network places a window's embeddings differently (shifted,
+    rotated) from its neighbours'. An edge is blended over the windows that contain both of its ends;
+    an edge contained in no window gets the neutral value of its channel: 0 on the attractive
+    nearest-neighbour channels (the first ``len(roi_size)``), 1 (no repulsion) on the mutex channels.
+    In ``"embeddings"`` output the embeddings themselves are blended, as ``sliding_window_inference`` does.
+
+    Args:
+        image: ``(C, *R)`` tensor of the region; it is zero-padded (centred) to the window size along
+            axes where it is smaller.
+        network: maps ``(B, C, *roi_size)`` to ``(B, E, *roi_size)`` embeddings.
+        roi_size: window size per spatial axis.
+        window_starts: per axis, the window starts within the (padded) region.
+        output: ``"affinities"`` or ``"embeddings"``.
+        offsets: affinity offsets (``"affinities"`` output), each with ``len(roi_size)`` integers.
+        delta_dist: ``delta_d`` of the affinity formula.
+        sw_batch_size: number of windows per forward pass.
+        sigma_scale: Gaussian sigma of the importance map as a fraction of the window size.
+        on_windows: called with the number of windows finished after every forward pass.
+        timings: if given, ``timings["affinities"]`` is increased by the seconds spent turning window
+            embeddings into affinities.
+
+    Returns:
+        ``(len(offsets), *R)`` affinities or ``(E, *R)`` embeddings, float32 on ``image``'s device.
+
+    Raises:
+        ValueError: if the network's output does not have the window's spatial shape.
+    """
+    roi_size = tuple(roi_size)
+    region_shape = tuple(image.shape[1:])
+    padding = [(max(0, r - s) // 2, max(0, r - s) - max(0, r - s) // 2) for r, s in zip(roi_size, region_shape)]
+    if any(before or after for before, after in padding):
+        image = F.pad(image, [p for pair in reversed(padding) for p in pair])
+    importance = compute_importance_map(roi_size, BlendMode.GAUSSIAN, sigma_scale, device=image.device)
+    windows = [
+        tuple(slice(start, start + r) for start, r in zip(starts, roi_size))
+        for starts in itertools.product(*window_starts)
+    ]
+    accumulated: torch.Tensor | None = None
+    weights = torch.zeros(image.shape[1:], device=image.device) if output == "embeddings" else None
+    for first in range(0, len(windows), sw_batch_size):
+        batch_windows = windows[first : first + sw_batch_size]
+        embeddings = network(torch.stack([image[(slice(None), *window)] for window in batch_windows]))
+        if embeddings.ndim != image.ndim + 1 or tuple(embeddings.shape[2:]) != roi_size:
+            raise ValueError(
+                f"the network must map windows of shape {(len(batch_windows), image.shape[0], *roi_size)} to "
+                f"(B, E, *{roi_size}) embeddings, got output shape {tuple(embeddings.shape)}."
+            )
+        embeddings = embeddings.float()
+        if output == "affinities":
+            start = time.perf_counter()
+            predictions = [_window_affinities(e, offsets, delta_dist) for e in embeddings]
+            if timings is not None:
+                timings["affinities"] = timings.get("affinities", 0.0) + time.perf_counter() - start
+        else:
+            predictions = list(embeddings)
+        if accumulated is None:
+            accumulated = torch.zeros((predictions[0].shape[0], *image.shape[1:]), device=image.device)
+        for window, prediction in zip(batch_windows, predictions):
+            accumulated[(slice(None), *window)] += prediction.to(image.device) * importance
+            if weights is not None:
+                weights[window] += importance
+        if on_windows is not None:
+            on_windows(len(batch_windows))
+    if weights is not None:
+        accumulated /= weights
+    else:
+        _normalise_affinities(accumulated, windows, importance, offsets, len(roi_size))
+    crop = tuple(slice(before, before + s) for (before, _), s in zip(padding, region_shape))
+    return accumulated[(slice(None), *crop)]
+
+
+def _window_affinities(embeddings: torch.Tensor, offsets: Sequence[Sequence[int]], delta_dist: float) -> torch.Tensor:
+    if embeddings.device.type != "cpu":
+        return embeddings_to_affinities(embeddings, offsets, delta_dist)
+    # on CPU the C++ kernel behind numpy input is several times faster than strided torch slicing
+    return torch.from_numpy(embeddings_to_affinities(embeddings.numpy(), offsets, delta_dist))
+
+
+def _normalise_affinities(
+    accumulated: torch.Tensor,
+    windows: list[tuple[slice, ...]],
+    importance: torch.Tensor,
+    offsets: Sequence[Sequence[int]],
+    num_attractive: int,
+) -> None:
+    # one channel of weights at a time: the weight of an edge depends on its offset (only windows holding
+    # both ends count), and a full (channels, *S) weight buffer would double the block's memory
+    weights = torch.empty_like(accumulated[0])
+    for channel, offset in enumerate(offsets):
+        weights.zero_()
+        inside, _ = overlap_slices(offset, importance.shape)
+        for window in windows:
+            weights[window][inside] += importance[inside]
+        uncovered = weights == 0
+        # uncovered edges accumulated nothing, so dividing them by a clamped weight keeps them at 0
+        accumulated[channel].div_(weights.clamp_(min=torch.finfo(weights.dtype).tiny))
+        accumulated[channel].masked_fill_(uncovered, 0.0 if channel < num_attractive else 1.0)

@@ -1,0 +1,168 @@
+"""Embedding consistency between a student f and an EMA teacher g on the unlabeled region."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+
+from spoco_monai.losses.chunking import checkpointed_chunk_sum, pixel_chunk_size
+from spoco_monai.losses.discriminative import per_object_mean
+from spoco_monai.losses.kernel import dice_loss_from_sums, kernel_sigma_squared
+from spoco_monai.losses.pairwise import squared_distances
+from spoco_monai.losses.sampling import random_priorities
+from spoco_monai.losses.validation import check_int, check_positive_int, check_unit_interval, flatten_loss_inputs
+
+__all__ = ["EmbeddingConsistencyLoss"]
+
+
+def _consistency_sums(
+    chunk: torch.Tensor,
+    teacher_chunk: torch.Tensor,
+    valid: torch.Tensor,
+    student_anchors: torch.Tensor,
+    teacher_anchors: torch.Tensor,
+    student_origin: torch.Tensor,
+    teacher_origin: torch.Tensor,
+    sigma_sq: float,
+) -> torch.Tensor:
+    scale = -0.5 / sigma_sq
+    student = torch.exp(
+        squared_distances(student_anchors - student_origin.unsqueeze(1), chunk - student_origin.unsqueeze(-1)) * scale
+    )
+    teacher = torch.exp(
+        squared_distances(teacher_anchors - teacher_origin.unsqueeze(1), teacher_chunk - teacher_origin.unsqueeze(-1))
+        * scale
+    )
+    weights = valid.unsqueeze(1).to(student.dtype)
+    return torch.stack(
+        ((student * teacher * weights).sum(-1), (student.square() * weights).sum(-1), (teacher.square() * weights).sum(-1)),
+        dim=-1,
+    )
+
+
+class EmbeddingConsistencyLoss(nn.Module):
+    """Embedding consistency (method.md term 6), batch mean.
+
+    Per sample whose region (target == 0) covers at least ``min_unlabeled_fraction`` of the patch, anchors are
+    drawn one after the other, uniformly from the part of the region not yet covered. Around each anchor a,
+    soft masks are built from the student's embeddings around e_a^f and from the teacher's around e_a^g,
+    S(i) = exp(-||e_i - e_a||^2 / (2 sigma^2)) with sigma^2 = -delta_v^2 / (2 ln t), over every non-ignored
+    pixel. The pixels within delta_v of e_a^f (student embedding) are then removed from the region; the
+    drawing stops when the region is covered or after ``max_anchors`` anchors. The sample's loss is the mean
+    over its anchors of Dice(S_f, S_g) = 1 - 2 sum(S_f S_g) / (sum S_f^2 + sum S_g^2); samples where the term
+    does not apply contribute 0 to the batch mean. The teacher is detached: no gradient ever reaches it.
+
+    Random choices come from the module's own CPU ``torch.Generator`` (attribute ``generator``) seeded with
+    ``seed``.
+
+    Wolny et al., "Sparse Object-level Supervision for Instance Segmentation with Pixel Embeddings", CVPR 2022.
+
+    Args:
+        delta_var: distance delta_v > 0 at which the kernel equals ``kernel_threshold``; also the coverage radius.
+        kernel_threshold: kernel value t in (0, 1) at distance delta_v.
+        max_anchors: largest number of anchors per sample, >= 1.
+        min_unlabeled_fraction: smallest fraction of the patch, in [0, 1], the region must cover.
+        seed: seed of the module's generator.
+
+    Raises:
+        TypeError: an option of the wrong type.
+        ValueError: an option out of range.
+    """
+
+    def __init__(
+        self,
+        delta_var: float = 0.5,
+        kernel_threshold: float = 0.9,
+        max_anchors: int = 20,
+        min_unlabeled_fraction: float = 0.05,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.sigma_sq = kernel_sigma_squared(delta_var, kernel_threshold)
+        self.delta_var = float(delta_var)
+        self.kernel_threshold = float(kernel_threshold)
+        self.max_anchors = check_positive_int("max_anchors", max_anchors)
+        self.min_unlabeled_fraction = check_unit_interval("min_unlabeled_fraction", min_unlabeled_fraction)
+        self.generator = torch.Generator().manual_seed(check_int("seed", seed))
+
+    def forward(self, embeddings: torch.Tensor, teacher_embeddings: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Compute the consistency loss on the unlabeled region (target == 0).
+
+        Args:
+            embeddings: (B, E, H, W) or (B, E, D, H, W) student embeddings.
+            teacher_embeddings: teacher embeddings of the same shape (of a second view of the same patch).
+            target: (B, 1, *S) or (B, *S) integer tensor; id > 0 object, 0 unlabeled, -1 ignore.
+
+        Returns:
+            Scalar float32 (float64 for float64 embeddings) loss.
+        """
+        if teacher_embeddings is None:
+            raise TypeError("teacher_embeddings must be a torch.Tensor of the student's shape, found None.")
+        flat_embeddings, flat_target, teacher = flatten_loss_inputs(embeddings, target, teacher_embeddings)
+        with torch.autocast(device_type=flat_embeddings.device.type, enabled=False):
+            return self.term(flat_embeddings, teacher, flat_target == 0, flat_target >= 0)
+
+    @torch.no_grad()
+    def choose_anchors(self, embeddings: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw anchors that cover the region, for all samples at once.
+
+        Args:
+            embeddings: (B, E, N) student embeddings.
+            region: (B, N) bool pixels to cover.
+
+        Returns:
+            (B, A) int64 anchor pixels and (B, A) bool, whether the anchor exists, A <= max_anchors.
+        """
+        batch, channels, num_pixels = embeddings.shape
+        applies = region.sum(dim=1) >= self.min_unlabeled_fraction * num_pixels
+        remaining = region & applies.unsqueeze(1)
+        priorities = random_priorities(batch, num_pixels, self.generator, embeddings.device)
+        # The coverage test only compares with delta_v^2, so the plain distance expansion is precise enough.
+        squared_norms = embeddings.square().sum(dim=1)
+        pixels, active = [], []
+        # Each anchor depends on what the previous ones covered, so anchors are drawn in sequence: a Python loop
+        # bounded by max_anchors, each step vectorised over the batch and the pixels.
+        for _ in range(self.max_anchors):
+            open_samples = remaining.any(dim=1)
+            if not bool(open_samples.any()):
+                break
+            pixel = torch.where(remaining, priorities, torch.full_like(priorities, -1)).argmax(dim=1)
+            anchor = embeddings.gather(2, pixel.view(batch, 1, 1).expand(-1, channels, -1))
+            squared = squared_norms + anchor.square().sum(dim=1) - 2.0 * torch.bmm(anchor.transpose(1, 2), embeddings)[:, 0]
+            remaining &= squared >= self.delta_var**2
+            remaining.scatter_(1, pixel.unsqueeze(1), False)
+            pixels.append(pixel)
+            active.append(open_samples)
+        if not pixels:
+            empty = torch.zeros(batch, 0, dtype=torch.int64, device=embeddings.device)
+            return empty, empty.bool()
+        return torch.stack(pixels, dim=1), torch.stack(active, dim=1)
+
+    def term(
+        self, embeddings: torch.Tensor, teacher: torch.Tensor, region: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        """Consistency loss, batch mean.
+
+        Args:
+            embeddings: (B, E, N) student embeddings.
+            teacher: (B, E, N) teacher embeddings; detached here whatever the caller passes.
+            region: (B, N) bool region in which anchors are drawn.
+            valid: (B, N) bool non-ignored pixels, over which the soft masks are compared.
+        """
+        teacher = teacher.detach()
+        pixels, active = self.choose_anchors(embeddings.detach(), region)
+        index = pixels.unsqueeze(1).expand(-1, embeddings.shape[1], -1)
+        student_anchors = embeddings.gather(2, index).transpose(1, 2)
+        teacher_anchors = teacher.gather(2, index).transpose(1, 2)
+        sums = checkpointed_chunk_sum(
+            partial(_consistency_sums, sigma_sq=self.sigma_sq),
+            pixel_tensors=(embeddings, teacher, valid),
+            shared=(student_anchors, teacher_anchors, embeddings.detach().mean(dim=-1), teacher.mean(dim=-1)),
+            chunk_size=pixel_chunk_size(embeddings.shape[0], pixels.shape[1]),
+        )
+        # Unused anchor slots get a denominator of at least 1 so their (discarded) Dice has no 0/0 in its gradient.
+        teacher_sq = torch.where(active, sums[..., 2], torch.ones_like(sums[..., 2]))
+        per_anchor = dice_loss_from_sums(sums[..., 0], sums[..., 1], teacher_sq)
+        return per_object_mean(per_anchor, active).mean()

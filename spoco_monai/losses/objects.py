@@ -1,0 +1,138 @@
+"""Labeled objects of a batch: compact per-sample object slots, pixel counts and mean embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from spoco_monai.losses.chunking import pixel_chunk_size, pixel_slices
+
+__all__ = ["ObjectIndex", "means_and_pull"]
+
+
+@dataclass(frozen=True)
+class ObjectIndex:
+    """Objects (ids > 0) of each sample renumbered to slots 0..K-1, K the largest object count of a sample.
+
+    Attributes:
+        slots: (B, N) int64, the slot of each pixel's object; K for pixels outside every object (0 and -1).
+        counts: (B, K) int64 pixel count per slot; 0 for slots beyond the sample's own object count.
+    """
+
+    slots: torch.Tensor
+    counts: torch.Tensor
+
+    @property
+    def num_slots(self) -> int:
+        """K, the number of object slots per sample."""
+        return self.counts.shape[1]
+
+    @property
+    def present(self) -> torch.Tensor:
+        """(B, K) bool, slots that hold an object."""
+        return self.counts > 0
+
+    @property
+    def num_objects(self) -> torch.Tensor:
+        """(B,) int64 number of objects per sample."""
+        return self.present.sum(dim=1)
+
+    @classmethod
+    def from_target(cls, target: torch.Tensor) -> ObjectIndex:
+        """Index the objects of a flattened target.
+
+        Ids are compacted with ``torch.unique`` (first over the ids, then over (sample, id) pairs), so ids of
+        any size are handled without a per-object loop.
+
+        Args:
+            target: (B, N) int64, id > 0 object, 0 unlabeled, -1 ignore.
+        """
+        batch, num_pixels = target.shape
+        labeled = target > 0
+        ids = target[labeled]
+        sample = torch.arange(batch, device=target.device).repeat_interleave(labeled.sum(dim=1))
+        distinct_ids, id_rank = torch.unique(ids, return_inverse=True)
+        num_ranks = max(distinct_ids.numel(), 1)
+        keys, segment = torch.unique(sample * num_ranks + id_rank, return_inverse=True)
+        segment_sample = keys // num_ranks
+        per_sample = torch.bincount(segment_sample, minlength=batch)
+        first_segment = torch.cumsum(per_sample, dim=0) - per_sample
+        segment_slot = torch.arange(keys.numel(), device=target.device) - first_segment[segment_sample]
+        num_slots = int(per_sample.max())
+        slots = torch.full((batch, num_pixels), num_slots, dtype=torch.int64, device=target.device)
+        slots[labeled] = segment_slot[segment]
+        counts = torch.zeros(batch, num_slots, dtype=torch.int64, device=target.device)
+        counts[segment_sample, segment_slot] = torch.bincount(segment, minlength=keys.numel())
+        return cls(slots=slots, counts=counts)
+
+
+class _MeansAndPull(torch.autograd.Function):
+    """Object means and per-object pull sums, with a backward pass that allocates one gradient tensor.
+
+    Written with autograd, the pull term would keep (B, E, N) differences for the backward pass and create
+    several (B, E, N) gradients (through the pixels and through the means). Here the backward pass fills a
+    single (B, E, N) buffer chunk by chunk: with u_i = 2 [d_i - delta_v]_+ (e_i - mu_c) / d_i for pixel i of
+    object c (d_i = ||e_i - mu_c||), g_pull and g_mu the incoming gradients,
+    grad e_i = g_pull_c u_i + (g_mu_c - g_pull_c sum_{j in c} u_j) / N_c.
+    """
+
+    @staticmethod
+    def forward(ctx, embeddings, slots, counts, delta_var, chunk_size):  # type: ignore[override]
+        batch, channels, num_pixels = embeddings.shape
+        num_slots = counts.shape[1]
+        sizes = counts.clamp_min(1).to(embeddings.dtype)
+        index = slots.unsqueeze(1).expand(-1, channels, -1)
+        # Slot K collects the pixels outside every object; its mean is set to 0 and never used.
+        means = embeddings.new_zeros(batch, channels, num_slots + 1).scatter_add_(2, index, embeddings)
+        means[..., :num_slots] /= sizes.unsqueeze(1)
+        means[..., num_slots] = 0.0
+        hinge = embeddings.new_empty(batch, num_pixels)
+        for part in pixel_slices(num_pixels, chunk_size):
+            own_mean = means.gather(2, index[..., part])
+            distance = torch.linalg.vector_norm(embeddings[..., part] - own_mean, dim=1)
+            hinge[:, part] = (distance - delta_var).clamp_min_(0.0).square_()
+        pull_sums = embeddings.new_zeros(batch, num_slots + 1).scatter_add_(1, slots, hinge)[:, :num_slots]
+        ctx.save_for_backward(embeddings, slots, means, sizes)
+        ctx.delta_var, ctx.chunk_size = delta_var, chunk_size
+        return means[..., :num_slots].transpose(1, 2), pull_sums
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_means, grad_pull):  # type: ignore[override]
+        embeddings, slots, means, sizes = ctx.saved_tensors
+        batch, channels, num_pixels = embeddings.shape
+        num_slots = sizes.shape[1]
+        index = slots.unsqueeze(1).expand(-1, channels, -1)
+        grad_pull = torch.zeros_like(sizes) if grad_pull is None else grad_pull
+        grad_means = embeddings.new_zeros(batch, num_slots, channels) if grad_means is None else grad_means
+        grad = torch.empty_like(embeddings)
+        for part in pixel_slices(num_pixels, ctx.chunk_size):
+            difference = embeddings[..., part] - means.gather(2, index[..., part])
+            distance = torch.linalg.vector_norm(difference, dim=1, keepdim=True)
+            slope = (distance - ctx.delta_var).clamp_min_(0.0).div_(distance.clamp_min_(torch.finfo(distance.dtype).tiny))
+            grad[..., part] = difference.mul_(slope.mul_(2.0))
+        pull_means = embeddings.new_zeros(batch, channels, num_slots + 1).scatter_add_(2, index, grad)
+        padded_pull = torch.nn.functional.pad(grad_pull, (0, 1))
+        through_means = (grad_means.transpose(1, 2) - grad_pull.unsqueeze(1) * pull_means[..., :num_slots]) / sizes.unsqueeze(1)
+        through_means = torch.nn.functional.pad(through_means, (0, 1))
+        for part in pixel_slices(num_pixels, ctx.chunk_size):
+            own_slot = slots[:, part]
+            grad[..., part].mul_(padded_pull.gather(1, own_slot).unsqueeze(1)).add_(through_means.gather(2, index[..., part]))
+        return grad, None, None, None, None
+
+
+def means_and_pull(embeddings: torch.Tensor, objects: ObjectIndex, delta_var: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean embedding and pull sum of every object slot, by segment sums (no one-hot matrix).
+
+    Args:
+        embeddings: (B, E, N) float.
+        objects: the object index of the same batch.
+        delta_var: pull margin delta_v.
+
+    Returns:
+        (B, K, E) means (0 for empty slots) and (B, K) sums over each object's pixels of
+        [||mu_c - e_i|| - delta_v]_+^2 (0 for empty slots).
+    """
+    chunk_size = pixel_chunk_size(embeddings.shape[0], embeddings.shape[1])
+    return _MeansAndPull.apply(embeddings, objects.slots, objects.counts, float(delta_var), chunk_size)

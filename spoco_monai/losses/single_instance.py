@@ -1,0 +1,163 @@
+"""Single-instance term: a differentiable soft mask per labeled object, compared with its ground truth."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spoco_monai.losses.chunking import pixel_chunk_size, pixel_slices
+from spoco_monai.losses.discriminative import per_object_mean
+from spoco_monai.losses.kernel import dice_loss_from_sums, kernel_sigma_squared
+from spoco_monai.losses.objects import ObjectIndex, means_and_pull
+from spoco_monai.losses.pairwise import LOG_CAP, GaussianKernel, NegativeLogComplementKernel, kernel_sums, kernel_values
+from spoco_monai.losses.sampling import pick_per_group, random_priorities, random_subset
+from spoco_monai.losses.validation import check_int, check_positive_int, flatten_loss_inputs
+
+__all__ = ["SingleInstanceLoss", "INSTANCE_LOSSES"]
+
+#: Per-object losses between a soft mask and a ground-truth mask.
+INSTANCE_LOSSES = ("dice", "bce")
+
+
+class SingleInstanceLoss(nn.Module):
+    """Single-instance term (method.md term 4): one soft mask per labeled object against its ground truth.
+
+    For each labeled object c an anchor pixel a is drawn uniformly among the pixels of c whose embedding lies
+    within delta_v of the object mean mu_c (the mean itself is the anchor when there is no such pixel). The
+    soft mask S_c(i) = exp(-||e_i - e_a||^2 / (2 sigma^2)), sigma^2 = -delta_v^2 / (2 ln t), covers every
+    non-ignored pixel of the patch and is compared with the object's mask g_c:
+
+    - ``loss="dice"``: 1 - 2 sum(S_c g_c) / (sum S_c^2 + sum g_c^2), one Dice per object;
+    - ``loss="bce"``: binary cross-entropy of S_c against g_c, mean over the non-ignored pixels (logarithms
+      capped at -100 as in ``torch.nn.functional.binary_cross_entropy``).
+
+    Per-object losses are averaged over the objects of a sample (not pooled), then over the batch; a sample
+    without objects contributes 0. With ``max_instances`` a random subset of at most that many objects per
+    sample is used. The (objects x pixels) sums are computed chunk by chunk with an analytic backward pass
+    (:func:`~spoco_monai.losses.pairwise.kernel_sums`), so memory stays bounded. All random choices come from
+    the module's own CPU ``torch.Generator`` (attribute ``generator``) seeded with ``seed``: modules built with
+    the same seed give the same results call by call.
+
+    Wolny et al., "Sparse Object-level Supervision for Instance Segmentation with Pixel Embeddings", CVPR 2022.
+
+    Args:
+        delta_var: distance delta_v > 0 at which the kernel equals ``kernel_threshold``.
+        kernel_threshold: kernel value t in (0, 1) at distance delta_v.
+        loss: ``"dice"`` or ``"bce"``.
+        max_instances: None (all objects) or the largest number of objects per sample, >= 1.
+        seed: seed of the module's generator.
+
+    Raises:
+        TypeError: an option of the wrong type.
+        ValueError: an option out of range or an unknown loss name.
+    """
+
+    def __init__(
+        self,
+        delta_var: float = 0.5,
+        kernel_threshold: float = 0.9,
+        loss: str = "dice",
+        max_instances: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.sigma_sq = kernel_sigma_squared(delta_var, kernel_threshold)
+        self.delta_var = float(delta_var)
+        self.kernel_threshold = float(kernel_threshold)
+        if loss not in INSTANCE_LOSSES:
+            raise ValueError(f"loss must be one of {INSTANCE_LOSSES}, found {loss!r}.")
+        self.loss = loss
+        self.max_instances = None if max_instances is None else check_positive_int("max_instances", max_instances)
+        self.generator = torch.Generator().manual_seed(check_int("seed", seed))
+
+    def forward(self, embeddings: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Compute the single-instance loss.
+
+        Args:
+            embeddings: (B, E, H, W) or (B, E, D, H, W) float tensor.
+            target: (B, 1, *S) or (B, *S) integer tensor; id > 0 object, 0 unlabeled, -1 ignore.
+
+        Returns:
+            Scalar float32 (float64 for float64 embeddings) loss.
+        """
+        flat_embeddings, flat_target, _ = flatten_loss_inputs(embeddings, target)
+        with torch.autocast(device_type=flat_embeddings.device.type, enabled=False):
+            objects = ObjectIndex.from_target(flat_target)
+            means, _ = means_and_pull(flat_embeddings, objects, self.delta_var)
+            return self.term(flat_embeddings, objects, means, flat_target >= 0)
+
+    def anchors(self, embeddings: torch.Tensor, objects: ObjectIndex, means: torch.Tensor) -> torch.Tensor:
+        """Anchor embedding of every object slot: a random pixel within delta_v of the mean, else the mean.
+
+        Args:
+            embeddings: (B, E, N).
+            objects: object index of the batch.
+            means: (B, K, E) object means.
+
+        Returns:
+            (B, K, E) anchors, differentiable with respect to the embeddings.
+        """
+        batch, channels, num_pixels = embeddings.shape
+        num_slots = objects.num_slots
+        index = objects.slots.unsqueeze(1).expand(-1, channels, -1)
+        with torch.no_grad():
+            padded_means = nn.functional.pad(means.transpose(1, 2), (0, 1))
+            near = torch.empty(batch, num_pixels, dtype=torch.bool, device=embeddings.device)
+            for part in pixel_slices(num_pixels, pixel_chunk_size(batch, channels)):
+                squared = (embeddings[..., part] - padded_means.gather(2, index[..., part])).square().sum(dim=1)
+                near[:, part] = squared < self.delta_var**2
+            priorities = random_priorities(batch, num_pixels, self.generator, embeddings.device)
+            pixels, found = pick_per_group(objects.slots, near, num_slots, priorities)
+        picked = embeddings.gather(2, pixels.unsqueeze(1).expand(-1, channels, -1)).transpose(1, 2)
+        return torch.where(found.unsqueeze(-1), picked, means)
+
+    def term(
+        self, embeddings: torch.Tensor, objects: ObjectIndex, means: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        """Single-instance loss, batch mean.
+
+        Args:
+            embeddings: (B, E, N).
+            objects: object index of the batch.
+            means: (B, K, E) object means from :func:`~spoco_monai.losses.objects.means_and_pull`.
+            valid: (B, N) bool non-ignored pixels.
+        """
+        anchors = self.anchors(embeddings, objects, means)
+        batch, channels, _ = embeddings.shape
+        num_slots = objects.num_slots
+        if self.max_instances is None or self.max_instances >= num_slots:
+            chosen = torch.arange(num_slots, device=anchors.device).expand(batch, -1)
+            chosen_present = objects.present
+        else:
+            chosen, chosen_present = random_subset(objects.present, self.max_instances, self.generator)
+        num_chosen = chosen.shape[1]
+        chosen_anchors = anchors.gather(1, chosen.unsqueeze(-1).expand(-1, -1, channels))
+
+        # Squared distance of each pixel to the anchor of its own object (column num_chosen: not chosen).
+        column_of_slot = torch.full((batch, num_slots + 1), num_chosen, dtype=torch.int64, device=anchors.device)
+        column_of_slot.scatter_(1, chosen, torch.arange(num_chosen, device=anchors.device).expand(batch, -1))
+        column = column_of_slot.gather(1, objects.slots)
+        own_anchor = nn.functional.pad(chosen_anchors.transpose(1, 2), (0, 1)).gather(
+            2, column.unsqueeze(1).expand(-1, channels, -1)
+        )
+        own_squared = (embeddings - own_anchor).square().sum(dim=1)
+        rate = 0.5 / self.sigma_sq
+        origin = embeddings.detach().mean(dim=-1)
+
+        def per_member_sum(values: torch.Tensor) -> torch.Tensor:
+            return values.new_zeros(batch, num_chosen + 1).scatter_add(1, column, values)[:, :num_chosen]
+
+        if self.loss == "dice":
+            intersection = per_member_sum(torch.exp(-rate * own_squared))
+            mask_sq = kernel_sums(chosen_anchors, embeddings, valid, origin, GaussianKernel(2.0 * rate))
+            # Absent slots get size 1 instead of 0 so that their (discarded) Dice has no 0/0 in its gradient.
+            sizes = objects.counts.gather(1, chosen).clamp_min(1).to(embeddings.dtype)
+            per_object = dice_loss_from_sums(intersection, mask_sq, sizes)
+        else:
+            outside = NegativeLogComplementKernel(rate)
+            # Inside the object the BCE is -log S = rate * s; the sum over all pixels of -log(1 - S) counted
+            # the object's own pixels, which are taken back out.
+            inside = (rate * own_squared).clamp_max(LOG_CAP) - kernel_values(own_squared, outside)
+            everywhere = kernel_sums(chosen_anchors, embeddings, valid, origin, outside)
+            per_object = (per_member_sum(inside) + everywhere) / valid.sum(dim=1, keepdim=True).clamp_min(1)
+        return per_object_mean(per_object, chosen_present).mean()

@@ -1,0 +1,135 @@
+"""SpocoLoss: the full SPOCO training objective, sparse (positive-unlabeled) or dense."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spoco_monai.losses.consistency import EmbeddingConsistencyLoss
+from spoco_monai.losses.discriminative import DiscriminativeLoss
+from spoco_monai.losses.objects import ObjectIndex, means_and_pull
+from spoco_monai.losses.single_instance import SingleInstanceLoss
+from spoco_monai.losses.unlabeled_push import UnlabeledPushLoss
+from spoco_monai.losses.validation import check_non_negative, flatten_loss_inputs
+
+__all__ = ["SpocoLoss", "TERM_NAMES"]
+
+#: Keys of :attr:`SpocoLoss.last_terms`, in the order of the method's terms.
+TERM_NAMES = ("pull", "push", "reg", "instance", "unlabeled", "consistency")
+
+
+class SpocoLoss(nn.Module):
+    """SPOCO loss: discriminative terms, single-instance term, unlabeled push and embedding consistency.
+
+    total = alpha pull + beta push + gamma reg + instance_weight instance
+            (+ unlabeled_weight unlabeled in sparse mode) + consistency_weight consistency.
+
+    - Sparse mode (``sparse=True``): ids > 0 are the labeled objects, 0 is unlabeled (objects and background
+      alike), -1 is ignored. The unlabeled push acts between the objects and the unlabeled pixels, and the
+      consistency term draws its anchors in the unlabeled region.
+    - Dense mode (``sparse=False``): every id > 0 is an object (the background carries an id of its own).
+      There is no unlabeled push. Since there is no unlabeled region, the consistency term (switched by its
+      weight) draws its anchors among all non-ignored pixels.
+
+    The consistency term needs ``teacher_embeddings`` (the EMA teacher's embeddings of a second view); when
+    they are not given, the term is skipped (reported as 0). A term whose weight is 0 is not computed and is
+    reported as 0. Every term is a batch mean computed in float32 (float64 for float64 embeddings), also
+    under autocast; see the term modules for their definitions. After each forward, :attr:`last_terms`
+    holds the unweighted value of each term as a float, under the keys of ``TERM_NAMES``.
+
+    Wolny et al., "Sparse Object-level Supervision for Instance Segmentation with Pixel Embeddings", CVPR 2022.
+
+    Args:
+        delta_var: pull margin delta_v > 0, also the kernel's reference distance.
+        delta_dist: push margin delta_d > 0.
+        kernel_threshold: kernel value in (0, 1) at distance delta_v.
+        alpha: weight of the pull term.
+        beta: weight of the push term.
+        gamma: weight of the regulariser.
+        instance_weight: weight of the single-instance term.
+        unlabeled_weight: weight of the unlabeled push (sparse mode only).
+        consistency_weight: weight of the consistency term.
+        sparse: positive-unlabeled labels (True) or dense labels (False).
+        max_instances: None or the largest number of objects per sample in the single-instance term.
+        max_anchors: largest number of consistency anchors per sample.
+        seed: seed of the random anchor and subset choices (the single-instance and consistency terms own
+            generators seeded with ``seed`` and ``seed + 1``).
+
+    Raises:
+        TypeError: an option of the wrong type.
+        ValueError: an option out of range (non-positive margins, negative weights, ...).
+    """
+
+    def __init__(
+        self,
+        delta_var: float = 0.5,
+        delta_dist: float = 2.0,
+        kernel_threshold: float = 0.9,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        gamma: float = 0.001,
+        instance_weight: float = 1.0,
+        unlabeled_weight: float = 1.0,
+        consistency_weight: float = 1.0,
+        sparse: bool = True,
+        max_instances: int | None = None,
+        max_anchors: int = 20,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(sparse, bool):
+            raise TypeError(f"sparse must be a bool, found {type(sparse).__name__} ({sparse!r}).")
+        self.sparse = sparse
+        self.instance_weight = check_non_negative("instance_weight", instance_weight)
+        self.unlabeled_weight = check_non_negative("unlabeled_weight", unlabeled_weight)
+        self.consistency_weight = check_non_negative("consistency_weight", consistency_weight)
+        self.discriminative = DiscriminativeLoss(delta_var, delta_dist, alpha, beta, gamma)
+        self.single_instance = SingleInstanceLoss(delta_var, kernel_threshold, "dice", max_instances, seed)
+        self.unlabeled_push = UnlabeledPushLoss(delta_dist)
+        self.consistency = EmbeddingConsistencyLoss(delta_var, kernel_threshold, max_anchors, seed=seed + 1)
+        self.last_terms: dict[str, float] = dict.fromkeys(TERM_NAMES, 0.0)
+
+    def forward(
+        self, embeddings: torch.Tensor, target: torch.Tensor, teacher_embeddings: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Compute the weighted sum of the terms.
+
+        Args:
+            embeddings: (B, E, H, W) or (B, E, D, H, W) student embeddings.
+            target: (B, 1, *S) or (B, *S) integer tensor; id > 0 object, 0 unlabeled, -1 ignore.
+            teacher_embeddings: None or the teacher's embeddings, same shape as ``embeddings``; never
+                receives a gradient.
+
+        Returns:
+            Scalar float32 (float64 for float64 embeddings) loss.
+        """
+        flat_embeddings, flat_target, teacher = flatten_loss_inputs(embeddings, target, teacher_embeddings)
+        with torch.autocast(device_type=flat_embeddings.device.type, enabled=False):
+            objects = ObjectIndex.from_target(flat_target)
+            valid = flat_target >= 0
+            means, pull_sums = means_and_pull(flat_embeddings, objects, self.discriminative.delta_var)
+            zero = flat_embeddings.new_zeros(())
+            terms = dict(zip(TERM_NAMES[:3], self.discriminative.terms(objects, means, pull_sums)))
+            terms["instance"] = (
+                self.single_instance.term(flat_embeddings, objects, means, valid) if self.instance_weight > 0 else zero
+            )
+            apply_unlabeled = self.sparse and self.unlabeled_weight > 0
+            terms["unlabeled"] = (
+                self.unlabeled_push.term(flat_embeddings, objects, means, flat_target == 0) if apply_unlabeled else zero
+            )
+            apply_consistency = teacher is not None and self.consistency_weight > 0
+            region = flat_target == 0 if self.sparse else valid
+            terms["consistency"] = (
+                self.consistency.term(flat_embeddings, teacher, region, valid) if apply_consistency else zero
+            )
+            weights = {
+                "pull": self.discriminative.alpha,
+                "push": self.discriminative.beta,
+                "reg": self.discriminative.gamma,
+                "instance": self.instance_weight,
+                "unlabeled": self.unlabeled_weight if self.sparse else 0.0,
+                "consistency": self.consistency_weight,
+            }
+            total = sum(weights[name] * terms[name] for name in TERM_NAMES)
+            self.last_terms = dict(zip(TERM_NAMES, torch.stack([terms[n].detach() for n in TERM_NAMES]).tolist()))
+            return total

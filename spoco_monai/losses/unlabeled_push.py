@@ -1,0 +1,65 @@
+"""Unlabeled push: labeled object means are pushed away from the unlabeled pixels."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spoco_monai.losses.discriminative import per_object_mean
+from spoco_monai.losses.objects import ObjectIndex, means_and_pull
+from spoco_monai.losses.pairwise import HingeKernel, kernel_sums
+from spoco_monai.losses.validation import check_positive, flatten_loss_inputs
+
+__all__ = ["UnlabeledPushLoss"]
+
+
+class UnlabeledPushLoss(nn.Module):
+    """Unlabeled push (method.md term 5), batch mean.
+
+    Per sample, with C the labeled objects, mu_c their means and U the unlabeled pixels (target == 0):
+    L_U = 1/|C| sum_c 1/|U| sum_{i in U} [delta_d - ||mu_c - e_i||]_+^2, 0 when C or U is empty.
+    The (objects x pixels) distances are computed chunk by chunk, with an analytic backward pass.
+
+    Args:
+        delta_dist: hinge delta_d > 0.
+
+    Raises:
+        TypeError: a non-numeric option.
+        ValueError: delta_dist <= 0.
+    """
+
+    def __init__(self, delta_dist: float = 2.0) -> None:
+        super().__init__()
+        self.delta_dist = check_positive("delta_dist", delta_dist)
+
+    def forward(self, embeddings: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Compute the unlabeled push.
+
+        Args:
+            embeddings: (B, E, H, W) or (B, E, D, H, W) float tensor.
+            target: (B, 1, *S) or (B, *S) integer tensor; id > 0 object, 0 unlabeled, -1 ignore.
+
+        Returns:
+            Scalar float32 (float64 for float64 embeddings) loss.
+        """
+        flat_embeddings, flat_target, _ = flatten_loss_inputs(embeddings, target)
+        with torch.autocast(device_type=flat_embeddings.device.type, enabled=False):
+            objects = ObjectIndex.from_target(flat_target)
+            means, _ = means_and_pull(flat_embeddings, objects, 0.0)
+            return self.term(flat_embeddings, objects, means, flat_target == 0)
+
+    def term(
+        self, embeddings: torch.Tensor, objects: ObjectIndex, means: torch.Tensor, unlabeled: torch.Tensor
+    ) -> torch.Tensor:
+        """Unlabeled push, batch mean.
+
+        Args:
+            embeddings: (B, E, N).
+            objects: object index of the batch.
+            means: (B, K, E) object means from :func:`~spoco_monai.losses.objects.means_and_pull`.
+            unlabeled: (B, N) bool unlabeled pixels.
+        """
+        origin = embeddings.detach().mean(dim=-1)
+        sums = kernel_sums(means, embeddings, unlabeled, origin, HingeKernel(self.delta_dist))
+        per_object = sums / unlabeled.sum(dim=1, keepdim=True).clamp_min(1)
+        return per_object_mean(per_object, objects.present).mean()

@@ -1,0 +1,143 @@
+"""Checks of loss options and loss inputs, done once where they enter a loss module."""
+
+from __future__ import annotations
+
+from numbers import Real
+
+import torch
+
+__all__ = [
+    "check_positive",
+    "check_non_negative",
+    "check_open_unit_interval",
+    "check_unit_interval",
+    "check_positive_int",
+    "check_int",
+    "flatten_loss_inputs",
+]
+
+
+def _check_real(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, found {type(value).__name__} ({value!r}).")
+    return float(value)
+
+
+def check_positive(name: str, value: object) -> float:
+    """Return ``value`` as a float, raising unless it is a real number > 0."""
+    number = _check_real(name, value)
+    if not number > 0:
+        raise ValueError(f"{name} must be > 0, found {value!r}.")
+    return number
+
+
+def check_non_negative(name: str, value: object) -> float:
+    """Return ``value`` as a float, raising unless it is a real number >= 0."""
+    number = _check_real(name, value)
+    if not number >= 0:
+        raise ValueError(f"{name} must be >= 0, found {value!r}.")
+    return number
+
+
+def check_open_unit_interval(name: str, value: object) -> float:
+    """Return ``value`` as a float, raising unless 0 < value < 1."""
+    number = _check_real(name, value)
+    if not 0 < number < 1:
+        raise ValueError(f"{name} must lie in the open interval (0, 1), found {value!r}.")
+    return number
+
+
+def check_unit_interval(name: str, value: object) -> float:
+    """Return ``value`` as a float, raising unless 0 <= value <= 1."""
+    number = _check_real(name, value)
+    if not 0 <= number <= 1:
+        raise ValueError(f"{name} must lie in [0, 1], found {value!r}.")
+    return number
+
+
+def check_int(name: str, value: object) -> int:
+    """Return ``value``, raising unless it is an integer (bool excluded)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, found {type(value).__name__} ({value!r}).")
+    return value
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value``, raising unless it is an integer >= 1."""
+    number = check_int(name, value)
+    if number < 1:
+        raise ValueError(f"{name} must be >= 1, found {value!r}.")
+    return number
+
+
+def _check_embeddings(name: str, embeddings: object) -> torch.Tensor:
+    if not isinstance(embeddings, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, found {type(embeddings).__name__}.")
+    if not embeddings.is_floating_point():
+        raise TypeError(f"{name} must have a floating point dtype, found {embeddings.dtype}.")
+    if embeddings.ndim not in (4, 5):
+        raise ValueError(
+            f"{name} must have shape (B, E, H, W) or (B, E, D, H, W) (4 or 5 dimensions), "
+            f"found {embeddings.ndim} dimensions with shape {tuple(embeddings.shape)}."
+        )
+    if embeddings.shape[0] == 0 or embeddings.shape[1] == 0 or embeddings.shape[2:].numel() == 0:
+        raise ValueError(f"{name} must have non-empty batch, embedding and spatial sizes, found {tuple(embeddings.shape)}.")
+    return embeddings
+
+
+def flatten_loss_inputs(
+    embeddings: object, target: object, teacher_embeddings: object | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Validate the inputs of a SPOCO loss and flatten their spatial axes.
+
+    The computation dtype is float64 for float64 embeddings and float32 otherwise (half precision inputs, e.g.
+    under autocast, are promoted so that the losses are always computed in at least float32).
+
+    Args:
+        embeddings: (B, E, *S) floating point tensor, S with 2 or 3 spatial axes.
+        target: (B, 1, *S) or (B, *S) integer tensor: id > 0 object, 0 unlabeled, -1 ignore.
+        teacher_embeddings: None or a tensor of the same shape as ``embeddings``.
+
+    Returns:
+        embeddings (B, E, N), target (B, N) int64 and teacher embeddings (B, E, N) detached (or None), N = prod(S).
+
+    Raises:
+        TypeError: non-tensor inputs, non-floating embeddings, float or bool target.
+        ValueError: wrong number of dimensions, batch or spatial size mismatch, ids below -1, device mismatch,
+            teacher shape unlike the student's.
+    """
+    embeddings = _check_embeddings("embeddings", embeddings)
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, found {type(target).__name__}.")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"target must have an integer dtype (ids > 0, 0 unlabeled, -1 ignore), found {target.dtype}.")
+    batch, spatial = embeddings.shape[0], tuple(embeddings.shape[2:])
+    if target.ndim == embeddings.ndim and target.shape[1] == 1:
+        target = target[:, 0]
+    elif target.ndim != embeddings.ndim - 1:
+        raise ValueError(
+            f"target must have shape (B, 1, *S) or (B, *S) = {(batch, 1, *spatial)} or {(batch, *spatial)} "
+            f"for embeddings of shape {tuple(embeddings.shape)}, found {tuple(target.shape)}."
+        )
+    if target.shape[0] != batch:
+        raise ValueError(f"batch size mismatch: embeddings have {batch} samples, target has {target.shape[0]}.")
+    if tuple(target.shape[1:]) != spatial:
+        raise ValueError(f"spatial shape mismatch: embeddings have {spatial}, target has {tuple(target.shape[1:])}.")
+    if target.device != embeddings.device:
+        raise ValueError(f"device mismatch: embeddings on {embeddings.device}, target on {target.device}.")
+    lowest = int(target.min())
+    if lowest < -1:
+        raise ValueError(f"target ids must be >= -1 (-1 = ignore, 0 = unlabeled, > 0 = object), found {lowest}.")
+    dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
+    flat_embeddings = embeddings.to(dtype).flatten(2)
+    flat_target = target.to(torch.int64).flatten(1)
+    if teacher_embeddings is None:
+        return flat_embeddings, flat_target, None
+    teacher = _check_embeddings("teacher_embeddings", teacher_embeddings)
+    if teacher.shape != embeddings.shape:
+        raise ValueError(
+            f"teacher_embeddings must have the student's shape {tuple(embeddings.shape)}, found {tuple(teacher.shape)}."
+        )
+    if teacher.device != embeddings.device:
+        raise ValueError(f"device mismatch: embeddings on {embeddings.device}, teacher on {teacher.device}.")
+    return flat_embeddings, flat_target, teacher.detach().to(dtype).flatten(2)

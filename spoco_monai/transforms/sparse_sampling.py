@@ -1,0 +1,186 @@
+"""Simulated sparse object annotation (SPOCO@p): keep a fixed, seeded subset of each image's objects."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Hashable, Mapping
+from numbers import Real
+from typing import Any
+
+import torch
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+from monai.utils import TransformBackends, convert_to_dst_type
+
+from spoco_monai.transforms.label_tensor import label_tensor
+from spoco_monai.transforms.sparse_manifest import SparseAnnotationManifest
+
+__all__ = ["SparseInstanceSamplingd", "KEPT_IDS_META_KEY", "IDENTITY_META_KEY"]
+
+KEPT_IDS_META_KEY = "spoco_kept_ids"
+IDENTITY_META_KEY = "spoco_identity"
+
+
+class SparseInstanceSamplingd(MapTransform):
+    """Turn dense instance labels into sparse positive-unlabeled labels, as an annotator of a fraction p would.
+
+    For every label image with K objects (ids > 0 other than ``background_id``) it keeps ``round(p * K)``
+    of them, rounded half up and at least one when K > 0. Kept objects keep their ids; the other objects
+    and the background become 0 (unlabeled); -1 (ignore) stays -1. This is the SPOCO@p setting of Wolny
+    et al., "Sparse Object-level Supervision for Instance Segmentation with Pixel Embeddings", CVPR 2022.
+
+    The subset is a pure function of ``(seed, identity, set of ids)``: every object ``c`` gets the key
+    ``blake2b(f"{seed}\\0{identity}\\0{c}")`` and the ``round(p * K)`` objects with the smallest keys are kept.
+    Hence the subset is the same in every epoch, data-loader worker, process and distributed rank, does not
+    depend on NumPy/PyTorch random streams, and grows monotonically with ``fraction`` (the objects kept at
+    p = 0.1 are among those kept at p = 0.4). The transform is deliberately not ``Randomizable``: it never
+    consumes the pipeline's random state and may be cached (e.g. by ``CacheDataset``).
+
+    The identity of an image is ``str(data[id_key])`` when ``id_key`` is given, otherwise the file name
+    (``os.path.basename``, without folders) of the label MetaTensor's ``meta["filename_or_obj"]``, so that the
+    subset does not change when the data set moves. Two files with the same name in different folders then
+    share an identity; give them unique ids with ``id_key`` (the manifest refuses conflicting entries).
+
+    Results are recorded:
+        - in the meta data of a MetaTensor label: ``meta["spoco_kept_ids"]`` is the JSON string of the
+          ascending kept ids (a string, so that batches of images with different counts still collate;
+          ``json.loads`` gives the list) and ``meta["spoco_identity"]`` the identity;
+        - with ``manifest_path``, in the JSON manifest ``{identity: [kept ids], ...}`` (see
+          :class:`SparseAnnotationManifest`: locked, merged and replaced atomically, safe for parallel workers).
+
+    Dense supervision (SPOCO without @p): ``fraction=1.0, keep_background=True`` keeps every object and
+    makes the background an object of its own. A ``background_id`` of 0 gets the new id ``max id + 1``;
+    a positive ``background_id`` is already an id of its own and is kept as it is. The new id is part of
+    the recorded kept ids. ``keep_background`` with ``fraction < 1`` is rejected, because in the sparse
+    setting the background is unlabeled by definition.
+
+    Label arrays (numpy, torch or MetaTensor, any shape such as (1, *S), on any device) keep their type,
+    dtype and device; floating labels (as ``LoadImaged`` gives by default) must hold integral values.
+
+    Args:
+        keys: keys of the label images to sparsify.
+        fraction: p, the fraction of objects to keep, in (0, 1].
+        seed: selects the simulated annotation; the same seed always gives the same subsets.
+        keep_background: with ``fraction=1.0``, label the background as an object of its own (dense mode).
+        background_id: id of the background in the dense labels, >= 0; never counted among the objects.
+        manifest_path: optional JSON file recording the kept ids of every image.
+        id_key: optional key of ``data`` holding each image's identity (e.g. a case name).
+        allow_missing_keys: don't raise if a key in ``keys`` is missing.
+
+    Raises:
+        TypeError: if ``fraction``, ``seed`` or ``background_id`` have the wrong type, or a label is boolean.
+        ValueError: if ``fraction`` is outside (0, 1], ``background_id`` is negative, ``keep_background`` is
+            used with ``fraction < 1``, a label holds non-integral values or ids below -1, or an image has no
+            identity when one is needed (``fraction < 1`` or a manifest).
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        fraction: float,
+        seed: int = 0,
+        keep_background: bool = False,
+        background_id: int = 0,
+        manifest_path: str | os.PathLike | None = None,
+        id_key: Hashable | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if isinstance(fraction, bool) or not isinstance(fraction, Real):
+            raise TypeError(f"fraction must be a real number in (0, 1], found {type(fraction).__name__}.")
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], found {fraction}.")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, found {type(seed).__name__}.")
+        if isinstance(background_id, bool) or not isinstance(background_id, int):
+            raise TypeError(f"background_id must be an int, found {type(background_id).__name__}.")
+        if background_id < 0:
+            raise ValueError(f"background_id must be >= 0 (-1 means ignore), found {background_id}.")
+        if keep_background and fraction != 1.0:
+            raise ValueError(
+                f"keep_background=True means dense supervision and requires fraction=1.0, found fraction={fraction}."
+            )
+        self.fraction = float(fraction)
+        self.seed = seed
+        self.keep_background = keep_background
+        self.background_id = background_id
+        self.id_key = id_key
+        self.manifest = SparseAnnotationManifest(manifest_path) if manifest_path is not None else None
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self._sparsify(d[key], self._identity(d, key))
+        return d
+
+    def kept_count(self, num_objects: int) -> int:
+        """Number of objects kept out of ``num_objects``: p * K rounded half up, at least 1 when K > 0."""
+        if num_objects == 0:
+            return 0
+        # Rounding p * K to 9 decimals first removes float error such as 0.29 * 50 = 14.499999999999998.
+        return max(1, math.floor(round(self.fraction * num_objects, 9) + 0.5))
+
+    def _select(self, object_ids: list[int], identity: str | None) -> list[int]:
+        """The ascending ids kept out of ``object_ids`` for the image ``identity`` (None only if all are kept)."""
+        count = self.kept_count(len(object_ids))
+        if count == len(object_ids):
+            return sorted(object_ids)
+        # One short hash per object (bounded by the object count, not the pixel count) gives a subset that
+        # is independent of any library's random stream and nested across fractions.
+        prefix = f"{self.seed}\0{identity}\0".encode()
+        ranked = sorted(object_ids, key=lambda i: hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest())
+        return sorted(ranked[:count])
+
+    def _sparsify(self, label: NdarrayOrTensor, identity: str | None) -> NdarrayOrTensor:
+        """Sparsify one label image (any shape) and record its kept ids; returns the same type as ``label``."""
+        values = label_tensor(label)
+        self._check_label(values)
+        ids = torch.unique(values)
+        object_ids = [int(i) for i in ids[(ids > 0) & (ids != self.background_id)].tolist()]
+        kept = self._select(object_ids, identity)
+        kept_mask = torch.isin(values, torch.as_tensor(kept, dtype=values.dtype, device=values.device))
+        sparse = torch.where(kept_mask | (values == -1), values, 0)
+        if self.keep_background and bool((values == self.background_id).any()):
+            background = self.background_id if self.background_id > 0 else max(int(ids.max()), 0) + 1
+            sparse = torch.where(values == self.background_id, background, sparse)
+            kept = sorted(kept + [background])
+        out = convert_to_dst_type(sparse, label)[0]
+        if isinstance(out, MetaTensor):
+            out.meta[KEPT_IDS_META_KEY] = json.dumps(kept)
+            if identity is not None:
+                out.meta[IDENTITY_META_KEY] = identity
+        if self.manifest is not None and identity is not None:
+            self.manifest.record(identity, kept)
+        return out
+
+    def _identity(self, data: Mapping[Hashable, Any], key: Hashable) -> str | None:
+        """The identity of ``data[key]``, or None where none exists and none is needed."""
+        if self.id_key is not None:
+            if self.id_key not in data:
+                raise ValueError(f"id_key {self.id_key!r} is missing from the data, found keys {list(data)}.")
+            return str(data[self.id_key])
+        label = data[key]
+        filename = label.meta.get("filename_or_obj") if isinstance(label, MetaTensor) else None
+        if filename not in (None, ""):
+            return os.path.basename(str(filename))
+        if self.fraction < 1.0 or self.manifest is not None:
+            raise ValueError(
+                f"the label {key!r} has no identity: expected a MetaTensor with meta['filename_or_obj'] "
+                f"(e.g. from LoadImaged) or an `id_key`, found {type(label).__name__} without a file name."
+            )
+        return None
+
+    @staticmethod
+    def _check_label(values: torch.Tensor) -> None:
+        if values.dtype == torch.bool:
+            raise TypeError("label must hold integer ids (>= -1), found a boolean array.")
+        if values.is_floating_point() and not bool(torch.equal(values, values.round())):
+            raise ValueError("label must hold integer ids (>= -1), found non-integral floating values.")
+        if values.numel() and int(values.min()) < -1:
+            raise ValueError(f"label ids must be >= -1 (-1 = ignore), found {int(values.min())}.")

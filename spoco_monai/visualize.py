@@ -1,0 +1,217 @@
+"""Pictures and a short report of a segmentation: raw image, embedding PCA and instance labels side by side.
+
+Library functions work on arrays; the command line applies them to the files of a bundle inference run::
+
+    python -m spoco_monai.visualize --image sample.nii.gz --labels out/sample_instances.nii.gz \\
+        --ground-truth sample_labels.nii.gz --config bundle/configs/inference.json --output-dir out
+
+It writes ``<labels name>.tif`` (the labels as a TIFF, axes as stored), ``<labels name>.png`` (the figure of
+the central slice) and ``<labels name>_report.json``, and prints the adapted Rand error and SBD against the
+ground truth when one is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from monai.bundle import ConfigParser
+from monai.transforms import LoadImage
+
+from spoco_monai.data import HDF5Reader, TiffReader, ZarrReader
+from spoco_monai.data.volume_io import write_volume
+from spoco_monai.engines import load_network_weights
+from spoco_monai.inferers import SpocoSlidingWindowInferer
+from spoco_monai.metrics import adapted_rand_error, symmetric_best_dice
+
+
+def embedding_pca_rgb(embeddings: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Project embeddings onto their first three principal components, as colours.
+
+    Args:
+        embeddings: (E, *S) float array, E >= 1.
+
+    Returns:
+        (*S, 3) float32 in [0, 1]: each component clipped to its 1st-99th percentile and scaled to [0, 1];
+        components beyond E are 0.
+
+    Raises:
+        ValueError: ``embeddings`` has fewer than 2 dimensions.
+    """
+    values = np.asarray(embeddings.detach().cpu() if isinstance(embeddings, torch.Tensor) else embeddings, np.float64)
+    if values.ndim < 2:
+        raise ValueError(f"embeddings must have shape (E, *S), got shape {values.shape}.")
+    spatial = values.shape[1:]
+    points = values.reshape(values.shape[0], -1).T
+    points = points - points.mean(axis=0)
+    _, _, components = np.linalg.svd(points, full_matrices=False)
+    projected = points @ components[:3].T
+    low, high = np.percentile(projected, [1, 99], axis=0)
+    scaled = np.clip((projected - low) / np.maximum(high - low, 1e-12), 0.0, 1.0)
+    rgb = np.zeros((points.shape[0], 3), np.float32)
+    rgb[:, : scaled.shape[1]] = scaled
+    return rgb.reshape(*spatial, 3)
+
+
+def label_rgb(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Colour instance labels: a random bright colour per id (seeded), black for 0 and below.
+
+    Args:
+        labels: (*S) integer array.
+        seed: seed of the colour choice.
+
+    Returns:
+        (*S, 3) float32 in [0, 1].
+    """
+    ids, inverse = np.unique(np.asarray(labels), return_inverse=True)
+    palette = np.random.default_rng(seed).uniform(0.25, 1.0, (len(ids), 3)).astype(np.float32)
+    palette[ids <= 0] = 0.0
+    return palette[inverse.reshape(np.shape(labels))]
+
+
+def save_segmentation_figure(
+    image: np.ndarray,
+    embedding_rgb: np.ndarray,
+    labels: np.ndarray,
+    path: str | os.PathLike,
+    ground_truth: np.ndarray | None = None,
+    title: str | None = None,
+) -> Path:
+    """Save a PNG with the raw image, the embedding PCA, the labels and optionally the ground truth.
+
+    Args:
+        image: (H, W) raw intensities of one slice.
+        embedding_rgb: (H, W, 3) colours from :func:`embedding_pca_rgb`.
+        labels: (H, W) instance labels.
+        path: PNG file to write.
+        ground_truth: optional (H, W) reference labels.
+        title: optional figure title.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: the panels do not share the (H, W) shape.
+    """
+    panels = [("raw", image, "gray"), ("embedding PCA", embedding_rgb, None), ("instances", label_rgb(labels), None)]
+    if ground_truth is not None:
+        panels.append(("ground truth", label_rgb(ground_truth), None))
+    shapes = {np.shape(panel)[:2] for _, panel, _ in panels}
+    if len(shapes) != 1 or np.ndim(image) != 2:
+        raise ValueError(f"all panels must be one (H, W) slice; found shapes {[np.shape(p) for _, p, _ in panels]}.")
+    # The object-oriented Figure needs no pyplot backend, so this works without a display.
+    figure = Figure(figsize=(4 * len(panels), 4.4))
+    axes = figure.subplots(1, len(panels), squeeze=False)
+    for axis, (name, panel, colormap) in zip(axes[0], panels):
+        axis.imshow(panel, cmap=colormap, interpolation="nearest")
+        axis.set_title(name)
+        axis.axis("off")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def central_slab(image: torch.Tensor, depth: int) -> tuple[torch.Tensor, int]:
+    """The ``depth`` leading-axis slices around the centre of a (C, D, H, W) volume (2D images pass through).
+
+    Args:
+        image: (C, D, H, W) or (C, H, W) tensor.
+        depth: slab thickness along D (clipped to D).
+
+    Returns:
+        ``(slab, index)``: the (C, d, H, W) slab (or the 2D image) and the index of the central slice in it
+        (``-1`` for 2D).
+    """
+    if image.ndim == 3:
+        return image, -1
+    size = image.shape[1]
+    depth = min(depth, size)
+    start = max(0, min(size // 2 - depth // 2, size - depth))
+    return image[:, start : start + depth], size // 2 - start
+
+
+def _read_volume(path: str) -> np.ndarray:
+    loader = LoadImage(reader=[HDF5Reader(), ZarrReader(), TiffReader()], image_only=True, dtype=None)
+    return np.asarray(loader(path))
+
+
+def _report(args: argparse.Namespace) -> dict:
+    parser = ConfigParser()
+    parser.read_config(args.config)
+    parser["bundle_root"] = str(Path(args.config).resolve().parent.parent)
+    for assignment in args.set:
+        key, _, value = assignment.partition("=")
+        parser[key] = json.loads(value)
+    model_path = args.model or parser.get_parsed_content("model_path")
+    network = load_network_weights(parser.get_parsed_content("network_def"), model_path).eval()
+    roi_size = tuple(parser["patch_size"])
+    image = parser.get_parsed_content("preprocessing")({"image": args.image})["image"].as_tensor()
+    slab, index = central_slab(image, roi_size[0])
+    inferer = SpocoSlidingWindowInferer(roi_size, overlap=parser["sliding_window_overlap"], output="embeddings")
+    with torch.no_grad():
+        embeddings = inferer(slab[None].float(), network)[0]
+    labels = _read_volume(args.labels).astype(np.int64)
+    ground_truth = _read_volume(args.ground_truth).astype(np.int64) if args.ground_truth else None
+
+    output_dir = Path(args.output_dir)
+    stem = Path(args.labels).name.split(".")[0]
+    tiff_path = output_dir / f"{stem}.tif"
+    write_volume(tiff_path, labels.astype(np.int32), overwrite=True)
+
+    def central(volume: np.ndarray) -> np.ndarray:
+        return volume if volume.ndim == 2 else volume[volume.shape[0] // 2]
+
+    raw_slice = slab[0] if index < 0 else slab[0, index]
+    embedding_slice = embeddings if index < 0 else embeddings[:, index]
+    report: dict = {
+        "labels": str(args.labels),
+        "labels_tiff": str(tiff_path),
+        "objects": int(len(np.unique(labels[labels > 0]))),
+    }
+    title = f"{stem}: {report['objects']} objects"
+    if ground_truth is not None:
+        report["adapted_rand_error"] = float(adapted_rand_error(labels, ground_truth))
+        report["symmetric_best_dice"] = float(symmetric_best_dice(labels, ground_truth))
+        title += f", adapted Rand error {report['adapted_rand_error']:.4f}"
+    figure_path = save_segmentation_figure(
+        raw_slice.numpy(), embedding_pca_rgb(embedding_slice), central(labels), output_dir / f"{stem}.png",
+        None if ground_truth is None else central(ground_truth), title,
+    )
+    report["figure"] = str(figure_path)
+    (output_dir / f"{stem}_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Command line: figure, TIFF copy and metrics of a bundle inference result (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--image", required=True, help="the image the labels were computed from")
+    parser.add_argument("--labels", required=True, help="instance labels written by the bundle's inference.json")
+    parser.add_argument("--ground-truth", help="optional reference labels for the adapted Rand error and SBD")
+    parser.add_argument("--config", default="bundle/configs/inference.json", help="the bundle inference config")
+    parser.add_argument("--model", help="network weights (default: the config's model_path)")
+    parser.add_argument("--output-dir", required=True, help="folder for the TIFF, the PNG and the report")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="ID=JSON",
+        help="override a config value as for the bundle run, e.g. --set 'patch_size=[32,64,64]'",
+    )
+    report = _report(parser.parse_args(argv))
+    print(f"labels (TIFF): {report['labels_tiff']}\nfigure: {report['figure']}\nobjects: {report['objects']}")
+    if "adapted_rand_error" in report:
+        print(f"adapted Rand error: {report['adapted_rand_error']:.4f}")
+        print(f"symmetric best Dice: {report['symmetric_best_dice']:.4f}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Helpers of the bundle tests: run the bundle's configs through MONAI's ConfigWorkflow with tiny settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow
+
+CONFIGS = Path(__file__).resolve().parents[2] / "bundle" / "configs"
+
+# A network, patch and loss small enough for a fast CPU iteration; the validation window must stay longer than
+# the longest Mutex Watershed offset (27 voxels).
+TINY = {
+    "device": "$torch.device('cpu')",
+    "amp": False,
+    "num_workers": 0,
+    "patch_size": [16, 24, 24],
+    "sliding_window_roi_size": [32, 32, 32],
+    "patches_per_volume": 1,
+    "max_anchors": 2,
+    "max_instances": 8,
+    "network_channels": [8, 16],
+    "network_strides": [2],
+    "num_iterations": 2,
+    "val_interval": 2,
+    "checkpoint_interval": 1,
+}
+
+
+def config(*names: str) -> list[str]:
+    return [str(CONFIGS / f"{name}.json") for name in names]
+
+
+def workflow(names: tuple[str, ...], **overrides) -> ConfigWorkflow:
+    """An initialised ConfigWorkflow of the bundle's configs ``names`` (layered in order) with ``overrides``."""
+    flow = ConfigWorkflow(config_file=config(*names), workflow_type=None, **{**TINY, **overrides})
+    flow.initialize()
+    return flow
+
+
+def record_losses(flow: ConfigWorkflow) -> list[tuple[int, float]]:
+    """Attach a recorder of (iteration, loss) to the workflow's trainer and return its list."""
+    losses: list[tuple[int, float]] = []
+    trainer = flow.parser.get_parsed_content("train#trainer")
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _record(engine):
+        losses.append((engine.state.iteration, float(engine.state.output["loss"])))
+
+    return losses

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import adapted_rand_error
+
+from spoco_monai.clustering import hdbscan_clustering
+
+MIN_SIZE = 100
+
+
+def test_recovers_clean_objects(clean_embeddings):
+    embeddings, labels = clean_embeddings
+    segmentation = hdbscan_clustering(embeddings, MIN_SIZE, max_samples=3000)
+    assert segmentation.dtype == np.int64 and segmentation.shape == labels.shape
+    assert adapted_rand_error(labels, segmentation)[0] < 0.01
+    assert segmentation.min() == 1
+
+
+def test_subsample_is_seeded_and_torch_input_accepted(clean_embeddings_2d):
+    embeddings, labels = clean_embeddings_2d
+    first = hdbscan_clustering(torch.from_numpy(embeddings), MIN_SIZE, max_samples=1000, seed=1)
+    np.testing.assert_array_equal(first, hdbscan_clustering(embeddings, MIN_SIZE, max_samples=1000, seed=1))
+    assert adapted_rand_error(labels, first)[0] < 0.01
+
+
+def test_noise_is_filled_or_left_at_zero(clean_embeddings_2d):
+    embeddings, labels = clean_embeddings_2d
+    embeddings = embeddings.copy()
+    embeddings[:, 10, 10] = 40.0  # an outlier pixel far from every object
+    filled = hdbscan_clustering(embeddings, MIN_SIZE, max_samples=None)
+    assert (filled > 0).all()
+    holes = hdbscan_clustering(embeddings, MIN_SIZE, max_samples=None, fill_noise=False)
+    assert holes[10, 10] == 0
+    # with subsampling, unsampled pixels outside every cluster's radius are noise as well
+    assert hdbscan_clustering(embeddings, MIN_SIZE, max_samples=500, fill_noise=False)[10, 10] == 0
+
+
+def test_mask(clean_embeddings_2d):
+    embeddings, labels = clean_embeddings_2d
+    mask = labels != 2
+    segmentation = hdbscan_clustering(embeddings, MIN_SIZE, mask=mask)
+    assert (segmentation[~mask] == 0).all() and (segmentation[mask] > 0).all()
+    assert adapted_rand_error(np.where(mask, labels, 0), segmentation)[0] < 0.01
+
+
+def test_no_cluster_gives_all_zero():
+    embeddings = np.random.default_rng(0).uniform(size=(2, 6, 6)).astype(np.float32) * 100
+    assert not hdbscan_clustering(embeddings, min_size=30, fill_noise=True).any()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"min_size": 1}, "min_size must be at least 2"),
+        ({"min_size": 10, "epsilon": -0.1}, "epsilon must be non-negative"),
+        ({"min_size": 10, "max_samples": 0}, "max_samples must be positive"),
+        ({"min_size": 10, "min_samples": 0}, "min_samples must be positive"),
+        ({"min_size": 10, "mask": np.ones((2, 2), bool)}, "spatial shape"),
+    ],
+)
+def test_invalid_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        hdbscan_clustering(np.zeros((3, 5, 5), np.float32), **kwargs)

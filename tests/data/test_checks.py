@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+from monai.bundle import ConfigParser
+
+from spoco_monai.data import HDF5Reader, TiffReader, check_dataset, load_datalist, write_synthetic_dataset
+
+
+def _tif(path, array):
+    tifffile.imwrite(path, array, photometric="minisblack", metadata={"axes": "ZYX"[3 - array.ndim:]})
+    return str(path)
+
+
+def _objects(shape):
+    label = np.zeros(shape, np.int32)
+    label[(slice(0, 2),) * len(shape)] = 1
+    return label
+
+
+@pytest.fixture
+def good_2d(tmp_path):
+    image = _tif(tmp_path / "i.tif", np.ones((8, 9), np.float32))
+    return {"image": image, "label": _tif(tmp_path / "l.tif", _objects((8, 9)))}
+
+
+def test_valid_items_are_returned_unchanged(good_2d):
+    items = [good_2d]
+    assert check_dataset(items, spatial_dims=2) is items
+    assert check_dataset(items, spatial_dims=2, reader=TiffReader()) is items
+    assert check_dataset(items, 2, reader="spoco_monai.data.TiffReader") is items
+
+
+def test_empty_datalist():
+    with pytest.raises(ValueError, match="empty or invalid datalist"):
+        check_dataset([], spatial_dims=3)
+    with pytest.raises(ValueError, match="empty or invalid datalist"):
+        check_dataset({"training": []}, spatial_dims=3)
+
+
+def test_missing_file_is_named(tmp_path, good_2d):
+    items = [good_2d, {"image": str(tmp_path / "gone.tif"), "label": good_2d["label"]}]
+    with pytest.raises(ValueError, match=r"item 1: file not found: .*gone\.tif"):
+        check_dataset(items, spatial_dims=2)
+    with pytest.raises(ValueError, match=r"file not found: .*absent\.h5:raw"):
+        check_dataset([{"image": str(tmp_path / "absent.h5:raw"), "label": good_2d["label"]}], 2)
+
+
+def test_missing_label_entry_and_non_dict_item(good_2d):
+    with pytest.raises(ValueError, match="no 'label' entry"):
+        check_dataset([{"image": good_2d["image"]}], 2)
+    assert check_dataset([{"image": good_2d["image"]}], 2, label_key=None)
+    with pytest.raises(ValueError, match="expected a dict with key 'image'"):
+        check_dataset(["a.tif"], 2)
+
+
+def test_shape_mismatch_names_both_files(tmp_path, good_2d):
+    items = [{"image": good_2d["image"], "label": _tif(tmp_path / "wide.tif", _objects((8, 10)))}]
+    with pytest.raises(ValueError, match=r"wide\.tif: label spatial shape \(8, 10\) differs from image .*i\.tif"):
+        check_dataset(items, spatial_dims=2)
+
+
+def test_2d_config_on_3d_data_and_vice_versa(tmp_path, good_2d):
+    volume = {"image": _tif(tmp_path / "v.tif", np.ones((3, 8, 9))),
+              "label": _tif(tmp_path / "vl.tif", _objects((3, 8, 9)))}
+    with pytest.raises(ValueError, match=r"v\.tif: image is 3D .* spatial_dims=2"):
+        check_dataset([volume], spatial_dims=2)
+    with pytest.raises(ValueError, match=r"i\.tif: image is 2D .* spatial_dims=3"):
+        check_dataset([good_2d], spatial_dims=3)
+    assert check_dataset([volume], spatial_dims=3)
+
+
+def test_label_without_objects(tmp_path, good_2d):
+    items = [{"image": good_2d["image"], "label": _tif(tmp_path / "empty.tif", np.zeros((8, 9), np.int32))}]
+    with pytest.raises(ValueError, match=r"empty\.tif: label has no object \(no id > 0\)"):
+        check_dataset(items, spatial_dims=2)
+    assert check_dataset(items, spatial_dims=2, require_objects=False)
+    ignore_only = [{"image": good_2d["image"], "label": _tif(tmp_path / "ignore.tif", -np.ones((8, 9), np.int32))}]
+    with pytest.raises(ValueError, match="ignore.tif: label has no object"):
+        check_dataset(ignore_only, spatial_dims=2)
+
+
+def test_hdf5_and_nifti_items(tmp_path):
+    with h5py.File(tmp_path / "v.h5", "w") as file:
+        file["raw"] = np.ones((3, 4, 5), np.uint8)
+        file["label"] = _objects((3, 4, 6))
+    h5_item = {"image": f"{tmp_path}/v.h5:raw", "label": f"{tmp_path}/v.h5:label"}
+    with pytest.raises(ValueError, match=r"v\.h5:label: label spatial shape \(3, 4, 6\)"):
+        check_dataset([h5_item], spatial_dims=3, reader=HDF5Reader())
+    nib.save(nib.Nifti1Image(np.ones((3, 4, 5), np.float32), np.eye(4)), tmp_path / "i.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((3, 4, 5), np.int16), np.eye(4)), tmp_path / "l.nii.gz")
+    with pytest.raises(ValueError, match=r"l\.nii\.gz: label has no object"):
+        check_dataset([{"image": str(tmp_path / "i.nii.gz"), "label": str(tmp_path / "l.nii.gz")}], 3)
+
+
+def test_ambiguous_container_is_reported_not_crashing(tmp_path):
+    with h5py.File(tmp_path / "two.h5", "w") as file:
+        file["raw"] = np.ones((3, 4), np.uint8)
+        file["label"] = _objects((3, 4))
+    with pytest.raises(ValueError, match=r"cannot read .*two\.h5: .*holds 2 datasets"):
+        check_dataset([{"image": str(tmp_path / "two.h5"), "label": f"{tmp_path}/two.h5:label"}], 2)
+
+
+def test_all_problems_are_listed_in_one_message(tmp_path, good_2d):
+    items = [{"image": str(tmp_path / f"gone{i}.tif"), "label": good_2d["label"]} for i in range(25)]
+    with pytest.raises(ValueError, match=r"25 problem\(s\)(.|\n)*gone19\.tif\n  \.\.\. and 5 more"):
+        check_dataset(items, spatial_dims=2)
+
+
+def test_unreadable_label_is_named(tmp_path, good_2d):
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a tiff")
+    with pytest.raises(ValueError, match=r"item 0: cannot read .*broken\.tif"):
+        check_dataset([{"image": good_2d["image"], "label": str(broken)}], spatial_dims=2)
+
+
+def _evaluate_in_config(items, expression):
+    imports = ["$from spoco_monai.data import check_dataset"]
+    parser = ConfigParser({"imports": imports, "items": items, "checked": expression})
+    parser.get_parsed_content("imports")  # as ConfigWorkflow.initialize does first
+    return parser.get_parsed_content("checked")
+
+
+def test_callable_from_a_bundle_config_expression(good_2d):
+    assert _evaluate_in_config([good_2d], "$check_dataset(@items, 2)") == [good_2d]
+    # MONAI wraps errors raised in config expressions; the check's message is the cause.
+    with pytest.raises(RuntimeError) as raised:
+        _evaluate_in_config([good_2d], "$check_dataset(@items, 3)")
+    assert isinstance(raised.value.__cause__, ValueError) and "spatial_dims=3" in str(raised.value.__cause__)
+
+
+def test_synthetic_hdf5_folder_passes(tmp_path):
+    write_synthetic_dataset(tmp_path, n_volumes=2, shape=(6, 16, 16), format="h5", mean_cell_size=6.0)
+    items = load_datalist(tmp_path, split="training")
+    assert items[0]["image"].endswith("images/synthetic_000.h5")
+    assert check_dataset(items, spatial_dims=3, reader=HDF5Reader()) is items
+
+
+def test_invalid_spatial_dims(good_2d):
+    with pytest.raises(ValueError, match="spatial_dims must be 2 or 3"):
+        check_dataset([good_2d], spatial_dims=4)
+
+
+def test_real_dsb2018_items_pass(shared_data):
+    folder = shared_data / "dsb2018_fluo" / "val"
+    names = sorted(path.name for path in (folder / "images").iterdir())[:5]
+    items = [{"image": str(folder / "images" / n), "label": str(folder / "labels" / n)} for n in names]
+    assert check_dataset(items, spatial_dims=2, reader=TiffReader()) is items

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from spoco_monai.data.volume_io import (
+    LazyVolume,
+    check_can_create,
+    create_volume,
+    open_volume,
+    parse_volume_path,
+    volume_mean_std,
+    write_volume,
+)
+
+VOLUME = np.arange(6 * 7 * 8, dtype=np.int32).reshape(6, 7, 8)
+REGION = (slice(1, 4), slice(2, 7), slice(0, 8, 3))
+
+
+@pytest.mark.parametrize(
+    "path, file, key, volume_format",
+    [
+        ("a/image.nii.gz", "a/image.nii.gz", None, "nifti"),
+        ("image.NII", "image.NII", None, "nifti"),
+        ("stack.tiff", "stack.tiff", None, "tiff"),
+        ("data.h5:raw", "data.h5", "raw", "hdf5"),
+        ("data.hdf5:/group/raw", "data.hdf5", "group/raw", "hdf5"),
+        ("volume.zarr", "volume.zarr", None, "zarr"),
+        ("volume.zarr/", "volume.zarr", None, "zarr"),
+        ("volume.zarr:labels/s0", "volume.zarr", "labels/s0", "zarr"),
+    ],
+)
+def test_parse_volume_path(path, file, key, volume_format):
+    parsed = parse_volume_path(path)
+    assert (parsed.file, parsed.key, parsed.format) == (Path(file), key, volume_format)
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("image.png", "cannot tell the volume format"),
+        ("data.h5", "needs a dataset name"),
+        ("image.nii:raw", "cannot tell the volume format"),
+    ],
+)
+def test_parse_invalid_path_raises(path, message):
+    with pytest.raises(ValueError, match=message):
+        parse_volume_path(path)
+
+
+@pytest.mark.parametrize("name", ["v.nii.gz", "v.nii", "v.tif", "v.h5:group/raw", "v.zarr", "v.zarr:labels/s0"])
+def test_round_trip(tmp_path, name):
+    path = f"{tmp_path / name}"
+    write_volume(path, VOLUME, chunks=(3, 4, 4))
+    with open_volume(path) as volume:
+        assert isinstance(volume, LazyVolume)
+        assert volume.shape == VOLUME.shape and volume.dtype == VOLUME.dtype
+        np.testing.assert_array_equal(volume[REGION], VOLUME[REGION])
+        np.testing.assert_array_equal(np.asarray(volume), VOLUME)
+    assert [p.name for p in tmp_path.iterdir()] == [name.split(":")[0]]  # no temporary left
+
+
+def test_chunked_formats_are_chunked(tmp_path):
+    write_volume(tmp_path / "v.zarr", VOLUME, chunks=(3, 4, 4))
+    assert zarr.open_array(tmp_path / "v.zarr", mode="r").chunks == (3, 4, 4)
+    write_volume(f"{tmp_path / 'v.h5'}:raw", VOLUME, chunks=(3, 4, 4))
+    with h5py.File(tmp_path / "v.h5") as handle:
+        assert handle["raw"].chunks == (3, 4, 4)
+
+
+def test_compressed_tiff_reads_lazily_through_zarr(tmp_path):
+    tifffile.imwrite(tmp_path / "tiled.tif", VOLUME[:, :, :], compression="zlib", tile=(16, 16))
+    with open_volume(tmp_path / "tiled.tif") as volume:
+        np.testing.assert_array_equal(volume[REGION], VOLUME[REGION])
+
+
+def test_nifti_channels_are_moved_first_and_affine_kept(tmp_path):
+    channel_last = np.moveaxis(np.stack([VOLUME, -VOLUME]), 0, -1)  # (x, y, z, c) as NIfTI stores it
+    affine = np.diag([2.0, 3.0, 4.0, 1.0])
+    nib.save(nib.Nifti1Image(channel_last, affine), tmp_path / "c.nii.gz")
+    with open_volume(tmp_path / "c.nii.gz") as volume:
+        assert volume.shape == (2, 6, 7, 8)
+        np.testing.assert_array_equal(volume[1, 2], -VOLUME[2])
+        np.testing.assert_array_equal(volume[(slice(None), *REGION)], np.stack([VOLUME, -VOLUME])[(slice(None), *REGION)])
+        np.testing.assert_array_equal(volume.affine, affine)
+
+
+def test_nifti_written_with_affine(tmp_path):
+    affine = np.diag([0.5, 0.5, 2.0, 1.0])
+    write_volume(tmp_path / "v.nii.gz", VOLUME, affine=affine)
+    np.testing.assert_array_equal(nib.load(tmp_path / "v.nii.gz").affine, affine)
+
+
+@pytest.mark.parametrize("name", ["v.zarr", "v.h5:raw", "v.tif", "v.nii.gz"])
+def test_failed_write_leaves_nothing(tmp_path, name):
+    path = f"{tmp_path / name}"
+    with pytest.raises(RuntimeError, match="half way"):
+        with create_volume(path, VOLUME.shape, VOLUME.dtype) as target:
+            target[:3] = VOLUME[:3]
+            raise RuntimeError("half way")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["v.zarr", "v.h5:raw", "v.tif"])
+def test_existing_volume_raises_unless_overwrite(tmp_path, name):
+    path = f"{tmp_path / name}"
+    write_volume(path, VOLUME)
+    with pytest.raises(FileExistsError, match="already exists"):
+        write_volume(path, np.zeros_like(VOLUME))
+    with open_volume(path) as volume:
+        np.testing.assert_array_equal(volume[:], VOLUME)
+    write_volume(path, np.zeros_like(VOLUME), overwrite=True)
+    with open_volume(path) as volume:
+        assert not np.asarray(volume).any()
+    assert [p.name for p in tmp_path.iterdir()] == [name.split(":")[0]]
+
+
+def test_missing_volume_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no volume"):
+        open_volume(tmp_path / "missing.zarr")
+    write_volume(f"{tmp_path / 'v.h5'}:raw", VOLUME)
+    with pytest.raises(FileNotFoundError, match="no dataset 'other'"):
+        open_volume(f"{tmp_path / 'v.h5'}:other")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        check_can_create(tmp_path / "missing" / "v.zarr")
+
+
+def test_real_hdf5_volume_reads_lazily():
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "lm3d" / "gonuclear_1135.h5"
+    if not data.exists():
+        pytest.skip(f"shared data not found at {data}")
+    with open_volume(f"{data}:raw") as volume, h5py.File(data) as handle:
+        assert volume.shape == (100, 100, 100)
+        np.testing.assert_array_equal(volume[10:20, :5, 50:], handle["raw"][10:20, :5, 50:])
+
+
+def test_volume_mean_std_streams_exact_statistics(tmp_path):
+    values = np.random.default_rng(0).normal(3.0, 2.0, size=(9, 5, 4)).astype(np.float32)
+    write_volume(tmp_path / "v.zarr", values)
+    with open_volume(tmp_path / "v.zarr") as volume:
+        mean, std = volume_mean_std(volume, max_elements=40)  # two z-slices per read
+    np.testing.assert_allclose((mean, std), (values.mean(dtype=np.float64), values.std(dtype=np.float64)), rtol=1e-6)

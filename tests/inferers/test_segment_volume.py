@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from inference_fakes import NUM_OBJECTS, OFFSETS_3D, VOLUME_SHAPE, LabelLookupNetwork, label_image, voronoi_labels
+from skimage.metrics import adapted_rand_error
+
+from spoco_monai.data.volume_io import open_volume, write_volume
+from spoco_monai.inferers import BlockGrid, segment_volume
+from spoco_monai.inferers.segment_volume import WORK_DIRECTORY_SUFFIX
+
+ROI = (16, 32, 32)
+NOISE = 0.1  # within-object embedding jitter, so that the affinities are not all 0 or 1
+BLOCK = (16, 32, 32)
+
+
+def arand(reference: np.ndarray, labels: np.ndarray) -> float:
+    return adapted_rand_error(reference, labels)[0]
+
+
+def segment(image, network, **kwargs):
+    options = dict(roi_size=ROI, overlap=0.5, block_shape=BLOCK, offsets=OFFSETS_3D, progress=False)
+    options.update(kwargs)
+    return segment_volume(image, network, **options)
+
+
+@pytest.fixture(scope="module")
+def whole_volume_labels(image_3d):
+    """One window over the whole volume: the reference for the seams."""
+    network = LabelLookupNetwork(NUM_OBJECTS, noise_scale=NOISE)
+    return segment(image_3d, network, roi_size=VOLUME_SHAPE, block_shape=VOLUME_SHAPE)
+
+
+def test_reference_recovers_the_objects(whole_volume_labels, labels_3d):
+    assert arand(labels_3d, whole_volume_labels) == 0.0
+    assert whole_volume_labels.dtype == np.int32
+    assert set(np.unique(whole_volume_labels)) == set(range(1, NUM_OBJECTS + 1))
+
+
+def test_objects_cross_windows_and_blocks(labels_3d):
+    grid = BlockGrid(VOLUME_SHAPE, ROI, 0.5, BLOCK)
+    assert len(grid) == 8
+    crossing = [
+        np.intersect1d(labels_3d[block.core], labels_3d[other.core]).size
+        for block in grid.blocks
+        for other in grid.overlapping_cores(block)
+    ]
+    assert sum(crossing) > NUM_OBJECTS
+
+
+@pytest.mark.parametrize("mode", ["affinities", "labels"])
+def test_seams_match_whole_volume(image_3d, whole_volume_labels, mode):
+    labels = segment(image_3d, LabelLookupNetwork(NUM_OBJECTS, noise_scale=NOISE), mode=mode)
+    assert arand(whole_volume_labels, labels) < 0.01
+    assert labels.max() == NUM_OBJECTS  # consecutive ids, one per object
+
+
+def test_seams_2d_default_offsets():
+    labels = voronoi_labels((96, 128), 12, seed=3)
+    image = label_image(labels, seed=3)
+    network = LabelLookupNetwork(12, noise_scale=NOISE)
+    whole = segment_volume(image, network, (96, 128), block_shape=(96, 128), progress=False)
+    tiled = segment_volume(image, network, (48, 48), overlap=0.5, block_shape=(24, 24), progress=False)
+    assert arand(labels, whole) == 0.0
+    assert arand(whole, tiled) < 0.01
+
+
+def test_embedding_shift_per_window_is_seamless_with_affinities(image_3d, labels_3d):
+    network = LabelLookupNetwork(NUM_OBJECTS, shift_scale=20.0)
+    labels = segment(image_3d, network, mode="affinities")
+    assert network.calls > 8  # several windows, each with its own shift
+    assert arand(labels_3d, labels) < 0.01
+
+
+def test_embedding_shift_per_window_breaks_blended_embeddings(image_3d, labels_3d):
+    # the control for the test above: blending shifted embeddings mixes unrelated vectors
+    labels = segment(image_3d, LabelLookupNetwork(NUM_OBJECTS, shift_scale=20.0), mode="labels")
+    assert arand(labels_3d, labels) > 0.1
+
+
+def test_volume_path_input_and_channelless_image(tmp_path, labels_3d):
+    path = f"{tmp_path / 'image.h5'}:raw"
+    write_volume(path, label_image(labels_3d))
+    from_file = segment(path, LabelLookupNetwork(NUM_OBJECTS))
+    assert arand(labels_3d, from_file) < 0.01
+    single_channel = segment(labels_3d.astype(np.float32), LabelLookupNetwork(NUM_OBJECTS))
+    assert arand(labels_3d, single_channel) < 0.01
+
+
+def test_timings_are_reported(image_3d):
+    timings: dict[str, float] = {}
+    segment(image_3d, LabelLookupNetwork(NUM_OBJECTS), timings=timings)
+    assert set(timings) == {"network", "affinities", "clustering", "writing"}
+    assert all(value >= 0 for value in timings.values())
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, image_3d):
+    network = LabelLookupNetwork(NUM_OBJECTS, noise_scale=NOISE)
+    reference_path = segment(image_3d, network, output=tmp_path / "reference.zarr")
+    output = tmp_path / "labels.zarr"
+    work = tmp_path / ("labels.zarr" + WORK_DIRECTORY_SUFFIX)
+    interrupted = LabelLookupNetwork(NUM_OBJECTS, noise_scale=NOISE, fail_after=10)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        segment(image_3d, interrupted, output=output)
+    assert not output.exists()
+    finished = sorted(work.glob("[0-9]*.json"))
+    assert 0 < len(finished) < 8
+
+    resumed = LabelLookupNetwork(NUM_OBJECTS, noise_scale=NOISE)
+    assert segment(image_3d, resumed, output=output) == str(output)
+    assert 0 < resumed.calls < network.calls  # the finished blocks were not run again
+    assert not work.exists()
+    with open_volume(output) as result, open_volume(reference_path) as reference:
+        np.testing.assert_array_equal(result[:], reference[:])
+
+
+def test_resume_with_other_settings_raises(tmp_path, image_3d):
+    output = tmp_path / "labels.zarr"
+    with pytest.raises(RuntimeError):
+        segment(image_3d, LabelLookupNetwork(NUM_OBJECTS, fail_after=10), output=output)
+    with pytest.raises(ValueError, match="other settings.*overlap"):
+        segment(image_3d, LabelLookupNetwork(NUM_OBJECTS), output=output, overlap=0.25)
+    labels = segment(image_3d, LabelLookupNetwork(NUM_OBJECTS), output=output, overlap=0.25, overwrite=True)
+    assert labels == str(output)
+
+
+@pytest.mark.parametrize("suffix", ["labels.zarr", "labels.h5:seg", "labels.nii.gz", "labels.tif"])
+def test_output_formats(tmp_path, image_3d, labels_3d, suffix):
+    output = f"{tmp_path / suffix}"
+    segment(image_3d, LabelLookupNetwork(NUM_OBJECTS), output=output)
+    with open_volume(output) as result:
+        assert result.shape == VOLUME_SHAPE
+        assert arand(labels_3d, result[:]) < 0.01
+    assert [p.name for p in tmp_path.iterdir()] == [suffix.split(":")[0]]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"roi_size": (16, 0, 32)}, "roi_size must be positive"),
+        ({"roi_size": (16, 32)}, "spatial axes"),
+        ({"roi_size": (16, 32, 32, 8)}, "2 or 3 values"),
+        ({"overlap": 1.0}, r"overlap must be in \[0, 1\)"),
+        ({"overlap": -0.1}, r"overlap must be in \[0, 1\)"),
+        ({"halo": 0}, "halo must be positive"),
+        ({"halo": (2, 2)}, "halo must have 3 values"),
+        ({"block_shape": (16, -1, 32)}, "block_shape must be positive"),
+        ({"mode": "pixels"}, "mode must be one of"),
+        ({"clustering": "hdbscan"}, "clusters with the Mutex Watershed"),
+        ({"iou_threshold": 0.3}, "iou_threshold"),
+        ({"sw_batch_size": 0}, "sw_batch_size"),
+        ({"offsets": [(-1, 0, 0), (0, 0, -40)]}, "shorter than the window"),
+    ],
+)
+def test_invalid_options_raise(image_3d, options, message):
+    with pytest.raises(ValueError, match=message):
+        segment(image_3d, LabelLookupNetwork(NUM_OBJECTS), **options)
+
+
+def test_wrong_channel_count_raises(image_3d):
+    network = torch.nn.Conv3d(1, 4, kernel_size=1)
+    with pytest.raises(ValueError, match="expects 1 input channels, the image has 2"):
+        segment(image_3d, network)
+    with pytest.raises(ValueError, match="expects 3 input channels, the image has 2"):
+        segment(image_3d, LabelLookupNetwork(NUM_OBJECTS), in_channels=3)
+    with pytest.raises(ValueError, match="first convolution is 2D"):
+        segment(image_3d, torch.nn.Conv2d(2, 4, kernel_size=1))
+
+
+def test_wrong_network_output_raises(image_3d):
+    with pytest.raises(ValueError, match="must map windows"):
+        segment(image_3d, torch.nn.Conv3d(2, 4, kernel_size=3))
+
+
+def test_existing_output_raises_and_is_kept(tmp_path, image_3d):
+    output = tmp_path / "labels.tif"
+    output.write_bytes(b"keep me")
+    network = LabelLookupNetwork(NUM_OBJECTS)
+    with pytest.raises(FileExistsError, match="already exists"):
+        segment(image_3d, network, output=output)
+    assert output.read_bytes() == b"keep me"
+    assert network.calls == 0  # refused before any work
+    assert [p.name for p in tmp_path.iterdir()] == ["labels.tif"]
+
+
+def test_output_replacing_input_raises(tmp_path, image_3d):
+    path = f"{tmp_path / 'volume.h5'}:raw"
+    write_volume(path, image_3d)
+    with pytest.raises(ValueError, match="replace the input"):
+        segment(path, LabelLookupNetwork(NUM_OBJECTS), output=f"{tmp_path / 'volume.h5'}:labels", overwrite=True)

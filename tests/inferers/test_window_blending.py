@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+from inference_fakes import NUM_OBJECTS, OFFSETS_3D, LabelLookupNetwork
+from monai.inferers import sliding_window_inference
+
+from spoco_monai.clustering import embeddings_to_affinities
+from spoco_monai.inferers.block_grid import scan_interval, window_starts
+from spoco_monai.inferers.window_blending import blend_windows
+
+
+def _starts(shape, roi, overlap):
+    return [window_starts(s, r, t) for s, r, t in zip(shape, roi, scan_interval(roi, overlap))]
+
+
+def test_blended_embeddings_equal_monai_sliding_window(image_3d):
+    image = torch.from_numpy(image_3d[:, :24, :40, :50])
+    network = LabelLookupNetwork(NUM_OBJECTS, noise_scale=0.5)
+    roi = (16, 32, 32)
+    ours = blend_windows(image, network, roi, _starts(image.shape[1:], roi, 0.5), output="embeddings")
+    monai = sliding_window_inference(image[None], roi, 2, network, overlap=0.5, mode="gaussian")[0]
+    torch.testing.assert_close(ours, monai, rtol=1e-5, atol=1e-5)
+
+
+def test_blended_affinities_of_one_window_are_the_window_affinities(image_3d):
+    image = torch.from_numpy(image_3d[:, :16, :32, :32])
+    network = LabelLookupNetwork(NUM_OBJECTS, noise_scale=0.5)
+    blended = blend_windows(image, network, (16, 32, 32), [(0,), (0,), (0,)], offsets=OFFSETS_3D)
+    expected = embeddings_to_affinities(network(image[None])[0], OFFSETS_3D)
+    for channel, offset in enumerate(OFFSETS_3D):  # edges leaving the window are absent: neutral values
+        band = tuple(slice(None, -o) if o < 0 else slice(None) for o in offset)
+        expected[channel][band] = 0.0 if channel < 3 else 1.0
+    torch.testing.assert_close(blended, expected)
+
+
+def test_affinities_ignore_per_window_embedding_shifts(image_3d):
+    image = torch.from_numpy(image_3d)
+    starts = _starts(image.shape[1:], (16, 32, 32), 0.5)
+    steady = blend_windows(image, LabelLookupNetwork(NUM_OBJECTS, noise_scale=0.5), (16, 32, 32), starts, offsets=OFFSETS_3D)
+    shifted_network = LabelLookupNetwork(NUM_OBJECTS, noise_scale=0.5, shift_scale=20.0)
+    shifted = blend_windows(image, shifted_network, (16, 32, 32), starts, offsets=OFFSETS_3D)
+    torch.testing.assert_close(shifted, steady, rtol=1e-4, atol=1e-4)
+
+
+def test_region_smaller_than_window_is_padded(image_3d):
+    image = torch.from_numpy(image_3d[:, :10, :20, :30])
+    network = LabelLookupNetwork(NUM_OBJECTS)
+    blended = blend_windows(image, network, (16, 32, 32), [(0,), (0,), (0,)], output="embeddings")
+    torch.testing.assert_close(blended, network(image[None])[0])
