@@ -90,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", nargs="+", default=["configs/inference.json"], help="bundle config files defining network_def"
     )
     segment.add_argument(
-        "--roi-size", nargs="+", type=int, help=f"window size per axis (default: the bundle's {' / '.join(ROI_SIZE_KEYS)})"
+        "--roi-size",
+        nargs="+",
+        type=int,
+        help=f"window size per axis (default: the bundle's {' / '.join(ROI_SIZE_KEYS)})",
     )
     segment.add_argument("--overlap", type=float, default=0.5, help="window overlap in [0, 1) (default 0.5)")
     segment.add_argument("--block-shape", nargs="+", type=int, help="block core size per axis (default ~128^3)")

@@ -164,6 +164,7 @@ def _report(args: argparse.Namespace) -> dict:
     ground_truth = _read_volume(args.ground_truth).astype(np.int64) if args.ground_truth else None
 
     output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(args.labels).name.split(".")[0]
     tiff_path = output_dir / f"{stem}.tif"
     write_volume(tiff_path, labels.astype(np.int32), overwrite=True)

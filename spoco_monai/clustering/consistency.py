@@ -20,6 +20,7 @@ def consistency_clustering(
     bandwidth: float = 0.5,
     iou_threshold: float = 0.6,
     n_anchors: int = 10,
+    max_iou_samples: int | None = 100000,
     mask: np.ndarray | torch.Tensor | None = None,
     background_embedding: np.ndarray | torch.Tensor | None = None,
     seed: int = 0,
@@ -31,6 +32,9 @@ def consistency_clustering(
     ``n_anchors`` of its pixels are drawn (seeded) and each anchor's ``delta_v``-neighbourhood in
     ``embeddings_g`` (pixels whose g-embedding lies within ``bandwidth`` of the anchor's) is compared with
     the cluster. Clusters whose median IoU over their anchors is below ``iou_threshold`` are set to 0.
+    The IoUs are counted on a seeded uniform subsample of at most ``max_iou_samples`` pixels (a ratio of
+    counts, so the subsample estimates it without bias), which keeps 3D volumes tractable; a cluster
+    without any pixel in the subsample has no evidence against it and is kept.
 
     Args:
         embeddings_f: ``(E, *S)`` embeddings of the student network f (float array or tensor).
@@ -38,6 +42,7 @@ def consistency_clustering(
         bandwidth: ``delta_v``: mean-shift bandwidth and neighbourhood radius in g.
         iou_threshold: minimum median IoU for a cluster to be kept, in [0, 1].
         n_anchors: anchors per cluster (fewer for clusters with fewer pixels).
+        max_iou_samples: pixels the IoUs are counted on, or None for all of them.
         mask: optional ``S`` boolean foreground mask; other pixels are 0.
         background_embedding: optional ``(E,)`` background reference in f's space; the closest segment
             is set to 0 (:func:`drop_background_segment`). Off by default.
@@ -60,14 +65,20 @@ def consistency_clustering(
     if not 0 <= iou_threshold <= 1:
         raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}.")
     check_positive(n_anchors, "n_anchors")
+    if max_iou_samples is not None:
+        check_positive(max_iou_samples, "max_iou_samples")
     mask = check_mask(mask, embeddings_f.shape[1:])
     check_background_embedding(background_embedding, embeddings_f.shape[0])
     labels = mean_shift_clustering(embeddings_f, bandwidth, mask=mask, seed=seed, **mean_shift_options)
     points_g, flat_index = foreground_points(embeddings_g, mask)
     point_labels = torch.from_numpy(labels.reshape(-1)).to(points_g.device)[flat_index]
-    median_iou = _median_anchor_iou(points_g, point_labels, bandwidth, n_anchors, seed)
-    # index 0 (unlabeled) always maps to 0
-    keep = torch.cat([median_iou.new_zeros(1, dtype=torch.bool), median_iou >= iou_threshold]).cpu().numpy()
+    sample = torch.randperm(flat_index.numel(), generator=torch.Generator().manual_seed(seed))[:max_iou_samples]
+    sample = sample.to(points_g.device)
+    median_iou = _median_anchor_iou(
+        points_g[sample], point_labels[sample], int(labels.max()), bandwidth, n_anchors, seed
+    )
+    # index 0 (unlabeled) always maps to 0; a NaN median (no anchor) does not drop the cluster
+    keep = torch.cat([median_iou.new_zeros(1, dtype=torch.bool), ~(median_iou < iou_threshold)]).cpu().numpy()
     labels = relabel_sequential(np.where(keep[labels], labels, 0))[0]
     if background_embedding is not None:
         labels = drop_background_segment(labels, embeddings_f, background_embedding)
@@ -75,10 +86,13 @@ def consistency_clustering(
 
 
 def _median_anchor_iou(
-    points: torch.Tensor, point_labels: torch.Tensor, radius: float, n_anchors: int, seed: int
+    points: torch.Tensor, point_labels: torch.Tensor, n_clusters: int, radius: float, n_anchors: int, seed: int
 ) -> torch.Tensor:
-    """Median over each cluster's anchors of IoU(neighbourhood of the anchor in ``points``, cluster); ``(K,)``."""
-    n_clusters = int(point_labels.max()) if point_labels.numel() else 0
+    """Median over each cluster's anchors of IoU(neighbourhood of the anchor in ``points``, cluster).
+
+    Returns:
+        ``(n_clusters,)`` medians for the labels ``1..n_clusters``; NaN for a cluster without points.
+    """
     if n_clusters == 0:
         return points.new_zeros(0)
     generator = torch.Generator().manual_seed(seed)
@@ -94,7 +108,7 @@ def _median_anchor_iou(
     anchor_points = points[anchors]
     neighbourhood = torch.zeros(anchors.numel(), device=points.device)
     intersection = torch.zeros_like(neighbourhood)
-    block = max(1, MAX_BLOCK_ELEMENTS // anchors.numel())
+    block = max(1, MAX_BLOCK_ELEMENTS // max(1, anchors.numel()))
     for start in range(0, points.shape[0], block):
         within = torch.cdist(anchor_points, points[start : start + block]) < radius
         neighbourhood += within.sum(dim=1)

@@ -9,7 +9,13 @@ from bioimage_cpp.segmentation import relabel_sequential
 
 from .background import drop_background_segment
 from .points import foreground_points, labels_from_points, nearest_centre
-from .validation import check_background_embedding, check_embeddings, check_mask, check_non_negative, check_positive
+from .validation import (
+    check_background_embedding,
+    check_embeddings,
+    check_mask,
+    check_non_negative,
+    check_positive,
+)
 
 
 def hdbscan_clustering(
@@ -35,7 +41,9 @@ def hdbscan_clustering(
     slower on millions of pixels.
 
     With ``fill_noise`` every noise pixel gets the nearest cluster centre in embedding space, so dense
-    tissue has no holes; otherwise noise pixels are 0. If HDBSCAN finds no cluster, the result is all 0.
+    tissue has no holes; otherwise noise pixels are 0. HDBSCAN may select a single cluster (an input
+    holding one object, such as a block of a large volume, is one segment); if it finds no cluster, the
+    result is all 0.
 
     Args:
         embeddings: ``(E, *S)`` float array or tensor, 2D or 3D spatial.
@@ -88,7 +96,10 @@ def _fit_hdbscan(points: np.ndarray, min_cluster_size: int, epsilon: float, min_
     if points.shape[0] < min_cluster_size:
         return np.zeros(points.shape[0], dtype=np.int64)
     clusterer = hdbscan.HDBSCAN(
-        min_cluster_size=min_cluster_size, min_samples=min_samples, cluster_selection_epsilon=float(epsilon)
+        min_cluster_size=min_cluster_size,
+        min_samples=min_samples,
+        cluster_selection_epsilon=float(epsilon),
+        allow_single_cluster=True,
     )
     return clusterer.fit_predict(points.astype(np.float64)).astype(np.int64) + 1
 

@@ -12,8 +12,15 @@ from bioimage_cpp.segmentation import relabel_sequential
 from .affinities import default_offsets, embeddings_to_affinities
 from .background import drop_background_segment
 from .points import as_plain_tensor
+from .region_mutex_watershed import region_mutex_watershed
 from .size_filter import merge_small_segments
-from .validation import check_background_embedding, check_embeddings, check_mask, check_non_negative, check_offsets
+from .validation import (
+    check_background_embedding,
+    check_embeddings,
+    check_mask,
+    check_non_negative,
+    check_offsets,
+)
 
 
 def mutex_watershed_from_affinities(
@@ -22,6 +29,7 @@ def mutex_watershed_from_affinities(
     strides: Sequence[int] | None = None,
     mask: np.ndarray | torch.Tensor | None = None,
     min_size: int = 0,
+    presegment_threshold: float | None = None,
 ) -> np.ndarray:
     """Partition a 2D/3D grid with the Mutex Watershed.
 
@@ -37,9 +45,15 @@ def mutex_watershed_from_affinities(
         mask: optional ``S`` boolean foreground mask; background pixels get label 0 and their edges are ignored.
         min_size: segments with fewer pixels are merged into their best neighbour (see
             :func:`~spoco_monai.clustering.size_filter.merge_small_segments`); 0 disables the filter.
+        presegment_threshold: None runs the exact pixel-level Mutex Watershed. A value in (0, 1] first
+            joins neighbouring pixels whose affinity reaches it and runs the Mutex Watershed on the graph
+            of these regions (:func:`~spoco_monai.clustering.region_mutex_watershed.region_mutex_watershed`):
+            tens of times faster on large 3D inputs and, for a high threshold such as 0.5, nearly always
+            the same partition. Cannot be combined with ``strides``.
 
     Returns:
-        int64 labels of shape ``S``: consecutive ids from 1, 0 only outside ``mask``.
+        int64 labels of shape ``S``: consecutive ids from 1, 0 only outside ``mask`` (or for a small
+        segment without neighbours, see ``min_size``).
 
     Raises:
         TypeError, ValueError: for affinities that are not a ``(C, *S)`` float array with 2D/3D ``S``,
@@ -51,10 +65,11 @@ def mutex_watershed_from_affinities(
     strides = _check_strides(strides, len(spatial_shape))
     mask = check_mask(mask, spatial_shape)
     check_non_negative(min_size, "min_size")
+    _check_presegment_threshold(presegment_threshold, strides)
     if isinstance(affinities, torch.Tensor):
         affinities = affinities.detach().cpu().numpy()
     weights = np.array(affinities, dtype=np.float32, order="C")
-    return _partition(weights, offsets, strides, mask, min_size)
+    return _partition(weights, offsets, strides, mask, min_size, presegment_threshold)
 
 
 def mutex_watershed(
@@ -64,6 +79,7 @@ def mutex_watershed(
     strides: Sequence[int] | None = None,
     mask: np.ndarray | torch.Tensor | None = None,
     min_size: int = 0,
+    presegment_threshold: float | None = None,
     background_embedding: np.ndarray | torch.Tensor | None = None,
 ) -> np.ndarray:
     """Instances from pixel embeddings: embedding affinities, then the Mutex Watershed.
@@ -77,6 +93,8 @@ def mutex_watershed(
         strides: optional mutex-edge sub-sampling, see :func:`mutex_watershed_from_affinities`.
         mask: optional ``S`` boolean foreground mask (0 outside).
         min_size: size filter, see :func:`mutex_watershed_from_affinities`.
+        presegment_threshold: None for the exact pixel-level Mutex Watershed, or a threshold for the much
+            faster region-graph variant, see :func:`mutex_watershed_from_affinities`.
         background_embedding: optional ``(E,)`` embedding of the background; when given, the segment whose
             mean embedding is closest to it is set to 0 (see :func:`drop_background_segment`). Off by default.
 
@@ -93,6 +111,7 @@ def mutex_watershed(
     strides = _check_strides(strides, spatial_dims)
     mask = check_mask(mask, embeddings.shape[1:])
     check_non_negative(min_size, "min_size")
+    _check_presegment_threshold(presegment_threshold, strides)
     check_background_embedding(background_embedding, embeddings.shape[0])
     if isinstance(embeddings, torch.Tensor) and embeddings.device.type == "cpu":
         # the C++ distance kernel beats strided torch slicing on CPU; the view shares memory
@@ -100,7 +119,7 @@ def mutex_watershed(
     affinities = embeddings_to_affinities(embeddings, offsets, delta_dist)
     if isinstance(affinities, torch.Tensor):
         affinities = affinities.cpu().numpy()
-    labels = _partition(affinities, offsets, strides, mask, min_size)
+    labels = _partition(affinities, offsets, strides, mask, min_size, presegment_threshold)
     if background_embedding is not None:
         labels = drop_background_segment(labels, embeddings, background_embedding)
     return labels
@@ -112,16 +131,20 @@ def _partition(
     strides: list[int] | None,
     mask: np.ndarray | None,
     min_size: int,
+    presegment_threshold: float | None,
 ) -> np.ndarray:
     """Run the Mutex Watershed on a float32 C-contiguous affinity array that this function may modify."""
     n_attractive = affinities.ndim - 1
-    mutex = affinities[n_attractive:]
-    np.subtract(1.0, mutex, out=mutex)
-    labels = _bioimage_mutex_watershed(affinities, offsets, n_attractive, strides=strides, mask=mask)
-    labels = labels.astype(np.int64)
-    if mask is not None:
-        # bioimage_cpp numbers the masked-out pixels before zeroing them
-        labels = relabel_sequential(labels)[0]
+    if presegment_threshold is not None:
+        labels = region_mutex_watershed(affinities, offsets, presegment_threshold, mask)
+    else:
+        mutex = affinities[n_attractive:]
+        np.subtract(1.0, mutex, out=mutex)
+        labels = _bioimage_mutex_watershed(affinities, offsets, n_attractive, strides=strides, mask=mask)
+        labels = labels.astype(np.int64)
+        if mask is not None:
+            # bioimage_cpp numbers the masked-out pixels before zeroing them
+            labels = relabel_sequential(labels)[0]
     if min_size > 0:
         labels = merge_small_segments(labels, affinities[:n_attractive], offsets[:n_attractive], min_size)
     return labels
@@ -136,6 +159,15 @@ def _check_channel_offsets(offsets: Sequence[Sequence[int]], n_channels: int, sp
             f"expected at least the {spatial_dims} attractive channels (then mutex channels), got {n_channels}."
         )
     return offsets
+
+
+def _check_presegment_threshold(threshold: float | None, strides: list[int] | None) -> None:
+    if threshold is None:
+        return
+    if not 0 < threshold <= 1:
+        raise ValueError(f"presegment_threshold must be None or in (0, 1], got {threshold}.")
+    if strides is not None:
+        raise ValueError("strides only apply to the pixel-level Mutex Watershed (presegment_threshold=None).")
 
 
 def _check_strides(strides: Sequence[int] | None, spatial_dims: int) -> list[int] | None:

@@ -24,7 +24,7 @@ def check_embeddings(embeddings: np.ndarray | torch.Tensor, name: str = "embeddi
         raise TypeError(f"{name} must be floating point, got dtype {embeddings.dtype}.")
     if embeddings.ndim not in (3, 4):
         raise ValueError(
-            f"{name} must have shape (E, H, W) or (E, D, H, W), got {embeddings.ndim} dimensions "
+            f"{name} must have shape (C, H, W) or (C, D, H, W), got {embeddings.ndim} dimensions "
             f"(shape {tuple(embeddings.shape)})."
         )
     if min(embeddings.shape) == 0:

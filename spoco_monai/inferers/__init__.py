@@ -1,4 +1,14 @@
-"""Whole-volume sliding-window inference: blended per-window affinities, blockwise Mutex Watershed, stitching."""
+"""Whole-volume sliding-window inference: blended per-window affinities, blockwise Mutex Watershed, stitching.
+
+- :func:`segment_volume`: a volume (array or lazily read file) to instance labels, block by block with
+  bounded memory, resumable, written to zarr/HDF5/NIfTI/TIFF or returned.
+- :class:`SpocoSlidingWindowInferer`: the same as a MONAI ``Inferer`` (evaluators, bundle configs).
+
+Mode ``"affinities"`` (default) turns every window's embeddings into affinities inside that window, blends
+the affinities and runs the Mutex Watershed: use it for large volumes and whenever windows may place their
+embeddings differently. Mode ``"labels"`` blends embeddings and clusters each block (Mutex Watershed or
+HDBSCAN): use it for HDBSCAN, with blocks about one window large. Both stitch blocks by IoU in the halo.
+"""
 
 from __future__ import annotations
 

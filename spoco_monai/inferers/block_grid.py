@@ -144,7 +144,8 @@ def _split_axis(size: int, roi: int, step: int, block: int, halo: int) -> _AxisB
         return _AxisBlocks(cores=((0, size),), extents=((0, size),), window_starts=((0,),))
     starts = window_starts(size, roi, step)
     count = len(starts)
-    groups = max(1, min(count, round(count / max(1, round(block / step)))))
+    # no block holds more windows than block_shape asks for, so its memory stays within the request
+    groups = math.ceil(count / max(1, round(block / step)))
     # balanced groups of consecutive windows; each boundary cuts the overlap of the two windows in half
     first = [round(k * count / groups) for k in range(groups + 1)]
     cuts = [0] + [(starts[w - 1] + roi + starts[w]) // 2 for w in first[1:-1]] + [size]

@@ -91,7 +91,8 @@ def segment_volume(
         delta_dist: ``delta_d`` of the embedding loss, used by the affinity formula.
         clustering: per-block clustering in ``"labels"`` mode: ``"mws"`` or ``"hdbscan"``.
         clustering_kwargs: extra keyword arguments of the clustering function (``strides``, ``min_size``,
-            ... for the Mutex Watershed; ``min_size`` is required by HDBSCAN).
+            ... for the Mutex Watershed; ``min_size`` is required by HDBSCAN); no per-voxel arrays such as
+            ``mask``, since each block is clustered on its own.
         iou_threshold: two blocks' labels in their overlap are the same object above this IoU, in [0.5, 1).
         sigma_scale: Gaussian sigma of the window importance map relative to the window size.
         normalize: ``(mean, std)``: the network sees ``(image - mean) / std``, e.g. the whole volume's
@@ -134,7 +135,10 @@ def segment_volume(
         raise ValueError(f"roi_size must have 2 or 3 values (the spatial dimensions), got {roi_size}.")
     if output is not None:
         output_location = check_can_create(output, overwrite)
-        if isinstance(image, (str, os.PathLike)) and parse_volume_path(image).file.resolve() == output_location.file.resolve():
+        same_file = isinstance(image, (str, os.PathLike)) and (
+            parse_volume_path(image).file.resolve() == output_location.file.resolve()
+        )
+        if same_file:
             raise ValueError(f"the output {output} would replace the input image {image}.")
     volume = open_volume(image) if isinstance(image, (str, os.PathLike)) else image
     try:
@@ -166,7 +170,7 @@ def segment_volume(
         else:
             work = output_location.file.with_name(output_location.file.name + WORK_DIRECTORY_SUFFIX)
             fingerprint = {
-                "image": str(image) if isinstance(image, (str, os.PathLike)) else "array",
+                "image": os.path.abspath(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else "array",
                 "image_shape": list(volume.shape),
                 "image_dtype": str(volume.dtype),
                 "overlap": overlap,
@@ -276,7 +280,8 @@ def _process_blocks(
 
 def _core_labels_first(labels: np.ndarray, core: tuple[slice, ...]) -> tuple[np.ndarray, int]:
     """Relabel to 1.. with the labels present in the core first, so the core's ids are ``1 .. num_core``."""
-    labels = labels.astype(np.int64, copy=False)
+    # negative labels (e.g. unfilled HDBSCAN noise) count as unlabelled, like 0
+    labels = np.maximum(labels, 0).astype(np.int64, copy=False)
     in_core = np.unique(labels[core])
     in_core = in_core[in_core > 0]
     everywhere = np.unique(labels)
@@ -320,7 +325,7 @@ def _assemble(
         np.column_stack([first_node[index] + r.matches[:, 0] - 1, first_node[r.matches[:, 1]] + r.matches[:, 2] - 1])
         for index, r in enumerate(records)
     ]
-    components = merge_matched_nodes(int(first_node[-1]), np.concatenate(edges) if edges else np.zeros((0, 2)))
+    components = merge_matched_nodes(int(first_node[-1]), np.concatenate(edges))
     core_nodes = [first_node[i] + np.arange(r.num_core_labels) for i, r in enumerate(records)]
     # consecutive ids over the objects that own voxels, in order of first appearance
     _, final_ids = np.unique(components[np.concatenate(core_nodes)], return_inverse=True)

@@ -58,8 +58,13 @@ def blend_windows(
         ``(len(offsets), *R)`` affinities or ``(E, *R)`` embeddings, float32 on ``image``'s device.
 
     Raises:
-        ValueError: if the network's output does not have the window's spatial shape.
+        ValueError: for an unknown ``output``, ``"affinities"`` without offsets, or a network output that
+            does not have the window's spatial shape.
     """
+    if output not in BLEND_OUTPUTS:
+        raise ValueError(f"output must be one of {BLEND_OUTPUTS}, got {output!r}.")
+    if output == "affinities" and not offsets:
+        raise ValueError("affinities need offsets, got none.")
     roi_size = tuple(roi_size)
     region_shape = tuple(image.shape[1:])
     padding = [(max(0, r - s) // 2, max(0, r - s) - max(0, r - s) // 2) for r, s in zip(roi_size, region_shape)]

@@ -2,44 +2,65 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import nn
 
-from spoco_monai.losses.chunking import checkpointed_chunk_sum, pixel_chunk_size
+from spoco_monai.losses.chunking import pixel_chunk_size, pixel_slices
 from spoco_monai.losses.discriminative import per_object_mean
 from spoco_monai.losses.kernel import dice_loss_from_sums, kernel_sigma_squared
-from spoco_monai.losses.pairwise import squared_distances
+from spoco_monai.losses.pairwise import centre_of_valid_pixels, distance_gradients, squared_distances
 from spoco_monai.losses.sampling import random_priorities
 from spoco_monai.losses.validation import check_int, check_positive_int, check_unit_interval, flatten_loss_inputs
 
 __all__ = ["EmbeddingConsistencyLoss"]
 
 
-def _consistency_sums(
-    chunk: torch.Tensor,
-    teacher_chunk: torch.Tensor,
-    valid: torch.Tensor,
-    student_anchors: torch.Tensor,
-    teacher_anchors: torch.Tensor,
-    student_origin: torch.Tensor,
-    teacher_origin: torch.Tensor,
-    sigma_sq: float,
-) -> torch.Tensor:
-    scale = -0.5 / sigma_sq
-    student = torch.exp(
-        squared_distances(student_anchors - student_origin.unsqueeze(1), chunk - student_origin.unsqueeze(-1)) * scale
-    )
-    teacher = torch.exp(
-        squared_distances(teacher_anchors - teacher_origin.unsqueeze(1), teacher_chunk - teacher_origin.unsqueeze(-1))
-        * scale
-    )
-    weights = valid.unsqueeze(1).to(student.dtype)
-    return torch.stack(
-        ((student * teacher * weights).sum(-1), (student.square() * weights).sum(-1), (teacher.square() * weights).sum(-1)),
-        dim=-1,
-    )
+class _MaskOverlapSums(torch.autograd.Function):
+    """Per anchor sum(S_f S_g), sum(S_f^2), sum(S_g^2) over the valid pixels, chunk by chunk.
+
+    The teacher side is a constant. The backward pass recomputes each chunk and needs no (anchors x pixels)
+    tensor kept from the forward pass: with rate = 1 / (2 sigma^2) and s the student's squared distances,
+    d/ds [g_I S_f S_g + g_P S_f^2] = -rate S_f (g_I S_g + 2 g_P S_f).
+    """
+
+    @staticmethod
+    def forward(ctx, anchors, embeddings, teacher_anchors, teacher, valid, origins, rate, chunk_size):  # type: ignore[override]
+        student_origin, teacher_origin = origins
+        centred = anchors - student_origin.unsqueeze(1)
+        teacher_centred = teacher_anchors - teacher_origin.unsqueeze(1)
+        sums = anchors.new_zeros(*anchors.shape[:2], 3)
+        for part in pixel_slices(embeddings.shape[-1], chunk_size):
+            weights = valid[:, part].unsqueeze(-1)
+            student = squared_distances(centred, embeddings[..., part] - student_origin.unsqueeze(-1))
+            student = student.mul_(-rate).exp_()
+            teacher_masks = squared_distances(teacher_centred, teacher[..., part] - teacher_origin.unsqueeze(-1))
+            teacher_masks = teacher_masks.mul_(-rate).exp_()
+            sums[..., 2] += torch.bmm(teacher_masks.square(), weights).squeeze(-1)
+            sums[..., 1] += torch.bmm(student.square(), weights).squeeze(-1)
+            sums[..., 0] += torch.bmm(student.mul_(teacher_masks), weights).squeeze(-1)
+        ctx.save_for_backward(anchors, embeddings, teacher_anchors, teacher, valid, student_origin, teacher_origin)
+        ctx.rate, ctx.chunk_size = rate, chunk_size
+        return sums
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_sums):  # type: ignore[override]
+        anchors, embeddings, teacher_anchors, teacher, valid, student_origin, teacher_origin = ctx.saved_tensors
+        rate = ctx.rate
+        centred = anchors - student_origin.unsqueeze(1)
+        teacher_centred = teacher_anchors - teacher_origin.unsqueeze(1)
+        grad_overlap, grad_student_sq = grad_sums[..., 0:1], grad_sums[..., 1:2]
+        grad_anchors = torch.zeros_like(anchors)
+        grad_embeddings = torch.empty_like(embeddings)
+        for part in pixel_slices(embeddings.shape[-1], ctx.chunk_size):
+            local = embeddings[..., part] - student_origin.unsqueeze(-1)
+            student = squared_distances(centred, local).mul_(-rate).exp_()
+            teacher_masks = squared_distances(teacher_centred, teacher[..., part] - teacher_origin.unsqueeze(-1))
+            slopes = teacher_masks.mul_(-rate).exp_().mul_(grad_overlap).add_(student * (2.0 * grad_student_sq))
+            slopes.mul_(student).mul_(valid[:, part].unsqueeze(1) * -rate)
+            anchors_part, grad_embeddings[..., part] = distance_gradients(slopes, centred, local)
+            grad_anchors += anchors_part
+        return grad_anchors, grad_embeddings, None, None, None, None, None, None
 
 
 class EmbeddingConsistencyLoss(nn.Module):
@@ -130,7 +151,8 @@ class EmbeddingConsistencyLoss(nn.Module):
                 break
             pixel = torch.where(remaining, priorities, torch.full_like(priorities, -1)).argmax(dim=1)
             anchor = embeddings.gather(2, pixel.view(batch, 1, 1).expand(-1, channels, -1))
-            squared = squared_norms + anchor.square().sum(dim=1) - 2.0 * torch.bmm(anchor.transpose(1, 2), embeddings)[:, 0]
+            products = torch.bmm(anchor.transpose(1, 2), embeddings)[:, 0]
+            squared = squared_norms + anchor.square().sum(dim=1) - 2.0 * products
             remaining &= squared >= self.delta_var**2
             remaining.scatter_(1, pixel.unsqueeze(1), False)
             pixels.append(pixel)
@@ -156,11 +178,12 @@ class EmbeddingConsistencyLoss(nn.Module):
         index = pixels.unsqueeze(1).expand(-1, embeddings.shape[1], -1)
         student_anchors = embeddings.gather(2, index).transpose(1, 2)
         teacher_anchors = teacher.gather(2, index).transpose(1, 2)
-        sums = checkpointed_chunk_sum(
-            partial(_consistency_sums, sigma_sq=self.sigma_sq),
-            pixel_tensors=(embeddings, teacher, valid),
-            shared=(student_anchors, teacher_anchors, embeddings.detach().mean(dim=-1), teacher.mean(dim=-1)),
-            chunk_size=pixel_chunk_size(embeddings.shape[0], pixels.shape[1]),
+        origins = (centre_of_valid_pixels(embeddings, valid), centre_of_valid_pixels(teacher, valid))
+        chunk_size = pixel_chunk_size(embeddings.shape[0], pixels.shape[1])
+        rate = 0.5 / self.sigma_sq
+        weights = valid.to(embeddings.dtype)
+        sums = _MaskOverlapSums.apply(
+            student_anchors, embeddings, teacher_anchors, teacher, weights, origins, rate, chunk_size
         )
         # Unused anchor slots get a denominator of at least 1 so their (discarded) Dice has no 0/0 in its gradient.
         teacher_sq = torch.where(active, sums[..., 2], torch.ones_like(sums[..., 2]))

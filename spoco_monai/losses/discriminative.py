@@ -51,7 +51,12 @@ class DiscriminativeLoss(nn.Module):
     """
 
     def __init__(
-        self, delta_var: float = 0.5, delta_dist: float = 2.0, alpha: float = 1.0, beta: float = 1.0, gamma: float = 0.001
+        self,
+        delta_var: float = 0.5,
+        delta_dist: float = 2.0,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        gamma: float = 0.001,
     ) -> None:
         super().__init__()
         self.delta_var = check_positive("delta_var", delta_var)

@@ -33,7 +33,9 @@ def kernel_sigma_squared(delta_var: float, kernel_threshold: float) -> float:
     return -(delta_var**2) / (2.0 * math.log(kernel_threshold))
 
 
-def dice_loss_from_sums(intersection: torch.Tensor, prediction_sq: torch.Tensor, target_sq: torch.Tensor) -> torch.Tensor:
+def dice_loss_from_sums(
+    intersection: torch.Tensor, prediction_sq: torch.Tensor, target_sq: torch.Tensor
+) -> torch.Tensor:
     """Dice loss 1 - 2 sum(p g) / (sum p^2 + sum g^2) from its three sums (tensors of matching shapes).
 
     Callers guarantee a positive denominator (a non-empty ground-truth mask, or a soft mask equal to 1 at its

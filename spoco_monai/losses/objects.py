@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from spoco_monai.losses.chunking import pixel_chunk_size, pixel_slices
+from spoco_monai.losses.chunking import CHUNK_ELEMENTS, pixel_chunk_size, pixel_slices
 
 __all__ = ["ObjectIndex", "means_and_pull"]
 
@@ -90,7 +90,7 @@ class _MeansAndPull(torch.autograd.Function):
         hinge = embeddings.new_empty(batch, num_pixels)
         for part in pixel_slices(num_pixels, chunk_size):
             own_mean = means.gather(2, index[..., part])
-            distance = torch.linalg.vector_norm(embeddings[..., part] - own_mean, dim=1)
+            distance = (embeddings[..., part] - own_mean).square_().sum(dim=1).sqrt_()
             hinge[:, part] = (distance - delta_var).clamp_min_(0.0).square_()
         pull_sums = embeddings.new_zeros(batch, num_slots + 1).scatter_add_(1, slots, hinge)[:, :num_slots]
         ctx.save_for_backward(embeddings, slots, means, sizes)
@@ -109,20 +109,24 @@ class _MeansAndPull(torch.autograd.Function):
         grad = torch.empty_like(embeddings)
         for part in pixel_slices(num_pixels, ctx.chunk_size):
             difference = embeddings[..., part] - means.gather(2, index[..., part])
-            distance = torch.linalg.vector_norm(difference, dim=1, keepdim=True)
-            slope = (distance - ctx.delta_var).clamp_min_(0.0).div_(distance.clamp_min_(torch.finfo(distance.dtype).tiny))
+            distance = difference.square().sum(dim=1, keepdim=True).sqrt_()
+            distance_floor = distance.clamp_min(torch.finfo(distance.dtype).tiny)
+            slope = (distance - ctx.delta_var).clamp_min_(0.0).div_(distance_floor)
             grad[..., part] = difference.mul_(slope.mul_(2.0))
         pull_means = embeddings.new_zeros(batch, channels, num_slots + 1).scatter_add_(2, index, grad)
         padded_pull = torch.nn.functional.pad(grad_pull, (0, 1))
-        through_means = (grad_means.transpose(1, 2) - grad_pull.unsqueeze(1) * pull_means[..., :num_slots]) / sizes.unsqueeze(1)
+        through_means = grad_means.transpose(1, 2) - grad_pull.unsqueeze(1) * pull_means[..., :num_slots]
+        through_means = through_means / sizes.unsqueeze(1)
         through_means = torch.nn.functional.pad(through_means, (0, 1))
         for part in pixel_slices(num_pixels, ctx.chunk_size):
-            own_slot = slots[:, part]
-            grad[..., part].mul_(padded_pull.gather(1, own_slot).unsqueeze(1)).add_(through_means.gather(2, index[..., part]))
+            own_pull = padded_pull.gather(1, slots[:, part]).unsqueeze(1)
+            grad[..., part].mul_(own_pull).add_(through_means.gather(2, index[..., part]))
         return grad, None, None, None, None
 
 
-def means_and_pull(embeddings: torch.Tensor, objects: ObjectIndex, delta_var: float) -> tuple[torch.Tensor, torch.Tensor]:
+def means_and_pull(
+    embeddings: torch.Tensor, objects: ObjectIndex, delta_var: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean embedding and pull sum of every object slot, by segment sums (no one-hot matrix).
 
     Args:
@@ -134,5 +138,7 @@ def means_and_pull(embeddings: torch.Tensor, objects: ObjectIndex, delta_var: fl
         (B, K, E) means (0 for empty slots) and (B, K) sums over each object's pixels of
         [||mu_c - e_i|| - delta_v]_+^2 (0 for empty slots).
     """
-    chunk_size = pixel_chunk_size(embeddings.shape[0], embeddings.shape[1])
+    # (B, E, chunk) temporaries of 2 MiB: these passes are memory-bound, so small chunks cost little time and
+    # keep the peak memory of the step close to the (B, E, N) gradient itself.
+    chunk_size = pixel_chunk_size(embeddings.shape[0], embeddings.shape[1], elements=CHUNK_ELEMENTS // 8)
     return _MeansAndPull.apply(embeddings, objects.slots, objects.counts, float(delta_var), chunk_size)

@@ -20,7 +20,17 @@ import torch
 
 from spoco_monai.losses.chunking import pixel_chunk_size, pixel_slices
 
-__all__ = ["LOG_CAP", "GaussianKernel", "HingeKernel", "NegativeLogComplementKernel", "kernel_sums", "kernel_values", "squared_distances"]
+__all__ = [
+    "LOG_CAP",
+    "GaussianKernel",
+    "HingeKernel",
+    "NegativeLogComplementKernel",
+    "centre_of_valid_pixels",
+    "distance_gradients",
+    "kernel_sums",
+    "kernel_values",
+    "squared_distances",
+]
 
 
 def squared_distances(centers: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -40,6 +50,21 @@ def squared_distances(centers: torch.Tensor, points: torch.Tensor) -> torch.Tens
     point_norms = points.square().sum(1, keepdim=True)
     squared = torch.baddbmm(point_norms, centers, points, alpha=-2.0)
     return squared.add_(centers.square().sum(-1, keepdim=True)).clamp_min_(0.0)
+
+
+def centre_of_valid_pixels(embeddings: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean embedding of the valid pixels of each sample (origin for the distance expansion), detached.
+
+    Args:
+        embeddings: (B, E, N).
+        valid: (B, N) bool.
+
+    Returns:
+        (B, E); zero for a sample without valid pixels.
+    """
+    weights = valid.to(embeddings.dtype).unsqueeze(-1)
+    total = torch.bmm(embeddings.detach(), weights).squeeze(-1)
+    return total / weights.sum(dim=1).clamp_min(1)
 
 
 def _cutoff(squared: torch.Tensor, scale: float) -> float:
@@ -105,6 +130,24 @@ class NegativeLogComplementKernel:
 Kernel = GaussianKernel | HingeKernel | NegativeLogComplementKernel
 
 
+def distance_gradients(
+    slopes: torch.Tensor, centers: torch.Tensor, points: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of sum_{m,i} f(||c_m - x_i||^2) given the slopes G_mi = f'(s_mi), by two matrix products.
+
+    Args:
+        slopes: (B, M, P).
+        centers: (B, M, E).
+        points: (B, E, P).
+
+    Returns:
+        (B, M, E) gradient for the centres and (B, E, P) for the points.
+    """
+    centers_grad = 2.0 * (centers * slopes.sum(-1, keepdim=True) - torch.bmm(slopes, points.transpose(1, 2)))
+    points_grad = 2.0 * (points * slopes.sum(1, keepdim=True) - torch.bmm(centers.transpose(1, 2), slopes))
+    return centers_grad, points_grad
+
+
 class _KernelValues(torch.autograd.Function):
     @staticmethod
     def forward(ctx, squared, kernel):  # type: ignore[override]
@@ -147,10 +190,11 @@ class _KernelSums(torch.autograd.Function):
             local = points[..., part] - origin.unsqueeze(-1)
             slopes = ctx.kernel.derivative_(squared_distances(centred, local))
             slopes.mul_(weights[:, part].unsqueeze(1)).mul_(grad_total.unsqueeze(-1))
+            centers_part, points_part = distance_gradients(slopes, centred, local)
             if grad_centers is not None:
-                grad_centers += 2.0 * (centred * slopes.sum(-1, keepdim=True) - torch.bmm(slopes, local.transpose(1, 2)))
+                grad_centers += centers_part
             if grad_points is not None:
-                grad_points[..., part] = 2.0 * (local * slopes.sum(1, keepdim=True) - torch.bmm(centred.transpose(1, 2), slopes))
+                grad_points[..., part] = points_part
         return grad_centers, grad_points, None, None, None, None
 
 

@@ -38,8 +38,8 @@ def pick_per_group(
     best = torch.full((groups.shape[0], num_groups + 1), -1, dtype=torch.int64, device=groups.device)
     best = best.scatter_reduce(1, groups, keys, reduce="amax")[:, :num_groups]
     found = best >= 0
-    pixel_of_priority = torch.empty_like(priorities).scatter_(1, priorities, torch.arange(
-        priorities.shape[1], device=priorities.device).expand_as(priorities))
+    pixel_index = torch.arange(priorities.shape[1], device=priorities.device).expand_as(priorities)
+    pixel_of_priority = torch.empty_like(priorities).scatter_(1, priorities, pixel_index)
     return pixel_of_priority.gather(1, best.clamp_min(0)), found
 
 

@@ -9,7 +9,14 @@ from spoco_monai.losses.chunking import pixel_chunk_size, pixel_slices
 from spoco_monai.losses.discriminative import per_object_mean
 from spoco_monai.losses.kernel import dice_loss_from_sums, kernel_sigma_squared
 from spoco_monai.losses.objects import ObjectIndex, means_and_pull
-from spoco_monai.losses.pairwise import LOG_CAP, GaussianKernel, NegativeLogComplementKernel, kernel_sums, kernel_values
+from spoco_monai.losses.pairwise import (
+    LOG_CAP,
+    GaussianKernel,
+    NegativeLogComplementKernel,
+    centre_of_valid_pixels,
+    kernel_sums,
+    kernel_values,
+)
 from spoco_monai.losses.sampling import pick_per_group, random_priorities, random_subset
 from spoco_monai.losses.validation import check_int, check_positive_int, flatten_loss_inputs
 
@@ -142,7 +149,7 @@ class SingleInstanceLoss(nn.Module):
         )
         own_squared = (embeddings - own_anchor).square().sum(dim=1)
         rate = 0.5 / self.sigma_sq
-        origin = embeddings.detach().mean(dim=-1)
+        origin = centre_of_valid_pixels(embeddings, valid)
 
         def per_member_sum(values: torch.Tensor) -> torch.Tensor:
             return values.new_zeros(batch, num_chosen + 1).scatter_add(1, column, values)[:, :num_chosen]

@@ -7,7 +7,7 @@ from torch import nn
 
 from spoco_monai.losses.discriminative import per_object_mean
 from spoco_monai.losses.objects import ObjectIndex, means_and_pull
-from spoco_monai.losses.pairwise import HingeKernel, kernel_sums
+from spoco_monai.losses.pairwise import HingeKernel, centre_of_valid_pixels, kernel_sums
 from spoco_monai.losses.validation import check_positive, flatten_loss_inputs
 
 __all__ = ["UnlabeledPushLoss"]
@@ -59,7 +59,14 @@ class UnlabeledPushLoss(nn.Module):
             means: (B, K, E) object means from :func:`~spoco_monai.losses.objects.means_and_pull`.
             unlabeled: (B, N) bool unlabeled pixels.
         """
-        origin = embeddings.detach().mean(dim=-1)
-        sums = kernel_sums(means, embeddings, unlabeled, origin, HingeKernel(self.delta_dist))
-        per_object = sums / unlabeled.sum(dim=1, keepdim=True).clamp_min(1)
+        # Only unlabeled pixels contribute: gather them first (padded to the largest count of a sample) so that
+        # the (objects x pixels) work scales with the unlabeled area, not with the patch.
+        num_unlabeled = unlabeled.sum(dim=1)
+        width = int(num_unlabeled.max())
+        pixels = torch.argsort(unlabeled.logical_not().to(torch.uint8), dim=1, stable=True)[:, :width]
+        points = embeddings.gather(2, pixels.unsqueeze(1).expand(-1, embeddings.shape[1], -1))
+        weights = torch.arange(width, device=embeddings.device) < num_unlabeled.unsqueeze(1)
+        origin = centre_of_valid_pixels(embeddings, unlabeled)
+        sums = kernel_sums(means, points, weights, origin, HingeKernel(self.delta_dist))
+        per_object = sums / num_unlabeled.unsqueeze(1).clamp_min(1)
         return per_object_mean(per_object, objects.present).mean()

@@ -81,7 +81,9 @@ def _check_embeddings(name: str, embeddings: object) -> torch.Tensor:
             f"found {embeddings.ndim} dimensions with shape {tuple(embeddings.shape)}."
         )
     if embeddings.shape[0] == 0 or embeddings.shape[1] == 0 or embeddings.shape[2:].numel() == 0:
-        raise ValueError(f"{name} must have non-empty batch, embedding and spatial sizes, found {tuple(embeddings.shape)}.")
+        raise ValueError(
+            f"{name} must have non-empty batch, embedding and spatial sizes, found {tuple(embeddings.shape)}."
+        )
     return embeddings
 
 

@@ -7,7 +7,10 @@ from spoco_monai.transforms.sparse_manifest import SparseAnnotationManifest
 from spoco_monai.transforms.sparse_sampling import SparseInstanceSamplingd
 from spoco_monai.transforms.two_view import TwoViewIntensityAugmentd
 
+from .cluster import Clusterd
+
 __all__ = [
+    "Clusterd",
     "RandCropByLabeledInstancesd",
     "SparseAnnotationManifest",
     "SparseInstanceSamplingd",

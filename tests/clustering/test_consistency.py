@@ -31,6 +31,14 @@ def test_objects_the_teacher_merges_are_dropped(clean_embeddings_2d):
     assert segmentation.max() == labels.max() - 2
 
 
+def test_iou_on_a_subsample_gives_the_same_decision(clean_embeddings_2d):
+    embeddings, labels = clean_embeddings_2d
+    teacher = embeddings.copy()
+    teacher[:, labels == 2] = teacher[:, labels == 1].mean(axis=1, keepdims=True)
+    full = consistency_clustering(embeddings, teacher, seed=2, max_iou_samples=None)
+    np.testing.assert_array_equal(consistency_clustering(embeddings, teacher, seed=2, max_iou_samples=800), full)
+
+
 def test_threshold_zero_keeps_everything(clean_embeddings_2d):
     embeddings, labels = clean_embeddings_2d
     noise = np.random.default_rng(0).normal(scale=2.0, size=embeddings.shape).astype(np.float32)
@@ -43,6 +51,7 @@ def test_threshold_zero_keeps_everything(clean_embeddings_2d):
         ({"embeddings_g": np.zeros((3, 4, 5), np.float32)}, "same spatial shape"),
         ({"iou_threshold": 1.5}, r"iou_threshold must be in \[0, 1\]"),
         ({"n_anchors": 0}, "n_anchors must be positive"),
+        ({"max_iou_samples": 0}, "max_iou_samples must be positive"),
         ({"bandwidth": -1.0}, "bandwidth must be positive"),
     ],
 )

@@ -5,7 +5,7 @@ import pytest
 import torch
 from skimage.metrics import adapted_rand_error
 
-from spoco_monai.clustering import hdbscan_clustering
+from spoco_monai.clustering import hdbscan_clustering, make_synthetic_embeddings
 
 MIN_SIZE = 100
 
@@ -43,6 +43,11 @@ def test_mask(clean_embeddings_2d):
     segmentation = hdbscan_clustering(embeddings, MIN_SIZE, mask=mask)
     assert (segmentation[~mask] == 0).all() and (segmentation[mask] > 0).all()
     assert adapted_rand_error(np.where(mask, labels, 0), segmentation)[0] < 0.01
+
+
+def test_single_object_is_one_segment():
+    embeddings, _ = make_synthetic_embeddings((32, 32), 1, noise_std=0.25, seed=0)
+    np.testing.assert_array_equal(hdbscan_clustering(embeddings, MIN_SIZE), np.ones((32, 32), np.int64))
 
 
 def test_no_cluster_gives_all_zero():

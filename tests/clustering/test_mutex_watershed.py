@@ -5,7 +5,12 @@ import pytest
 import torch
 from skimage.metrics import adapted_rand_error
 
-from spoco_monai.clustering import default_offsets, embeddings_to_affinities, mutex_watershed, mutex_watershed_from_affinities
+from spoco_monai.clustering import (
+    default_offsets,
+    embeddings_to_affinities,
+    mutex_watershed,
+    mutex_watershed_from_affinities,
+)
 
 
 def test_recovers_clean_objects(clean_embeddings):
@@ -34,17 +39,31 @@ def test_from_affinities_matches_embedding_path(clean_embeddings_2d):
     np.testing.assert_array_equal(affinities, before)  # the caller's array is not modified
 
 
-def test_hand_made_affinities_two_halves():
-    # attractive 1 inside each half, 0 across; mutex channel says the halves differ (affinity 0)
+@pytest.mark.parametrize("presegment_threshold", [None, 0.5])
+def test_hand_made_affinities_two_halves(presegment_threshold):
+    # attractive 1 inside each half, weak (0.2) across; the mutex channel says the halves differ
     offsets = [(-1, 0), (0, -1), (0, -2)]
     halves = np.repeat([[1, 1, 2, 2]], 3, axis=0)
     affinities = np.ones((3, 3, 4), dtype=np.float32)
-    affinities[1][:, 2] = 0.0
+    affinities[1][:, 2] = 0.2
     affinities[2][:, 2:] = 0.0
-    np.testing.assert_array_equal(mutex_watershed_from_affinities(affinities, offsets), halves)
-    # without the mutex constraint a weak attractive edge still merges everything
+    segmentation = mutex_watershed_from_affinities(affinities, offsets, presegment_threshold=presegment_threshold)
+    np.testing.assert_array_equal(segmentation, halves)
+    # without the mutex constraint the weak attractive edge merges everything
     affinities[2] = 1.0
-    assert mutex_watershed_from_affinities(affinities, offsets).max() == 1
+    merged = mutex_watershed_from_affinities(affinities, offsets, presegment_threshold=presegment_threshold)
+    np.testing.assert_array_equal(merged, np.ones_like(halves))
+
+
+def test_region_graph_variant_matches_pixel_level(clean_embeddings):
+    embeddings, labels = clean_embeddings
+    regions = mutex_watershed(embeddings, presegment_threshold=0.5)
+    assert adapted_rand_error(labels, regions)[0] < 0.01
+    np.testing.assert_array_equal(regions, mutex_watershed(embeddings))
+    mask = labels != 1
+    masked = mutex_watershed(embeddings, presegment_threshold=0.5, mask=mask)
+    assert (masked[~mask] == 0).all() and (masked[mask] > 0).all()
+    assert adapted_rand_error(np.where(mask, labels, 0), masked)[0] < 0.01
 
 
 def test_mask_sets_background_to_zero(clean_embeddings):
@@ -80,6 +99,8 @@ def test_min_size_merges_a_tiny_object_into_its_neighbour(clean_embeddings_2d):
         ({"mask": np.ones((3, 3), bool)}, ValueError, "spatial shape"),
         ({"mask": [[True]]}, TypeError, "mask must be a numpy array"),
         ({"min_size": -1}, ValueError, "min_size must be non-negative"),
+        ({"presegment_threshold": 0.0}, ValueError, r"presegment_threshold must be None or in \(0, 1\]"),
+        ({"presegment_threshold": 0.5, "strides": [2, 2]}, ValueError, "strides only apply"),
         ({"background_embedding": np.zeros(3)}, ValueError, r"background_embedding must have shape \(4,\)"),
     ],
 )

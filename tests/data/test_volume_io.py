@@ -87,7 +87,8 @@ def test_nifti_channels_are_moved_first_and_affine_kept(tmp_path):
     with open_volume(tmp_path / "c.nii.gz") as volume:
         assert volume.shape == (2, 6, 7, 8)
         np.testing.assert_array_equal(volume[1, 2], -VOLUME[2])
-        np.testing.assert_array_equal(volume[(slice(None), *REGION)], np.stack([VOLUME, -VOLUME])[(slice(None), *REGION)])
+        channels = (slice(None), *REGION)
+        np.testing.assert_array_equal(volume[channels], np.stack([VOLUME, -VOLUME])[channels])
         np.testing.assert_array_equal(volume.affine, affine)
 
 

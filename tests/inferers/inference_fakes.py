@@ -7,8 +7,9 @@ import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
-# short offsets so that 16-voxel windows hold every edge; first three attractive, as default_offsets
-OFFSETS_3D = [(-1, 0, 0), (0, -1, 0), (0, 0, -1), (-3, 0, 0), (0, -3, 0), (0, 0, -3), (-9, 0, 0), (0, -9, 0), (0, 0, -9)]
+# offsets 1, 3, 9 along each axis (first the three attractive ones, as default_offsets), short enough
+# for 16-voxel windows
+OFFSETS_3D = [tuple(-step if axis == a else 0 for a in range(3)) for step in (1, 3, 9) for axis in range(3)]
 VOLUME_SHAPE = (32, 64, 64)
 NUM_OBJECTS = 20
 
@@ -31,9 +32,10 @@ class LabelLookupNetwork(nn.Module):
     """Maps ``(B, 2, *S)`` label images to ``(B, E, *S)`` embeddings: one fixed random vector per object.
 
     Different objects lie far apart (>> 2 delta_d); voxels of one object coincide, or lie within a few
-    ``noise_scale`` of each other (noise makes the Mutex Watershed slower: keep it for the seam tests). ``shift_scale`` adds a different random constant to the embeddings of every forward call
-    (every window with ``sw_batch_size=1``), the embedding drift that affinities must ignore.
-    ``fail_after`` raises on that forward call, to interrupt a run.
+    ``noise_scale`` of each other (noise makes the Mutex Watershed slower: keep it for the seam tests).
+    ``shift_scale`` adds a different random constant to the embeddings of every forward call (every
+    window with ``sw_batch_size=1``), the embedding drift that affinities must ignore. The forward call
+    after ``fail_after`` calls raises, to interrupt a run.
     """
 
     def __init__(

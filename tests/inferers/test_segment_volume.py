@@ -79,6 +79,15 @@ def test_embedding_shift_per_window_breaks_blended_embeddings(image_3d, labels_3
     assert arand(labels_3d, labels) > 0.1
 
 
+def test_labels_mode_with_hdbscan():
+    labels = voronoi_labels((64, 64), 5, seed=2)
+    result = segment_volume(
+        label_image(labels), LabelLookupNetwork(5), (32, 32), block_shape=(32, 32), mode="labels",
+        clustering="hdbscan", clustering_kwargs={"min_size": 50}, progress=False,
+    )
+    assert arand(labels, result) < 0.01
+
+
 def test_volume_path_input_and_channelless_image(tmp_path, labels_3d):
     path = f"{tmp_path / 'image.h5'}:raw"
     write_volume(path, label_image(labels_3d))

@@ -37,7 +37,8 @@ def test_blended_affinities_of_one_window_are_the_window_affinities(image_3d):
 def test_affinities_ignore_per_window_embedding_shifts(image_3d):
     image = torch.from_numpy(image_3d)
     starts = _starts(image.shape[1:], (16, 32, 32), 0.5)
-    steady = blend_windows(image, LabelLookupNetwork(NUM_OBJECTS, noise_scale=0.5), (16, 32, 32), starts, offsets=OFFSETS_3D)
+    steady_network = LabelLookupNetwork(NUM_OBJECTS, noise_scale=0.5)
+    steady = blend_windows(image, steady_network, (16, 32, 32), starts, offsets=OFFSETS_3D)
     shifted_network = LabelLookupNetwork(NUM_OBJECTS, noise_scale=0.5, shift_scale=20.0)
     shifted = blend_windows(image, shifted_network, (16, 32, 32), starts, offsets=OFFSETS_3D)
     torch.testing.assert_close(shifted, steady, rtol=1e-4, atol=1e-4)

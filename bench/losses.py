@@ -1,0 +1,187 @@
+"""Benchmark of the SPOCO losses on a 3D patch, against a U-Net step and a one-hot formulation.
+
+Run as ``python bench/losses.py`` (options: ``--objects 50 200``, ``--repeats 1``, ``--threads 1``,
+``--device cpu|cuda``).
+
+Patch: B=2, E=16, 64x128x128. Labels: Voronoi cells of random seeds (scipy's Euclidean distance transform
+gives every voxel its nearest seed); per sample, the requested number of cells are labeled objects and a
+third as many extra cells are unlabeled (0), the sparse setting.
+
+Measured, each as forward + backward:
+- ``SpocoLoss`` in sparse mode with a teacher (all six terms), against a MONAI
+  ``UNet(spatial_dims=3, in_channels=1, out_channels=16, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2))``
+  on the same patch (loss: mean of the squared output);
+- pull/push/regulariser (``DiscriminativeLoss``, segment sums) against the same terms computed with a
+  (objects x pixels) one-hot matrix (means and per-pixel own means as one-hot matrix products).
+
+Method: every measurement runs in a fresh subprocess, so that no allocation of another measurement is
+reused. Time is the best of ``--repeats`` runs. On CPU, peak memory is the Linux peak resident set size of
+the last run: the peak (VmHWM) is reset through /proc/self/clear_refs before it, and the resident size
+before it (inputs already built) is subtracted; glibc is told to return every allocation of 64 KiB or more
+to the system on free (MALLOC_MMAP_THRESHOLD_), so freed memory does not hide later peaks. On CUDA, peak
+memory is torch.cuda.max_memory_allocated minus the memory allocated before the run. Ratios are taken
+within one run of this script; other processes sharing the CPU make absolute times noisy. Both sides run
+with the same number of torch threads (``--threads``, default 1): on a CPU shared with other processes,
+OpenMP barriers make many-threaded small operations wait for descheduled threads, which distorts timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+PATCH = (64, 128, 128)
+BATCH = 2
+EMBEDDING_DIM = 16
+
+
+def voronoi_labels(num_objects: int, seed: int) -> np.ndarray:
+    """Voronoi cells of random seeds: ``num_objects`` labeled cells (ids 1..) and num_objects // 3 unlabeled (0)."""
+    rng = np.random.default_rng(seed)
+    num_cells = num_objects + num_objects // 3
+    flat_seeds = rng.choice(int(np.prod(PATCH)), size=num_cells, replace=False)
+    not_seed = np.ones(PATCH, dtype=bool)
+    not_seed.flat[flat_seeds] = False
+    cell_of_voxel = np.zeros(PATCH, dtype=np.int64)
+    cell_of_voxel.flat[flat_seeds] = np.arange(num_cells)
+    nearest = ndimage.distance_transform_edt(not_seed, return_distances=False, return_indices=True)
+    cells = cell_of_voxel[tuple(nearest)]
+    ids = np.concatenate([rng.permutation(num_objects) + 1, np.zeros(num_cells - num_objects, dtype=np.int64)])
+    return ids[cells]
+
+
+def make_inputs(num_objects: int, device: torch.device) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(num_objects)
+    labels = np.stack([voronoi_labels(num_objects, seed) for seed in range(BATCH)])[:, None]
+    shape = (BATCH, EMBEDDING_DIM, *PATCH)
+    return {
+        "target": torch.from_numpy(labels).to(device),
+        "embeddings": torch.randn(shape, generator=generator).to(device).requires_grad_(),
+        "teacher": torch.randn(shape, generator=generator).to(device),
+        "image": torch.randn((BATCH, 1, *PATCH), generator=generator).to(device),
+    }
+
+
+def onehot_discriminative(embeddings: torch.Tensor, target: torch.Tensor, loss: torch.nn.Module) -> torch.Tensor:
+    """The terms of ``DiscriminativeLoss`` with means and own means taken through a (B, K, N) one-hot matrix."""
+    from spoco_monai.losses.objects import ObjectIndex
+
+    flat = embeddings.flatten(2)
+    objects = ObjectIndex.from_target(target.flatten(1))
+    slots = torch.arange(objects.num_slots, device=flat.device).view(1, -1, 1)
+    onehot = (objects.slots.unsqueeze(1) == slots).to(flat.dtype)
+    means = torch.bmm(onehot, flat.transpose(1, 2)) / objects.counts.clamp_min(1).unsqueeze(-1)
+    own_means = torch.bmm(means.transpose(1, 2), onehot)
+    hinge = (torch.linalg.vector_norm(flat - own_means, dim=1) - loss.delta_var).clamp_min(0.0).square()
+    pull_sums = torch.bmm(onehot, hinge.unsqueeze(-1)).squeeze(-1)
+    pull, push, reg = loss.terms(objects, means, pull_sums)
+    return loss.alpha * pull + loss.beta * push + loss.gamma * reg
+
+
+def build_step(kind: str, inputs: dict[str, torch.Tensor], device: torch.device):
+    from monai.networks.nets import UNet
+
+    from spoco_monai.losses import DiscriminativeLoss, SpocoLoss
+
+    embeddings, target = inputs["embeddings"], inputs["target"]
+    if kind == "unet":
+        network = UNet(3, 1, EMBEDDING_DIM, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2)).to(device)
+        return lambda: network(inputs["image"]).square().mean()
+    if kind == "spoco":
+        spoco = SpocoLoss(sparse=True)
+        return lambda: spoco(embeddings, target, inputs["teacher"])
+    discriminative = DiscriminativeLoss()
+    if kind == "pullpush":
+        return lambda: discriminative(embeddings, target)
+    return lambda: onehot_discriminative(embeddings, target, discriminative)
+
+
+def _resident_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def measure(kind: str, num_objects: int, repeats: int, device_name: str, threads: int) -> dict[str, float]:
+    """Time and peak extra memory (MiB) of one forward + backward step, in this process."""
+    torch.set_num_threads(threads)
+    device = torch.device(device_name)
+    inputs = make_inputs(num_objects, device)
+    step = build_step(kind, inputs, device)
+    seconds, value = [], 0.0
+    for repeat in range(repeats):
+        inputs["embeddings"].grad = None
+        last = repeat == repeats - 1
+        if last and device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+        elif last:
+            Path("/proc/self/clear_refs").write_text("5")
+            before = _resident_kib("VmRSS") * 1024
+        start = time.perf_counter()
+        loss = step()
+        loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+        value = float(loss.detach())
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else _resident_kib("VmHWM") * 1024
+    return {"seconds": min(seconds), "peak_mib": (peak - before) / 2**20, "value": value}
+
+
+def run_isolated(kind: str, num_objects: int, args: argparse.Namespace) -> dict[str, float]:
+    command = [sys.executable, __file__, "--measure", kind, "--objects", str(num_objects)]
+    command += ["--repeats", str(args.repeats), "--device", args.device, "--threads", str(args.threads)]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--measure", choices=["unet", "spoco", "pullpush", "onehot"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.objects[0], args.repeats, args.device, args.threads)))
+        return
+    unet = run_isolated("unet", args.objects[0], args)
+    print(f"device {args.device}, torch threads {args.threads}, patch B={BATCH} E={EMBEDDING_DIM} {PATCH}")
+    print(f"U-Net step: {unet['seconds']:.2f} s, peak {unet['peak_mib']:.0f} MiB\n")
+    print(
+        "| objects | SpocoLoss step (s) | / U-Net step | SpocoLoss peak (MiB) | / U-Net peak "
+        "| pull/push step (s) | one-hot step (s) | pull/push peak (MiB) | one-hot peak (MiB) | one-hot / ours |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for num_objects in args.objects:
+        spoco = run_isolated("spoco", num_objects, args)
+        ours = run_isolated("pullpush", num_objects, args)
+        onehot = run_isolated("onehot", num_objects, args)
+        if not np.isclose(ours["value"], onehot["value"], rtol=1e-4):
+            raise RuntimeError(f"one-hot and segment-sum losses differ: {onehot['value']} vs {ours['value']}")
+        print(
+            f"| {num_objects} | {spoco['seconds']:.2f} | {spoco['seconds'] / unet['seconds']:.2f} "
+            f"| {spoco['peak_mib']:.0f} | {spoco['peak_mib'] / unet['peak_mib']:.2f} "
+            f"| {ours['seconds']:.2f} | {onehot['seconds']:.2f} | {ours['peak_mib']:.0f} "
+            f"| {onehot['peak_mib']:.0f} | {onehot['peak_mib'] / ours['peak_mib']:.1f} |",
+            flush=True,
+        )
+    print("\nGoals: SpocoLoss step <= 0.5 x U-Net step at 200 objects; one-hot / ours >= 10 at 200 objects.")
+
+
+if __name__ == "__main__":
+    main()

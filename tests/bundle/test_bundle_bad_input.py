@@ -1,0 +1,62 @@
+"""Bad input stops a bundle run at start-up (``initialize``), before any network, data loader or checkpoint."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from bundle_workflow import config
+from monai.bundle import ConfigWorkflow
+
+from spoco_monai.data import make_synthetic_volume
+
+
+def _write(path: Path, array: np.ndarray) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.eye(4)), path)
+    return str(path)
+
+
+def _dataset(folder: Path, case: str) -> Path:
+    image, labels = make_synthetic_volume((16, 24, 24), seed=1, mean_cell_size=10.0)
+    item = {
+        "image": _write(folder / "images" / "a.nii.gz", image[0]),
+        "label": _write(folder / "labels" / "a.nii.gz", labels[0]),
+    }
+    if case == "missing file":
+        item["label"] = str(folder / "labels" / "missing.nii.gz")
+    elif case == "shape mismatch":
+        item["label"] = _write(folder / "labels" / "b.nii.gz", labels[0, :, :20])
+    elif case == "no objects":
+        item["label"] = _write(folder / "labels" / "c.nii.gz", np.zeros_like(labels[0]))
+    items = [] if case == "empty datalist" else [item]
+    (folder / "datalist.json").write_text(json.dumps({"training": items, "validation": items}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "case, overrides, message",
+    [
+        ("missing file", {}, "file not found: .*missing.nii.gz"),
+        ("shape mismatch", {}, r"label spatial shape \(16, 20, 24\) differs from image"),
+        ("2D config on 3D data", {"spatial_dims": 2}, "image is 3D .* spatial_dims=2"),
+        ("empty datalist", {}, "empty or invalid datalist"),
+        ("no objects", {}, "label has no object"),
+    ],
+)
+def test_bad_input_stops_at_start_up(tmp_path, case, overrides, message):
+    dataset = _dataset(tmp_path / "data", case)
+    output = tmp_path / "output"
+    flow = ConfigWorkflow(
+        config_file=config("train"), workflow_type=None, dataset_dir=str(dataset), output_dir=str(output), **overrides
+    )
+    with pytest.raises(RuntimeError) as error:
+        flow.initialize()
+    cause = error.value.__cause__
+    assert isinstance(cause, ValueError)
+    assert re.search(message, str(cause)), str(cause)
+    assert not output.exists()

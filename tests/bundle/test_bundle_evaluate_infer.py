@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import tifffile
+from bundle_workflow import config, workflow
+from monai.bundle import ConfigWorkflow
+
+from spoco_monai import visualize
+
+INFERENCE_TINY = {
+    "device": "$torch.device('cpu')",
+    "network_channels": [8, 16],
+    "network_strides": [2],
+    "patch_size": [32, 32, 32],
+    "clustering_kwargs": {"strides": [4, 4, 4]},
+    "progress": False,
+}
+
+
+def test_evaluate(tiny_dataset, trained, tmp_path):
+    flow = workflow(
+        ("train", "evaluate"), dataset_dir=str(tiny_dataset), output_dir=str(tmp_path),
+        model_path=str(trained),
+    )
+    flow.run()
+    metrics = flow.parser.get_parsed_content("validate#evaluator").state.metrics
+    assert set(metrics) == {"val_sbd", "val_adapted_rand_error", "val_count_difference", "val_ap50", "val_map"}
+    assert 0.0 <= metrics["val_adapted_rand_error"] <= 1.0
+    with open(tmp_path / "metrics.csv") as file:
+        rows = dict(csv.reader(file))
+    assert float(rows["val_sbd"]) == metrics["val_sbd"]
+    assert (tmp_path / "val_adapted_rand_error_raw.csv").is_file()
+
+
+def test_inference_writes_labels_and_report(tiny_dataset, trained, tmp_path):
+    image_path = tiny_dataset / "images" / "synthetic_001.nii.gz"
+    label_path = tiny_dataset / "labels" / "synthetic_001.nii.gz"
+    flow = ConfigWorkflow(
+        config_file=config("inference"), workflow_type=None, input_image=str(image_path), output_dir=str(tmp_path),
+        model_path=str(trained), **INFERENCE_TINY,
+    )
+    flow.initialize()
+    flow.run()
+    output = tmp_path / "synthetic_001_instances.nii.gz"
+    labels = np.asarray(nib.load(output).dataobj)
+    assert labels.shape == (32, 48, 48)
+    assert np.issubdtype(labels.dtype, np.integer) and labels.max() > 1
+
+    overrides = [f"--set={key}={value}" for key, value in
+                 (("network_channels", "[8, 16]"), ("network_strides", "[2]"), ("patch_size", "[32, 32, 32]"))]
+    report = visualize.main([
+        "--image", str(image_path), "--labels", str(output), "--ground-truth", str(label_path),
+        "--config", config("inference")[0], "--model", str(trained),
+        "--output-dir", str(tmp_path / "report"), *overrides,
+    ])
+    assert 0.0 <= report["adapted_rand_error"] <= 1.0
+    assert np.array_equal(tifffile.imread(report["labels_tiff"]), labels)
+    assert (tmp_path / "report" / "synthetic_001_instances.png").stat().st_size > 0
