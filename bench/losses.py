@@ -1,7 +1,7 @@
 """Benchmark of the SPOCO losses on a 3D patch, against a U-Net step and a one-hot formulation.
 
-Run as ``python bench/losses.py`` (options: ``--objects 50 200``, ``--repeats 1``, ``--threads 1``,
-``--device cpu|cuda``).
+Run as ``python bench/losses.py`` (options: ``--objects 50 200``, ``--repeats 2``, ``--threads 1``,
+``--max-instances N`` for SpocoLoss, ``--device cpu|cuda``). About 5 minutes on 2 idle CPU cores.
 
 Patch: B=2, E=16, 64x128x128. Labels: Voronoi cells of random seeds (scipy's Euclidean distance transform
 gives every voxel its nearest seed); per sample, the requested number of cells are labeled objects and a
@@ -14,12 +14,14 @@ Measured, each as forward + backward:
 - pull/push/regulariser (``DiscriminativeLoss``, segment sums) against the same terms computed with a
   (objects x pixels) one-hot matrix (means and per-pixel own means as one-hot matrix products).
 
-Method: every measurement runs in a fresh subprocess, so that no allocation of another measurement is
-reused. Time is the best of ``--repeats`` runs. On CPU, peak memory is the Linux peak resident set size of
-the last run: the peak (VmHWM) is reset through /proc/self/clear_refs before it, and the resident size
-before it (inputs already built) is subtracted; glibc is told to return every allocation of 64 KiB or more
-to the system on free (MALLOC_MMAP_THRESHOLD_), so freed memory does not hide later peaks. On CUDA, peak
-memory is torch.cuda.max_memory_allocated minus the memory allocated before the run. Ratios are taken
+Method: every measurement runs in fresh subprocesses, so that no allocation of another measurement is
+reused. Time is the best of ``--repeats`` runs in one subprocess (the first run pays one-time costs). Peak
+memory is measured in another subprocess, on one run. On CPU it is the Linux peak resident set size of that
+run: the peak (VmHWM) is reset through /proc/self/clear_refs before it, and the resident size before it
+(inputs already built) is subtracted; glibc is told (MALLOC_MMAP_THRESHOLD_) to return every allocation of
+64 KiB or more to the system on free, so freed memory does not hide later peaks (this slows allocations
+down, hence the separate subprocess). On CUDA, peak memory is torch.cuda.max_memory_allocated minus the
+memory allocated before the run. Ratios are taken
 within one run of this script; other processes sharing the CPU make absolute times noisy. Both sides run
 with the same number of torch threads (``--threads``, default 1): on a CPU shared with other processes,
 OpenMP barriers make many-threaded small operations wait for descheduled threads, which distorts timings.
@@ -87,7 +89,7 @@ def onehot_discriminative(embeddings: torch.Tensor, target: torch.Tensor, loss: 
     return loss.alpha * pull + loss.beta * push + loss.gamma * reg
 
 
-def build_step(kind: str, inputs: dict[str, torch.Tensor], device: torch.device):
+def build_step(kind: str, inputs: dict[str, torch.Tensor], device: torch.device, max_instances: int | None):
     from monai.networks.nets import UNet
 
     from spoco_monai.losses import DiscriminativeLoss, SpocoLoss
@@ -97,7 +99,7 @@ def build_step(kind: str, inputs: dict[str, torch.Tensor], device: torch.device)
         network = UNet(3, 1, EMBEDDING_DIM, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2)).to(device)
         return lambda: network(inputs["image"]).square().mean()
     if kind == "spoco":
-        spoco = SpocoLoss(sparse=True)
+        spoco = SpocoLoss(sparse=True, max_instances=max_instances)
         return lambda: spoco(embeddings, target, inputs["teacher"])
     discriminative = DiscriminativeLoss()
     if kind == "pullpush":
@@ -112,55 +114,72 @@ def _resident_kib(field: str) -> int:
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
-def measure(kind: str, num_objects: int, repeats: int, device_name: str, threads: int) -> dict[str, float]:
-    """Time and peak extra memory (MiB) of one forward + backward step, in this process."""
-    torch.set_num_threads(threads)
-    device = torch.device(device_name)
+def measure(kind: str, num_objects: int, repeats: int, args: argparse.Namespace) -> dict[str, float]:
+    """Best time of ``repeats`` forward + backward steps or, for 0 repeats, the peak extra memory (MiB) of one."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     inputs = make_inputs(num_objects, device)
-    step = build_step(kind, inputs, device)
-    seconds, value = [], 0.0
-    for repeat in range(repeats):
+    step = build_step(kind, inputs, device, args.max_instances)
+
+    def run() -> float:
         inputs["embeddings"].grad = None
-        last = repeat == repeats - 1
-        if last and device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-        elif last:
-            Path("/proc/self/clear_refs").write_text("5")
-            before = _resident_kib("VmRSS") * 1024
-        start = time.perf_counter()
         loss = step()
         loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - start)
-        value = float(loss.detach())
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else _resident_kib("VmHWM") * 1024
-    return {"seconds": min(seconds), "peak_mib": (peak - before) / 2**20, "value": value}
+        return float(loss.detach())
+
+    if repeats > 0:
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            value = run()
+            seconds.append(time.perf_counter() - start)
+        return {"seconds": min(seconds), "value": value}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        value = run()
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        before = _resident_kib("VmRSS") * 1024
+        Path("/proc/self/clear_refs").write_text("5")
+        value = run()
+        peak = _resident_kib("VmHWM") * 1024
+    return {"peak_mib": (peak - before) / 2**20, "value": value}
+
+
+def _run_subprocess(kind: str, num_objects: int, args: argparse.Namespace, repeats: int, env: dict) -> dict:
+    command = [sys.executable, __file__, "--measure", kind, "--objects", str(num_objects)]
+    command += ["--repeats", str(repeats), "--device", args.device, "--threads", str(args.threads)]
+    command += [] if args.max_instances is None else ["--max-instances", str(args.max_instances)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def run_isolated(kind: str, num_objects: int, args: argparse.Namespace) -> dict[str, float]:
-    command = [sys.executable, __file__, "--measure", kind, "--objects", str(num_objects)]
-    command += ["--repeats", str(args.repeats), "--device", args.device, "--threads", str(args.threads)]
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    """Best time of ``args.repeats`` runs in one subprocess, peak memory of one run in another."""
+    timed = _run_subprocess(kind, num_objects, args, args.repeats, dict(os.environ))
+    memory_env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    measured = _run_subprocess(kind, num_objects, args, 0, memory_env)
+    return {"seconds": timed["seconds"], "peak_mib": measured["peak_mib"], "value": timed["value"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, nargs="+", default=[50, 200])
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-instances", type=int, default=None, help="SpocoLoss max_instances (default: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--measure", choices=["unet", "spoco", "pullpush", "onehot"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.objects[0], args.repeats, args.device, args.threads)))
+        print(json.dumps(measure(args.measure, args.objects[0], args.repeats, args)))
         return
     unet = run_isolated("unet", args.objects[0], args)
-    print(f"device {args.device}, torch threads {args.threads}, patch B={BATCH} E={EMBEDDING_DIM} {PATCH}")
+    print(f"device {args.device}, torch threads {args.threads}, patch B={BATCH} E={EMBEDDING_DIM} {PATCH}, ", end="")
+    print(f"SpocoLoss max_instances={args.max_instances}")
     print(f"U-Net step: {unet['seconds']:.2f} s, peak {unet['peak_mib']:.0f} MiB\n")
     print(
         "| objects | SpocoLoss step (s) | / U-Net step | SpocoLoss peak (MiB) | / U-Net peak "

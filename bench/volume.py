@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per case where both methods run (fastest kept)")
     parser.add_argument("--roi", type=int, default=64, help="window side")
     parser.add_argument("--overlap", type=float, default=0.25)
-    parser.add_argument("--block", type=int, default=96, help="block core side of ours")
+    parser.add_argument("--block", type=int, default=48, help="block core side of ours (rounded to window steps)")
     parser.add_argument("--sw-batch-size", type=int, default=2)
     parser.add_argument("--mws-stride", type=int, default=2, help="Mutex Watershed stride of the mutex edges")
     parser.add_argument(

@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from ignite.handlers import DiskSaver
@@ -44,7 +45,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
     Same arguments as ``monai.handlers.CheckpointSaver``.
     """
 
-    def __init__(self, save_dir: str, save_dict: dict, **kwargs) -> None:
+    def __init__(self, save_dir: str, save_dict: dict, **kwargs: Any) -> None:
         super().__init__(save_dir=save_dir, save_dict=save_dict, **kwargs)
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is not None:

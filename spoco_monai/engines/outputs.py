@@ -27,7 +27,9 @@ def loss_and_terms(output: Mapping[str, Any]) -> dict[str, float]:
         TypeError: ``output`` is not a trainer output dict with a ``loss`` entry.
     """
     if not isinstance(output, Mapping) or Keys.LOSS not in output:
-        raise TypeError(f"expected the SpocoTrainer output dict with a '{Keys.LOSS}' entry, found {type(output).__name__}.")
+        raise TypeError(
+            f"expected the SpocoTrainer output dict with a '{Keys.LOSS}' entry, found {type(output).__name__}."
+        )
     loss = output[Keys.LOSS]
     values = {Keys.LOSS: float(loss.detach() if isinstance(loss, torch.Tensor) else loss)}
     values.update({f"loss_{name}": float(value) for name, value in output.get(LOSS_TERMS, {}).items()})

@@ -96,7 +96,7 @@ def blend_windows(
         if accumulated is None:
             accumulated = torch.zeros((predictions[0].shape[0], *image.shape[1:]), device=image.device)
         for window, prediction in zip(batch_windows, predictions):
-            accumulated[(slice(None), *window)] += prediction.to(image.device) * importance
+            accumulated[(slice(None), *window)].addcmul_(prediction.to(image.device), importance)
             if weights is not None:
                 weights[window] += importance
         if on_windows is not None:
@@ -131,7 +131,5 @@ def _normalise_affinities(
         inside, _ = overlap_slices(offset, importance.shape)
         for window in windows:
             weights[window][inside] += importance[inside]
-        uncovered = weights == 0
-        # uncovered edges accumulated nothing, so dividing them by a clamped weight keeps them at 0
-        accumulated[channel].div_(weights.clamp_(min=torch.finfo(weights.dtype).tiny))
-        accumulated[channel].masked_fill_(uncovered, 0.0 if channel < num_attractive else 1.0)
+        # uncovered edges accumulated 0 with weight 0: 0 / 0 = NaN marks exactly them
+        accumulated[channel].div_(weights).nan_to_num_(nan=0.0 if channel < num_attractive else 1.0)

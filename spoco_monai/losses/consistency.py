@@ -24,7 +24,9 @@ class _MaskOverlapSums(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, anchors, embeddings, teacher_anchors, teacher, valid, origins, rate, chunk_size):  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, anchors, embeddings, teacher_anchors, teacher, valid, origins, rate, chunk_size
+    ):
         student_origin, teacher_origin = origins
         centred = anchors - student_origin.unsqueeze(1)
         teacher_centred = teacher_anchors - teacher_origin.unsqueeze(1)

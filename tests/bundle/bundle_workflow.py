@@ -48,6 +48,6 @@ def record_losses(flow: ConfigWorkflow) -> list[tuple[int, float]]:
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _record(engine):
-        losses.append((engine.state.iteration, float(engine.state.output["loss"])))
+        losses.append((engine.state.iteration, float(engine.state.output["loss"].detach())))
 
     return losses

@@ -88,7 +88,7 @@ def test_output_dict_and_logging_handlers(caplog):
     assert output[LOSS_TERMS] == {"consistency": 0.5, "pull": 0.25}
     values = loss_and_terms(output)
     assert set(values) == {"loss", "loss_consistency", "loss_pull"}
-    assert values["loss"] == pytest.approx(float(output["loss"]))
+    assert values["loss"] == pytest.approx(float(output["loss"].detach()))
     assert trainer.state.iteration == 2
 
 
