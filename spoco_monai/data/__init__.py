@@ -1,4 +1,4 @@
-"""Data: readers (HDF5, zarr, TIFF), datalists, start-up dataset checks and synthetic sample data."""
+"""Data: readers (HDF5, zarr, TIFF), lazy volume I/O, datalists, start-up dataset checks and synthetic sample data."""
 
 from __future__ import annotations
 
@@ -13,3 +13,11 @@ from spoco_monai.data.readers import (
     volume_file,
 )
 from spoco_monai.data.synthetic import SYNTHETIC_FORMATS, make_synthetic_volume, write_synthetic_dataset
+from spoco_monai.data.volume_io import (
+    LazyVolume,
+    VolumePath,
+    create_volume,
+    open_volume,
+    parse_volume_path,
+    write_volume,
+)

@@ -302,7 +302,7 @@ def write_volume(
 
 def _write_whole(file: Path, volume_format: str, array: np.ndarray, affine: np.ndarray | None) -> None:
     if volume_format == "tiff":
-        tifffile.imwrite(file, array, compression="zlib")
+        tifffile.imwrite(file, array, compression="zlib", photometric="minisblack")
         return
     nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else np.asarray(affine)), file)
 
