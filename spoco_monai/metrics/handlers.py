@@ -11,6 +11,7 @@ metric they need ``metric_cmp_fn=lambda current, best: current < best`` on the e
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 from monai.handlers import IgniteMetricHandler
 from monai.utils import MetricReduction
@@ -18,6 +19,7 @@ from monai.utils import MetricReduction
 from spoco_monai.metrics.adapted_rand_error import AdaptedRandErrorMetric
 from spoco_monai.metrics.average_precision import AveragePrecisionMetric, MeanAveragePrecisionMetric
 from spoco_monai.metrics.count_difference import AbsoluteCountDifferenceMetric
+from spoco_monai.metrics.instance_metric import InstanceSegmentationMetric
 from spoco_monai.metrics.symmetric_best_dice import SymmetricBestDiceMetric
 from spoco_monai.metrics.variation_of_information import VariationOfInformationMetric
 
@@ -26,90 +28,61 @@ def _identity(output):
     return output
 
 
-class SymmetricBestDice(IgniteMetricHandler):
+class InstanceMetricHandler(IgniteMetricHandler):
+    """Base of the handlers: builds ``metric_class(reduction=..., **metric_options)`` and hands it to ignite."""
+
+    metric_class: ClassVar[type[InstanceSegmentationMetric]]
+    default_reduction: ClassVar[MetricReduction] = MetricReduction.MEAN
+
+    def __init__(
+        self,
+        reduction: MetricReduction | str | None = None,
+        output_transform: Callable = _identity,
+        save_details: bool = True,
+        **metric_options: Any,
+    ) -> None:
+        if reduction is None:
+            reduction = self.default_reduction
+        metric = self.metric_class(reduction=reduction, **metric_options)
+        super().__init__(metric, output_transform=output_transform, save_details=save_details)
+
+
+class SymmetricBestDice(InstanceMetricHandler):
     """Mean symmetric best Dice over the epoch (higher is better); see :class:`SymmetricBestDiceMetric`."""
 
-    def __init__(
-        self,
-        reduction: MetricReduction | str = MetricReduction.MEAN,
-        output_transform: Callable = _identity,
-        save_details: bool = True,
-    ) -> None:
-        super().__init__(SymmetricBestDiceMetric(reduction=reduction), output_transform=output_transform,
-                         save_details=save_details)
+    metric_class = SymmetricBestDiceMetric
 
 
-class AbsoluteCountDifference(IgniteMetricHandler):
+class AbsoluteCountDifference(InstanceMetricHandler):
     """Mean |DiC| over the epoch (lower is better); see :class:`AbsoluteCountDifferenceMetric`."""
 
-    def __init__(
-        self,
-        reduction: MetricReduction | str = MetricReduction.MEAN,
-        output_transform: Callable = _identity,
-        save_details: bool = True,
-    ) -> None:
-        super().__init__(AbsoluteCountDifferenceMetric(reduction=reduction), output_transform=output_transform,
-                         save_details=save_details)
+    metric_class = AbsoluteCountDifferenceMetric
 
 
-class AdaptedRandError(IgniteMetricHandler):
+class AdaptedRandError(InstanceMetricHandler):
     """Mean adapted Rand error over the epoch (lower is better); see :class:`AdaptedRandErrorMetric`."""
 
-    def __init__(
-        self,
-        reduction: MetricReduction | str = MetricReduction.MEAN,
-        output_transform: Callable = _identity,
-        save_details: bool = True,
-    ) -> None:
-        super().__init__(AdaptedRandErrorMetric(reduction=reduction), output_transform=output_transform,
-                         save_details=save_details)
+    metric_class = AdaptedRandErrorMetric
 
 
-class VariationOfInformation(IgniteMetricHandler):
+class VariationOfInformation(InstanceMetricHandler):
     """Mean ``[split, merge]`` over the epoch as a (2,) tensor (lower is better); see
-    :class:`VariationOfInformationMetric`. Not a scalar, so not usable as ``key_val_metric``."""
+    :class:`VariationOfInformationMetric` (option ``ignore_background``). Not a scalar, so not usable as
+    ``key_val_metric``."""
 
-    def __init__(
-        self,
-        ignore_background: bool = False,
-        reduction: MetricReduction | str = MetricReduction.MEAN_BATCH,
-        output_transform: Callable = _identity,
-        save_details: bool = True,
-    ) -> None:
-        super().__init__(
-            VariationOfInformationMetric(ignore_background=ignore_background, reduction=reduction),
-            output_transform=output_transform,
-            save_details=save_details,
-        )
+    metric_class = VariationOfInformationMetric
+    default_reduction = MetricReduction.MEAN_BATCH
 
 
-class AveragePrecision(IgniteMetricHandler):
+class AveragePrecision(InstanceMetricHandler):
     """Mean average precision at one IoU threshold over the epoch (higher is better); see
-    :class:`AveragePrecisionMetric`."""
+    :class:`AveragePrecisionMetric` (option ``iou_threshold``, default 0.5)."""
 
-    def __init__(
-        self,
-        iou_threshold: float = 0.5,
-        reduction: MetricReduction | str = MetricReduction.MEAN,
-        output_transform: Callable = _identity,
-        save_details: bool = True,
-    ) -> None:
-        super().__init__(
-            AveragePrecisionMetric(iou_threshold=iou_threshold, reduction=reduction),
-            output_transform=output_transform,
-            save_details=save_details,
-        )
+    metric_class = AveragePrecisionMetric
 
 
-class MeanAveragePrecision(IgniteMetricHandler):
+class MeanAveragePrecision(InstanceMetricHandler):
     """Mean of the per-image mAP over IoU 0.5:0.05:0.95 over the epoch (higher is better); see
     :class:`MeanAveragePrecisionMetric`."""
 
-    def __init__(
-        self,
-        reduction: MetricReduction | str = MetricReduction.MEAN,
-        output_transform: Callable = _identity,
-        save_details: bool = True,
-    ) -> None:
-        super().__init__(MeanAveragePrecisionMetric(reduction=reduction), output_transform=output_transform,
-                         save_details=save_details)
+    metric_class = MeanAveragePrecisionMetric
