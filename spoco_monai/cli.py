@@ -1,4 +1,9 @@
-"""Command line: ``spoco-monai segment INPUT OUTPUT --bundle bundle/ [options]``."""
+"""Command line: ``spoco-monai segment INPUT OUTPUT --bundle bundle/ [options]``.
+
+Under ``torchrun`` (``torchrun --nproc_per_node=N -m spoco_monai.cli segment ...``) the processes join the
+process group torchrun describes (NCCL with ``--device cuda``, one GPU per process; gloo on CPU) and share
+the blocks; rank 0 writes the output and prints its path.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from monai.bundle import ConfigParser
 from torch import nn
 
 from .data.volume_io import open_volume, volume_mean_std
+from .inferers.distributed import init_from_environment
 from .inferers.segment_volume import CLUSTERINGS, SEGMENT_MODES, segment_volume
 
 # where a bundle's inference config may define the sliding-window size, tried in this order
@@ -119,8 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spoco-monai`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    device, joined_group = init_from_environment(args.device)
     try:
-        network, config = load_bundle_network(args.bundle, args.checkpoint, args.config, args.device)
+        return _segment(args, device)
+    finally:
+        if joined_group:
+            torch.distributed.destroy_process_group()
+
+
+def _segment(args: argparse.Namespace, device: str) -> int:
+    try:
+        network, config = load_bundle_network(args.bundle, args.checkpoint, args.config, device)
         roi_size = args.roi_size or _bundle_roi_size(config)
         normalize = None
         if args.normalize == "zscore":
@@ -134,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             block_shape=_one_or_many(args.block_shape),
             mode=args.mode,
             output=args.output,
-            device=args.device,
+            device=device,
             halo=_one_or_many(args.halo),
             sw_batch_size=args.sw_batch_size,
             delta_dist=args.delta_dist,
@@ -147,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as error:
         print(f"spoco-monai segment: error: {error}", file=sys.stderr)
         return 1
-    print(result)
+    if result is not None:
+        print(result)
     return 0
 
 
@@ -160,3 +176,7 @@ def _bundle_roi_size(config: ConfigParser) -> list[int]:
 
 def _one_or_many(values: list[int] | None) -> int | list[int] | None:
     return values[0] if values is not None and len(values) == 1 else values
+
+
+if __name__ == "__main__":
+    sys.exit(main())

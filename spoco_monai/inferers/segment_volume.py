@@ -15,6 +15,15 @@ volumes. ``"labels"`` blends the embeddings themselves and clusters them per blo
 blended embeddings' affinities, or HDBSCAN); use it when a clustering other than the Mutex Watershed is
 wanted, and prefer blocks whose extent fits in one window (the network's embedding space may drift
 between windows, and blending embeddings of drifting windows mixes unrelated vectors).
+
+Several processes. Inside a torch.distributed process group (e.g. under ``torchrun``; gloo on CPU, NCCL on
+GPUs) every process calls :func:`segment_volume` with the same arguments and an output path. Block ``i``
+goes to rank ``i % world_size``; each rank writes its blocks' labels (core and halo) into the work
+directory next to the output, which must therefore lie on a file system all processes share. After a
+barrier, rank 0 matches every block against the cores of the earlier blocks in index order, exactly as a
+single process does, joins the ids, writes the output and returns its path; the other ranks return
+``None`` right after the barrier. The output is identical to the single-process run's, and an
+interrupted distributed run resumes like a single-process one.
 """
 
 from __future__ import annotations
@@ -35,12 +44,15 @@ from ..clustering import default_offsets, hdbscan_clustering, mutex_watershed, m
 from ..data.volume_io import LazyVolume, check_can_create, create_volume, open_volume, parse_volume_path
 from .block_grid import Block, BlockGrid
 from .block_store import BlockRecord, BlockStore, DirectoryBlockStore, MemoryBlockStore
+from .distributed import barrier, block_sharing_group, rank_zero_first
 from .stitching import match_labels_by_iou, merge_matched_nodes
 from .window_blending import blend_windows
 
 SEGMENT_MODES = ("affinities", "labels")
 CLUSTERINGS = ("mws", "hdbscan")
 WORK_DIRECTORY_SUFFIX = ".spoco-work"
+# subdirectory of the work directory holding the blocks segmented in a distributed run but not yet matched
+UNMATCHED_DIRECTORY = "unmatched"
 _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
@@ -66,7 +78,8 @@ def segment_volume(
     overwrite: bool = False,
     progress: bool = True,
     timings: dict[str, float] | None = None,
-) -> np.ndarray | str:
+    distributed: bool | None = None,
+) -> np.ndarray | str | None:
     """Segment a whole 2D/3D volume into instances, block by block (see the module docstring).
 
     Args:
@@ -106,14 +119,18 @@ def segment_volume(
         timings: if given, filled with wall-clock seconds of the stages ``"network"`` (reading, network,
             blending), ``"affinities"`` (per-window embedding-to-affinity conversion), ``"clustering"``
             (per-block clustering and matching) and ``"writing"`` (global ids and output).
+        distributed: share the blocks among the processes of the initialised torch.distributed process
+            group (see the module docstring; needs ``output``): ``None`` (default) whenever a group of more
+            than one process is initialised, ``True`` to require one, ``False`` to run alone.
 
     Returns:
         the ``(*S)`` int32 labels (int64 beyond 2^31 - 1 objects; 1.. objects, 0 where the clustering
-        leaves voxels unlabelled), or ``str(output)`` once the output is complete.
+        leaves voxels unlabelled), or ``str(output)`` once the output is complete; ``None`` on the ranks
+        other than 0 of a distributed run (rank 0 writes the output).
 
     Raises:
         ValueError: for invalid sizes, overlap, halo, mode, offsets, a channel or dimension mismatch,
-            or a work directory of another run.
+            a work directory of another run, or a distributed run without output or process group.
         TypeError: for an unsupported image type.
         FileExistsError: if ``output`` exists and ``overwrite`` is False (checked before any work).
     """
@@ -129,6 +146,11 @@ def segment_volume(
         raise ValueError(f"normalize must be (mean, std) with std > 0, got {normalize}.")
     if not (isinstance(sw_batch_size, int) and sw_batch_size >= 1):
         raise ValueError(f"sw_batch_size must be a positive integer, got {sw_batch_size!r}.")
+    rank, world_size = block_sharing_group(distributed)
+    if world_size > 1 and output is None:
+        raise ValueError(
+            "a distributed run needs an output path: the ranks share their blocks through its work directory."
+        )
     roi_size = tuple(roi_size)
     dims = len(roi_size)
     if dims not in (2, 3):
@@ -165,6 +187,7 @@ def segment_volume(
             normalize=None if normalize is None else (float(normalize[0]), float(normalize[1])),
         )
         store: BlockStore
+        unmatched: BlockStore | None = None
         if output is None:
             store = MemoryBlockStore()
         else:
@@ -179,9 +202,23 @@ def segment_volume(
                 "iou_threshold": iou_threshold,
                 **segmenter.fingerprint(),
             }
-            store = DirectoryBlockStore(work, fingerprint, discard_mismatch=overwrite)
+            # rank 0 alone may discard a work directory of other settings
+            with rank_zero_first(rank, world_size):
+                store = DirectoryBlockStore(work, fingerprint, discard_mismatch=overwrite)
+                unmatched = (
+                    DirectoryBlockStore(work / UNMATCHED_DIRECTORY, fingerprint, discard_mismatch=overwrite)
+                    if world_size > 1
+                    else None
+                )
         stage_times = {"network": 0.0, "affinities": 0.0, "clustering": 0.0, "writing": 0.0}
-        _process_blocks(volume, grid, store, segmenter, iou_threshold, progress, stage_times)
+        if unmatched is None:
+            _process_blocks(volume, grid, store, segmenter, iou_threshold, progress, stage_times)
+        else:
+            _process_shared_blocks(
+                volume, grid, store, unmatched, segmenter, iou_threshold, progress, stage_times, rank, world_size
+            )
+            if rank != 0:
+                return None
         start = time.perf_counter()
         if output is None:
             result: np.ndarray | str = _assemble(grid, store, None)
@@ -266,16 +303,78 @@ def _process_blocks(
         total=sum(block.num_windows for block in pending), desc="segment", unit="window", disable=not progress
     ) as bar, torch.no_grad():
         for block in pending:
-            start, affinities_before = time.perf_counter(), stage_times["affinities"]
-            prediction = segmenter.predict(volume, block, bar.update, stage_times)
-            middle = time.perf_counter()
-            labels = segmenter.cluster(prediction)
-            del prediction
-            labels, num_core = _core_labels_first(labels, block.core_in_extent)
-            matches = _match_earlier_blocks(block, labels, grid, store, iou_threshold)
-            store.save(block.index, labels[block.core_in_extent], BlockRecord(num_core, int(labels.max()), matches))
-            stage_times["network"] += middle - start - (stage_times["affinities"] - affinities_before)
-            stage_times["clustering"] += time.perf_counter() - middle
+            labels, num_core = _segment_block(volume, block, segmenter, bar.update, stage_times)
+            start = time.perf_counter()
+            _save_matched(block, labels, num_core, grid, store, iou_threshold)
+            stage_times["clustering"] += time.perf_counter() - start
+
+
+def _process_shared_blocks(
+    volume: Any,
+    grid: BlockGrid,
+    store: BlockStore,
+    unmatched: BlockStore,
+    segmenter: _BlockSegmenter,
+    iou_threshold: float,
+    progress: bool,
+    stage_times: dict[str, float],
+    rank: int,
+    world_size: int,
+) -> None:
+    # a block is matched against the cores of all earlier blocks, which other ranks may still be working
+    # on: each rank first stores the whole extent labels of its blocks (the halo is what matching needs),
+    # and after the barrier rank 0 matches all of them in index order, like the single-process run
+    done = store.finished() | unmatched.finished()
+    mine = [block for block in grid.blocks if block.index % world_size == rank and block.index not in done]
+    with tqdm(
+        total=sum(block.num_windows for block in mine),
+        desc=f"segment (rank {rank}/{world_size})",
+        unit="window",
+        disable=not progress,
+        position=rank,
+    ) as bar, torch.no_grad():
+        for block in mine:
+            labels, num_core = _segment_block(volume, block, segmenter, bar.update, stage_times)
+            no_matches = np.zeros((0, 3), dtype=np.int64)
+            unmatched.save(block.index, labels, BlockRecord(num_core, int(labels.max()), no_matches))
+    barrier(world_size)
+    if rank != 0:
+        return
+    start = time.perf_counter()
+    finished = store.finished()
+    for block in grid.blocks:
+        if block.index not in finished:
+            record = unmatched.record(block.index)
+            labels = np.asarray(unmatched.core_labels(block.index))
+            _save_matched(block, labels, record.num_core_labels, grid, store, iou_threshold)
+    stage_times["clustering"] += time.perf_counter() - start
+
+
+def _segment_block(
+    volume: Any,
+    block: Block,
+    segmenter: _BlockSegmenter,
+    on_windows: Callable[[int], None],
+    stage_times: dict[str, float],
+) -> tuple[np.ndarray, int]:
+    """Labels of the block's extent, relabelled by :func:`_core_labels_first`, and their number in the core."""
+    start, affinities_before = time.perf_counter(), stage_times["affinities"]
+    prediction = segmenter.predict(volume, block, on_windows, stage_times)
+    middle = time.perf_counter()
+    labels = segmenter.cluster(prediction)
+    del prediction
+    labels, num_core = _core_labels_first(labels, block.core_in_extent)
+    stage_times["network"] += middle - start - (stage_times["affinities"] - affinities_before)
+    stage_times["clustering"] += time.perf_counter() - middle
+    return labels, num_core
+
+
+def _save_matched(
+    block: Block, labels: np.ndarray, num_core: int, grid: BlockGrid, store: BlockStore, iou_threshold: float
+) -> None:
+    """Match the block's extent labels against the stored cores of earlier blocks and store the block."""
+    matches = _match_earlier_blocks(block, labels, grid, store, iou_threshold)
+    store.save(block.index, labels[block.core_in_extent], BlockRecord(num_core, int(labels.max()), matches))
 
 
 def _core_labels_first(labels: np.ndarray, core: tuple[slice, ...]) -> tuple[np.ndarray, int]:
