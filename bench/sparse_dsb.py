@@ -1,0 +1,185 @@
+"""Sparse-supervision experiment on the DSB2018 fluorescence nuclei (dsb2018_fluo), driven through the bundle.
+
+Run as ``python bench/sparse_dsb.py [--iterations N] [--max-val-images K] [--settings spoco@0.1 disc ...]``
+from the repository root. Every setting trains the same 2D UNet (``bundle/configs/dsb2018_2d.json`` layered on
+``train.json``) for the same number of iterations with the same seed on ``dsb2018_fluo/train``; only the
+annotation and the loss terms differ:
+
+* ``spoco@0.1``, ``spoco@0.4``, ``spoco@1.0``: SPOCO on that fraction of the objects of every image
+  (positive-unlabeled: the rest of the image is unlabeled);
+* ``dense``: SPOCO with full labels and the background as an object of its own;
+* ``disc``: the discriminative loss alone on full labels with the background as an object;
+* ``spoco@0.1-nocons``: ``spoco@0.1`` without the embedding consistency term.
+
+The network of the last iteration of each setting is then evaluated on ``dsb2018_fluo/val`` at native
+resolution (sliding windows over the whole image) by ``evaluate.json``, clustered with the Mutex Watershed and
+with HDBSCAN. The table lists the symmetric best Dice (SBD), the absolute difference in count (|DiC|), the
+average precision at IoU 0.5 (AP@0.5) and the mean average precision over IoU 0.5..0.95 (mAP), averaged over
+the images, and the mAP relative to the ``dense`` setting of the same run and clustering (when it ran).
+
+Each step is a ``python -m monai.bundle run`` subprocess, run one after another in the foreground; its log goes
+to ``<output-dir>/<setting>/*.log``. Training resumes from the newest checkpoint of an interrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+CONFIGS = REPOSITORY / "bundle" / "configs"
+TRAIN_CONFIGS = [CONFIGS / "train.json", CONFIGS / "dsb2018_2d.json"]
+EVALUATE_CONFIGS = [*TRAIN_CONFIGS, CONFIGS / "evaluate.json"]
+DEFAULT_DATA = REPOSITORY.parent / "shared" / "data" / "dsb2018_fluo"
+
+_DENSE = {"sparse": False, "sparse_fraction": 1.0, "keep_background": True}
+_NO_SPOCO_TERMS = {"loss_weights#instance": 0.0, "loss_weights#unlabeled": 0.0, "loss_weights#consistency": 0.0}
+SETTINGS: dict[str, dict[str, object]] = {
+    "spoco@0.1": {"sparse_fraction": 0.1},
+    "spoco@0.4": {"sparse_fraction": 0.4},
+    "spoco@1.0": {"sparse_fraction": 1.0},
+    "dense": _DENSE,
+    "disc": {**_DENSE, **_NO_SPOCO_TERMS},
+    "spoco@0.1-nocons": {"sparse_fraction": 0.1, "loss_weights#consistency": 0.0},
+}
+BASELINE = "dense"
+# smallest nucleus kept by HDBSCAN, in pixels, as the Mutex Watershed's min_size in dsb2018_2d.json
+MIN_NUCLEUS_SIZE = 15
+# HDBSCAN clusters the blended embeddings block by block ("labels" mode); the Mutex Watershed uses the
+# bundle's blended-affinity mode and the clustering settings of dsb2018_2d.json
+CLUSTERINGS: dict[str, dict[str, object]] = {
+    "MWS": {},
+    "HDBSCAN": {
+        "validate#inferer#mode": "labels",
+        "validate#inferer#clustering": "hdbscan",
+        "clustering_kwargs": {"min_size": MIN_NUCLEUS_SIZE},
+    },
+}
+METRICS = {"val_sbd": "SBD", "val_count_difference": r"\|DiC\|", "val_ap50": "AP@0.5", "val_map": "mAP"}
+
+
+def _override_arguments(overrides: dict[str, object]) -> list[str]:
+    # monai.bundle parses each value as a Python literal, so booleans must be spelled True/False
+    arguments: list[str] = []
+    for name, value in overrides.items():
+        arguments += [f"--{name}", json.dumps(value) if isinstance(value, (dict, list)) else str(value)]
+    return arguments
+
+
+def _run_bundle(configs: list[Path], overrides: dict[str, object], log_path: Path) -> float:
+    """Run ``python -m monai.bundle run`` on ``configs`` with ``overrides``; return its wall-clock seconds."""
+    command = [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", repr([str(path) for path in configs]),
+        *_override_arguments(overrides),
+    ]
+    start = time.perf_counter()
+    with log_path.open("w") as log:
+        completed = subprocess.run(command, cwd=REPOSITORY, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"bundle run failed (exit code {completed.returncode}); see {log_path}")
+    return time.perf_counter() - start
+
+
+def _final_network(checkpoint_dir: Path, iterations: int) -> Path:
+    """Write the student network of the final checkpoint as a plain state dict and return its path."""
+    checkpoint = checkpoint_dir / f"checkpoint_final_iteration={iterations}.pt"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"expected the final checkpoint {checkpoint} after training")
+    network_path = checkpoint_dir / "final_network.pt"
+    torch.save(torch.load(checkpoint, weights_only=True)["network"], network_path)
+    return network_path
+
+
+def _read_metrics(metrics_csv: Path) -> dict[str, float]:
+    with metrics_csv.open() as handle:
+        return {row[0]: float(row[1]) for row in csv.reader(handle) if row}
+
+
+def run_setting(name: str, args: argparse.Namespace, common: dict[str, object]) -> dict[str, object]:
+    """Train one setting and evaluate it with every clustering; return timings and metrics per clustering."""
+    folder = args.output_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    train_overrides = {
+        **common, **SETTINGS[name], "output_dir": str(folder), "num_iterations": args.iterations,
+        "val_interval": max(1, args.iterations // args.lr_steps), "checkpoint_interval": args.checkpoint_interval,
+        "run_validation": False, "learning_rate": args.learning_rate,
+    }
+    train_seconds = _run_bundle(TRAIN_CONFIGS, train_overrides, folder / "train.log")
+    network_path = _final_network(folder / "checkpoints", args.iterations)
+    result: dict[str, object] = {"train_s": train_seconds, "metrics": {}, "eval_s": {}}
+    for clustering, clustering_overrides in CLUSTERINGS.items():
+        evaluation = folder / f"evaluate_{clustering.lower()}"
+        evaluate_overrides = {
+            **common, **clustering_overrides, "output_dir": str(evaluation), "model_path": str(network_path),
+        }
+        log_path = folder / f"{evaluation.name}.log"
+        result["eval_s"][clustering] = _run_bundle(EVALUATE_CONFIGS, evaluate_overrides, log_path)
+        result["metrics"][clustering] = _read_metrics(evaluation / "metrics.csv")
+    return result
+
+
+def markdown_table(results: dict[str, dict[str, object]]) -> str:
+    """The results as a markdown table: one row per setting and clustering."""
+    header = ["setting", "clustering", *METRICS.values(), f"mAP / {BASELINE}", "train s", "eval s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, result in results.items():
+        for clustering, metrics in result["metrics"].items():
+            baseline = results.get(BASELINE, {}).get("metrics", {}).get(clustering, {}).get("val_map")
+            ratio = f"{metrics['val_map'] / baseline:.2f}" if baseline else "n/a"
+            values = [f"{metrics[key]:{'.1f' if key == 'val_count_difference' else '.3f'}}" for key in METRICS]
+            lines.append(
+                f"| {name} | {clustering} | " + " | ".join(values)
+                + f" | {ratio} | {result['train_s']:.0f} | {result['eval_s'][clustering]:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iterations", type=int, default=3000, help="training iterations of every setting")
+    parser.add_argument("--max-val-images", type=int, default=None, help="evaluate on the first K val images")
+    parser.add_argument("--output-dir", type=Path, default=REPOSITORY / "bundle" / "runs" / "sparse_dsb")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="dsb2018_fluo folder (train/, val/)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--lr-steps", type=int, default=10, help="cosine learning-rate steps over the run")
+    parser.add_argument("--checkpoint-interval", type=int, default=500)
+    args = parser.parse_args(argv)
+    if args.iterations < 1:
+        parser.error(f"--iterations must be >= 1, got {args.iterations}")
+    if args.max_val_images is not None and args.max_val_images < 1:
+        parser.error(f"--max-val-images must be >= 1, got {args.max_val_images}")
+    if not (args.data_dir / "train").is_dir():
+        parser.error(f"{args.data_dir} holds no train/ folder (expected the dsb2018_fluo data set)")
+    args.output_dir = args.output_dir.resolve()
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
+    common = {
+        "dataset_dir": str(args.data_dir.resolve()),
+        "seed": args.seed,
+        "max_validation_images": args.max_val_images,
+    }
+    results = {}
+    for name in args.settings:
+        results[name] = run_setting(name, args, common)
+        print(f"{name}: trained in {results[name]['train_s']:.0f} s", flush=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"\n{args.iterations} iterations, seed {args.seed}, {args.max_val_images or 'all'} validation images, "
+          f"device {device}\n")
+    print(markdown_table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The 2D nuclei overlay (dsb2018_2d.json) trains and validates on a few real DSB2018 images."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from bundle_workflow import workflow
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DSB = DATA / "dsb2018_fluo"
+
+
+def _copy_split(source: Path, target: Path, names: list[str]) -> None:
+    for folder in ("images", "labels"):
+        (target / folder).mkdir(parents=True)
+        for name in names:
+            shutil.copy(source / folder / name, target / folder / name)
+
+
+@pytest.fixture
+def small_dsb(tmp_path) -> Path:
+    """Two training and two validation images of dsb2018_fluo, in its train/ val/ layout."""
+    if not (DSB / "train" / "images").is_dir():
+        pytest.skip(f"real data not found at {DSB} (the shared data folder ../shared/data is absent)")
+    train_names = sorted(path.name for path in (DSB / "train" / "images").iterdir())[:2]
+    val_names = sorted(path.name for path in (DSB / "val" / "images").iterdir())[:2]
+    _copy_split(DSB / "train", tmp_path / "dsb" / "train", train_names)
+    _copy_split(DSB / "val", tmp_path / "dsb" / "val", val_names)
+    return tmp_path / "dsb"
+
+
+def test_dsb2018_overlay_trains_and_validates(small_dsb, tmp_path):
+    flow = workflow(
+        ("train", "dsb2018_2d"), dataset_dir=str(small_dsb), output_dir=str(tmp_path / "output"),
+        patch_size=[64, 64], sliding_window_roi_size=[64, 64], clustering_kwargs={"min_size": 15, "strides": [2, 2]},
+        patches_per_volume=2, max_validation_images=1,
+    )
+    assert flow.parser.get_parsed_content("spatial_dims") == 2
+    assert len(flow.parser.get_parsed_content("train#datalist")) == 2
+    flow.run()
+    assert flow.parser.get_parsed_content("train#trainer").state.iteration == 2
+    metrics = flow.parser.get_parsed_content("validate#evaluator").state.metrics
+    assert 0.0 <= metrics["val_sbd"] <= 1.0
+    assert 0.0 <= metrics["val_adapted_rand_error"] <= 1.0
+    assert (tmp_path / "output" / "sparse_annotation.json").is_file()
+
+
+@pytest.mark.parametrize("limit, expected", [(None, 2), (1, 1)])
+def test_dsb2018_overlay_limits_validation_images(small_dsb, tmp_path, limit, expected):
+    flow = workflow(
+        ("train", "dsb2018_2d"), dataset_dir=str(small_dsb), output_dir=str(tmp_path / "output"),
+        max_validation_images=limit,
+    )
+    assert len(flow.parser.get_parsed_content("validate#datalist")) == expected
