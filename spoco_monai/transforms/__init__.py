@@ -8,10 +8,12 @@ from spoco_monai.transforms.sparse_sampling import SparseInstanceSamplingd
 from spoco_monai.transforms.two_view import TwoViewIntensityAugmentd
 
 from .cluster import Clusterd
+from .foreground_filter import RemoveBackgroundSegmentsd
 
 __all__ = [
     "Clusterd",
     "RandCropByLabeledInstancesd",
+    "RemoveBackgroundSegmentsd",
     "SparseAnnotationManifest",
     "SparseInstanceSamplingd",
     "TwoViewIntensityAugmentd",
