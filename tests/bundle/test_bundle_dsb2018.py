@@ -54,3 +54,13 @@ def test_dsb2018_overlay_limits_validation_images(small_dsb, tmp_path, limit, ex
         max_validation_images=limit,
     )
     assert len(flow.parser.get_parsed_content("validate#datalist")) == expected
+
+
+
+def test_background_segments_are_removed_in_the_nuclei_overlay_only(tiny_dataset, small_dsb):
+    base = workflow(("train",), dataset_dir=str(tiny_dataset)).parser.get_parsed_content("validate#postprocessing")
+    assert base.transforms == ()
+    nuclei = workflow(("train", "dsb2018_2d"), dataset_dir=str(small_dsb))
+    transforms = nuclei.parser.get_parsed_content("validate#postprocessing").transforms
+    assert [type(transform).__name__ for transform in transforms] == ["RemoveBackgroundSegmentsd"]
+    assert transforms[0].keys == ("pred",) and transforms[0].image_key == "image"
