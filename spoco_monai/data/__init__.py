@@ -1,4 +1,4 @@
-"""Data: readers (HDF5, zarr, TIFF), lazy volume I/O, datalists, start-up dataset checks and synthetic sample data."""
+"""Data: readers and a writer (HDF5, zarr, TIFF), lazy volume I/O, datalists, start-up dataset checks and synthetic sample data."""
 
 from __future__ import annotations
 
@@ -21,3 +21,4 @@ from spoco_monai.data.volume_io import (
     parse_volume_path,
     write_volume,
 )
+from spoco_monai.data.writer import ArrayFileWriter

@@ -50,7 +50,8 @@ __all__ = [
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
-def _volume_format(name: str) -> str | None:
+def volume_format(name: str) -> str | None:
+    """The format of the volume at ``name`` (see :data:`~spoco_monai.data.volume_io.VOLUME_FORMATS`), None if unknown."""
     try:
         return parse_volume_path(name).format
     except ValueError:
@@ -121,7 +122,7 @@ class ArrayFileReader(ImageReader):
 
     def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
         """Whether every path is in this reader's format (judged from its suffix)."""
-        return all(_volume_format(os.fspath(name)) == self.volume_format for name in ensure_tuple(filename))
+        return all(volume_format(os.fspath(name)) == self.volume_format for name in ensure_tuple(filename))
 
     def read(self, data: Sequence[PathLike] | PathLike, **kwargs: Any) -> VolumeHandle | list[VolumeHandle]:
         """Read the headers of one or several files (several are stacked as channels by ``get_data``).
@@ -140,7 +141,7 @@ class ArrayFileReader(ImageReader):
         """
         handles = []
         for name in map(os.fspath, ensure_tuple(data)):
-            if _volume_format(name) != self.volume_format:
+            if volume_format(name) != self.volume_format:
                 raise ValueError(f"{type(self).__name__} reads {self.volume_format} files, got {name}")
             path = self._volume_path(name)
             with open_volume(path) as volume:
