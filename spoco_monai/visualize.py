@@ -26,37 +26,9 @@ from monai.transforms import LoadImage
 
 from spoco_monai.data import HDF5Reader, TiffReader, ZarrReader
 from spoco_monai.data.volume_io import write_volume
-from spoco_monai.engines import load_network_weights
+from spoco_monai.engines import embedding_pca_rgb, load_network_weights
 from spoco_monai.inferers import SpocoSlidingWindowInferer
 from spoco_monai.metrics import adapted_rand_error, symmetric_best_dice
-
-
-def embedding_pca_rgb(embeddings: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Project embeddings onto their first three principal components, as colours.
-
-    Args:
-        embeddings: (E, *S) float array, E >= 1.
-
-    Returns:
-        (*S, 3) float32 in [0, 1]: each component clipped to its 1st-99th percentile and scaled to [0, 1];
-        components beyond E are 0.
-
-    Raises:
-        ValueError: ``embeddings`` has fewer than 2 dimensions.
-    """
-    values = np.asarray(embeddings.detach().cpu() if isinstance(embeddings, torch.Tensor) else embeddings, np.float64)
-    if values.ndim < 2:
-        raise ValueError(f"embeddings must have shape (E, *S), got shape {values.shape}.")
-    spatial = values.shape[1:]
-    points = values.reshape(values.shape[0], -1).T
-    points = points - points.mean(axis=0)
-    _, _, components = np.linalg.svd(points, full_matrices=False)
-    projected = points @ components[:3].T
-    low, high = np.percentile(projected, [1, 99], axis=0)
-    scaled = np.clip((projected - low) / np.maximum(high - low, 1e-12), 0.0, 1.0)
-    rgb = np.zeros((points.shape[0], 3), np.float32)
-    rgb[:, : scaled.shape[1]] = scaled
-    return rgb.reshape(*spatial, 3)
 
 
 def label_rgb(labels: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""engines: the SPOCO trainer (student f, EMA teacher g, two views) and its checkpoint and logging helpers."""
+"""engines: the SPOCO trainer (student f, EMA teacher g, two views) and its checkpoint and logging helpers
+(loss terms, learning rate and embedding pictures for TensorBoard)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,25 @@ from spoco_monai.engines.checkpoint import (
     load_network_weights,
 )
 from spoco_monai.engines.ema import ema_update, unwrap_module
+from spoco_monai.engines.embedding_image_handler import EmbeddingImageHandler
+from spoco_monai.engines.embedding_pca import embedding_pca_rgb
+from spoco_monai.engines.learning_rate import LEARNING_RATE_TAG, write_learning_rate
 from spoco_monai.engines.outputs import loss_and_terms
 from spoco_monai.engines.trainer import LOSS_TERMS, TEACHER_PRED, SpocoTrainer
 
 __all__ = [
+    "LEARNING_RATE_TAG",
     "LOSS_TERMS",
     "TEACHER_PRED",
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
+    "EmbeddingImageHandler",
     "SpocoTrainer",
     "ema_update",
+    "embedding_pca_rgb",
     "latest_checkpoint",
     "load_network_weights",
     "loss_and_terms",
     "unwrap_module",
+    "write_learning_rate",
 ]
