@@ -1,0 +1,101 @@
+"""The 3D real-data overlays (lm3d_nuclei, lm3d_membranes, em3d_neurons) point at readable, consistent volumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from bundle_workflow import CONFIGS, config
+from monai.bundle import ConfigParser
+from monai.transforms import Compose
+
+from spoco_monai.clustering import default_offsets
+from spoco_monai.data import volume_file
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+# overlay -> (training file, validation file, spatial shape (Z, Y, X), objects in the training / validation label,
+# remove_background_segments)
+SAMPLES = {
+    "lm3d_nuclei": ("lm3d/gonuclear_1135.h5", "lm3d/gonuclear_1136.h5", (100, 100, 100), 54, 32, True),
+    "lm3d_membranes": (
+        "lm3d/plantseg_ovule_sample.h5", "lm3d/plantseg_ovule_sample.h5", (32, 128, 128), 50, 50, False,
+    ),
+    "em3d_neurons": ("em3d/gala_fibsem_train.h5", "em3d/gala_fibsem_train.h5", (50, 100, 200), 87, 87, False),
+}
+
+
+def _parser(overlay: str, **overrides) -> ConfigParser:
+    sample = DATA / SAMPLES[overlay][0]
+    if not sample.is_file():
+        pytest.skip(f"real data not found at {sample} (the shared data folder ../shared/data is absent)")
+    parser = ConfigParser()
+    parser.read_config(config("train", overlay))
+    # absolute, so that the paths resolve whatever the working directory of the test run
+    parser["bundle_root"] = str(CONFIGS.parent)
+    for key, value in overrides.items():
+        parser[key] = value
+    return parser
+
+
+@pytest.mark.parametrize("overlay", sorted(SAMPLES))
+def test_overlay_lists_the_sample_volumes(overlay):
+    train_file, val_file, *_ = SAMPLES[overlay]
+    parser = _parser(overlay)
+    for split, expected in (("train#datalist", train_file), ("validate#datalist", val_file)):
+        items = parser.get_parsed_content(split)
+        assert [sorted(item) for item in items] == [["image", "label"]]
+        assert items[0]["image"].endswith(":raw") and items[0]["label"].endswith(":label")
+        for key in ("image", "label"):
+            assert volume_file(items[0][key]).resolve() == (DATA / expected).resolve()
+
+
+@pytest.mark.parametrize("overlay", sorted(SAMPLES))
+def test_overlay_settings_fit_the_volumes(overlay):
+    _, _, shape, train_objects, _, remove_background = SAMPLES[overlay]
+    parser = _parser(overlay)
+    patch = parser.get_parsed_content("patch_size")
+    assert parser.get_parsed_content("spatial_dims") == 3
+    assert parser.get_parsed_content("sparse_fraction") == 0.1
+    assert parser.get_parsed_content("norm")[0] == "group"
+    assert parser.get_parsed_content("remove_background_segments") is remove_background
+    assert all(p <= s for p, s in zip(patch, shape))
+    # the UNet halves every axis once per stride
+    assert all(p % 2 ** len(parser.get_parsed_content("network_strides")) == 0 for p in patch)
+    # the validation window (the patch) must hold the longest Mutex Watershed offset
+    assert all(p > max(abs(o[axis]) for o in default_offsets(3)) for axis, p in enumerate(patch))
+    # the size filter must keep a typical object: at most a tenth of the mean object size
+    min_size = parser.get_parsed_content("clustering_kwargs")["min_size"]
+    assert 0 < min_size <= 0.1 * shape[0] * shape[1] * shape[2] / train_objects
+
+
+@pytest.mark.parametrize("overlay", sorted(SAMPLES))
+def test_overlay_sample_loads(overlay):
+    _, _, shape, train_objects, val_objects, _ = SAMPLES[overlay]
+    parser = _parser(overlay)
+    load = Compose(parser.get_parsed_content("validate#preprocessing#transforms"))
+    for split, objects in (("train#datalist", train_objects), ("validate#datalist", val_objects)):
+        sample = load(parser.get_parsed_content(split)[0])
+        assert tuple(sample["image"].shape) == (1, *shape)
+        assert tuple(sample["label"].shape) == (1, *shape)
+        assert sample["label"].dtype == torch.int64
+        assert len(torch.unique(sample["label"][sample["label"] > 0])) == objects
+        assert abs(float(sample["image"].mean())) < 1e-3 and abs(float(sample["image"].std()) - 1.0) < 1e-3
+
+
+@pytest.mark.parametrize("overlay", sorted(SAMPLES))
+def test_overlay_check_data_passes(overlay):
+    parser = _parser(overlay)
+    checked_train, checked_val = parser.get_parsed_content("check_data")
+    assert checked_train == parser.get_parsed_content("train#datalist")
+    assert checked_val == parser.get_parsed_content("validate#datalist")
+
+
+@pytest.mark.parametrize("overlay", sorted(SAMPLES))
+def test_overlay_check_data_names_missing_volume(overlay, tmp_path):
+    parser = _parser(overlay, dataset_dir=str(tmp_path))
+    with pytest.raises(RuntimeError) as error:
+        parser.get_parsed_content("check_data")
+    message = str(error.value.__cause__)
+    assert "file not found" in message and str(tmp_path / Path(SAMPLES[overlay][0]).name) in message
