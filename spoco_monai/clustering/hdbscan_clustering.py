@@ -6,9 +6,12 @@ import hdbscan
 import numpy as np
 import torch
 from bioimage_cpp.segmentation import relabel_sequential
+from skimage.measure import label as connected_components
 
+from .affinities import default_offsets, embeddings_to_affinities
 from .background import drop_background_segment
-from .points import foreground_points, labels_from_points, nearest_centre
+from .points import as_plain_tensor, foreground_points, labels_from_points, nearest_centre
+from .size_filter import merge_small_segments
 from .validation import (
     check_background_embedding,
     check_embeddings,
@@ -28,6 +31,7 @@ def hdbscan_clustering(
     seed: int = 0,
     min_samples: int | None = None,
     background_embedding: np.ndarray | torch.Tensor | None = None,
+    split_connected: bool = False,
 ) -> np.ndarray:
     """Instances by HDBSCAN (McInnes et al. 2017) on the pixel embeddings.
 
@@ -56,6 +60,10 @@ def hdbscan_clustering(
         min_samples: HDBSCAN's ``min_samples`` (None: the library default, the scaled ``min_size``).
         background_embedding: optional ``(E,)`` background reference; the closest segment is set to 0
             (:func:`drop_background_segment`). Off by default.
+        split_connected: give every spatially connected piece of a cluster (face connectivity) an id of its
+            own. HDBSCAN sees only the embeddings, and the loss separates only objects that share a training
+            patch, so distant objects may share an embedding and one cluster; splitting separates them.
+            Pieces smaller than ``min_size`` then join the touching piece of the most similar embeddings.
 
     Returns:
         int64 labels of shape ``S``, consecutive from 1, 0 for noise (without ``fill_noise``) and outside ``mask``.
@@ -85,7 +93,10 @@ def hdbscan_clustering(
     point_labels = torch.zeros(n_points, dtype=torch.int64)
     if sample_labels.max(initial=0) > 0:
         point_labels = _assign(points, sample, torch.from_numpy(sample_labels), fill_noise)
-    labels = relabel_sequential(labels_from_points(point_labels, flat_index, tuple(embeddings.shape[1:])))[0]
+    labels = labels_from_points(point_labels, flat_index, tuple(embeddings.shape[1:]))
+    if split_connected:
+        labels = _split_connected(labels, embeddings, min_size)
+    labels = relabel_sequential(labels)[0]
     if background_embedding is not None:
         labels = drop_background_segment(labels, embeddings, background_embedding)
     return labels
@@ -123,3 +134,11 @@ def _assign(points: torch.Tensor, sample: torch.Tensor, sample_labels: torch.Ten
     else:
         labels[sample[members]] = sample_labels[members]
     return labels
+
+
+def _split_connected(labels: np.ndarray, embeddings: np.ndarray | torch.Tensor, min_size: int) -> np.ndarray:
+    """Split clusters into face-connected pieces; merge pieces under ``min_size`` into their best neighbour."""
+    pieces = connected_components(labels, background=0, connectivity=1).astype(np.int64, copy=False)
+    offsets = default_offsets(labels.ndim)[: labels.ndim]
+    affinities = embeddings_to_affinities(as_plain_tensor(embeddings).float(), offsets)
+    return merge_small_segments(pieces, affinities.cpu().numpy(), offsets, min_size)

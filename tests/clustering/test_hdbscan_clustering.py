@@ -68,3 +68,32 @@ def test_no_cluster_gives_all_zero():
 def test_invalid_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         hdbscan_clustering(np.zeros((3, 5, 5), np.float32), **kwargs)
+
+
+def _two_distant_squares_with_one_embedding() -> tuple[np.ndarray, np.ndarray]:
+    """A 2x40x40 embedding: background at (0, 0), two 12x12 squares far apart both at (3, 0); their labels."""
+    embeddings = np.zeros((2, 40, 40), dtype=np.float32)
+    labels = np.zeros((40, 40), dtype=np.int64)
+    for index, (row, column) in enumerate([(2, 2), (24, 24)], start=1):
+        embeddings[0, row : row + 12, column : column + 12] = 3.0
+        labels[row : row + 12, column : column + 12] = index
+    return embeddings, labels
+
+
+def test_split_connected_separates_distant_objects_of_one_cluster():
+    embeddings, labels = _two_distant_squares_with_one_embedding()
+    merged = hdbscan_clustering(embeddings, 50, max_samples=None)
+    assert len(np.unique(merged)) == 2  # background and one cluster holding both squares
+    split = hdbscan_clustering(embeddings, 50, max_samples=None, split_connected=True)
+    assert len(np.unique(split)) == 3 and split.min() == 1
+    assert adapted_rand_error(labels + 1, split)[0] == pytest.approx(0.0)
+
+
+def test_split_connected_merges_small_pieces_into_the_most_similar_neighbour():
+    embeddings, _ = _two_distant_squares_with_one_embedding()
+    # a 2x2 patch inside the background with the squares' embedding, but slightly off: its own piece after
+    # splitting, too small to stay, and the only neighbour it touches is the background
+    embeddings[0, 30:32, 4:6] = 2.9
+    split = hdbscan_clustering(embeddings, 50, max_samples=None, split_connected=True)
+    assert split[30, 4] == split[0, 0]
+    assert len(np.unique(split)) == 3
