@@ -1,0 +1,471 @@
+"""Baselines a user would pick instead of SPOCO for 2D nuclei, scored like the sparse-supervision experiment.
+
+Run as ``python bench/peers.py [--peers classical unet3 unet3-few] [--budget-s 900] [--max-val-images K]`` from
+the repository root. Every peer segments ``dsb2018_fluo/val`` at native resolution and is scored per image with
+the project's metrics (symmetric best Dice SBD, absolute count difference |DiC|, AP@0.5, mAP over IoU
+0.5:0.05:0.95), averaged over the images:
+
+* ``classical``: Otsu threshold of the lightly smoothed image, holes filled, small objects removed, seeds at the
+  maxima of the distance transform, watershed on the negated distance inside the mask. Its one free parameter,
+  ``min_distance`` between seeds, is picked by mAP on a seeded subset of the *train* split; no training.
+* ``unet3``: a MONAI UNet with three classes (background, interior, inner boundary of every nucleus) trained with
+  Dice + cross-entropy on random 128x128 crops of all train images for a wall-clock budget on one thread;
+  instances by a seeded watershed: seeds are the connected interiors, the mask is the predicted foreground.
+* ``unet3-few``: the same recipe on whole, densely labeled train images drawn in a seeded random order until
+  their nuclei add up to the number of objects SPOCO@0.1 is given over the whole train split.
+
+Results go to ``<output-dir>/<peer>.json`` (written atomically); a rerun with the same settings skips the peers
+already there. Training saves a resumable checkpoint every ``--checkpoint-every-s`` seconds and the final state
+dict as ``<output-dir>/<peer>_network.pt``. ``run_peers`` and ``markdown_rows`` serve other benchmarks that print
+these rows in a table of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceCELoss
+from monai.networks.nets import UNet
+from monai.transforms import NormalizeIntensity
+from scipy import ndimage
+from skimage.feature import peak_local_max
+from skimage.filters import gaussian, threshold_otsu
+from skimage.measure import label as connected_components
+from skimage.morphology import remove_small_objects
+from skimage.segmentation import find_boundaries, watershed
+
+from spoco_monai.metrics import (
+    absolute_count_difference_from_overlap,
+    average_precision_from_overlap,
+    label_overlap,
+    mean_average_precision_from_overlap,
+    symmetric_best_dice_from_overlap,
+)
+from spoco_monai.transforms.sparse_sampling import SparseInstanceSamplingd
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPOSITORY.parent / "shared" / "data" / "dsb2018_fluo"
+PEERS = ("classical", "unet3", "unet3-few")
+METRIC_KEYS = ("sbd", "dic", "ap50", "map")
+HEADER = ("peer", "SBD", r"\|DiC\|", "AP@0.5", "mAP", "train s", "eval s")
+
+# Classical peer. Sigma 1 removes pixel noise without merging touching nuclei; DSB nuclei are rarely below
+# 20 pixels, so smaller mask components are noise.
+SMOOTHING_SIGMA = 1.0
+MIN_OBJECT_PIXELS = 15
+MIN_DISTANCE_GRID = (3, 5, 7, 9, 12, 16, 20)
+
+# Three-class U-Net peer.
+BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
+CROP_SIZE = 128
+CROPS_PER_STEP = 4
+# A crop centred on a random nucleus pixel with this probability, anywhere otherwise: most DSB images are
+# largely background, and uniform crops would spend most steps on it.
+NUCLEUS_CENTRED = 0.9
+LEARNING_RATE = 1e-3
+PROGRESS_EVERY = 50
+# Interiors of the smallest nuclei are a few pixels; smaller seed components are noise.
+MIN_SEED_PIXELS = 4
+SPOCO_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a split: z-score normalised image (H, W) float32, dense labels (H, W) int32, file name."""
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray
+
+    @property
+    def num_objects(self) -> int:
+        ids = np.unique(self.label)
+        return int((ids > 0).sum())
+
+
+# ---------------------------------------------------------------------------------------------------- data
+def load_split(folder: Path, limit: int | None = None) -> list[Sample]:
+    """The images of ``folder/images`` (sorted by file name, the first ``limit``) with ``folder/labels``.
+
+    Images are normalised as in the SPOCO bundle (``NormalizeIntensity``: zero mean, unit variance per image).
+    """
+    files = sorted((folder / "images").glob("*.tif"))[:limit]
+    normalise = NormalizeIntensity()
+    samples = []
+    for path in files:
+        image = np.asarray(normalise(tifffile.imread(path).astype(np.float32)), dtype=np.float32)
+        label = tifffile.imread(folder / "labels" / path.name).astype(np.int32)
+        samples.append(Sample(path.name, image, label))
+    return samples
+
+
+def score(prediction: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """SBD, |DiC|, AP@0.5 and mAP of one predicted label image (H, W) against its ground truth (H, W)."""
+    overlap = label_overlap(prediction.astype(np.int64), label.astype(np.int64))
+    return {
+        "sbd": symmetric_best_dice_from_overlap(overlap),
+        "dic": float(absolute_count_difference_from_overlap(overlap)),
+        "ap50": average_precision_from_overlap(overlap, 0.5),
+        "map": mean_average_precision_from_overlap(overlap),
+    }
+
+
+def mean_scores(per_image: list[dict[str, float]]) -> dict[str, float]:
+    return {key: float(np.mean([scores[key] for scores in per_image])) for key in METRIC_KEYS}
+
+
+def evaluate(segment: Any, samples: list[Sample]) -> tuple[dict[str, float], list[dict[str, Any]], float]:
+    """Segment every sample with ``segment(image) -> labels``; mean scores, per-image scores, segmentation s."""
+    per_image, seconds = [], 0.0
+    for sample in samples:
+        start = time.perf_counter()
+        prediction = segment(sample.image)
+        seconds += time.perf_counter() - start
+        per_image.append({"name": sample.name, **score(prediction, sample.label)})
+    return mean_scores(per_image), per_image, seconds
+
+
+# ----------------------------------------------------------------------------------------------- classical
+def classical_segment(image: np.ndarray, min_distance: int) -> np.ndarray:
+    """Otsu mask, distance-transform seeds and watershed: (H, W) image -> (H, W) int32 labels."""
+    smoothed = gaussian(image, sigma=SMOOTHING_SIGMA, preserve_range=True)
+    mask = ndimage.binary_fill_holes(smoothed > threshold_otsu(smoothed))
+    mask = remove_small_objects(mask, max_size=MIN_OBJECT_PIXELS - 1)
+    distance = ndimage.distance_transform_edt(mask)
+    peaks = peak_local_max(
+        distance, min_distance=min_distance, labels=connected_components(mask), exclude_border=False
+    )
+    peak_mask = np.zeros(mask.shape, dtype=bool)
+    peak_mask[tuple(peaks.T)] = True
+    # Equal maxima on a plateau of the distance are adjacent peaks; joining them keeps one seed per plateau.
+    markers = connected_components(peak_mask)
+    return watershed(-distance, markers, mask=mask).astype(np.int32)
+
+
+def tune_min_distance(samples: list[Sample]) -> tuple[int, dict[int, float]]:
+    """The ``min_distance`` of :data:`MIN_DISTANCE_GRID` with the best mean mAP on ``samples``, and all means."""
+    means = {
+        distance: mean_scores([score(classical_segment(s.image, distance), s.label) for s in samples])["map"]
+        for distance in MIN_DISTANCE_GRID
+    }
+    return max(means, key=means.get), means
+
+
+# ------------------------------------------------------------------------------------------ 3-class U-Net
+def three_class_target(label: np.ndarray) -> np.ndarray:
+    """Background 0, interior 1 and inner boundary 2 (1 pixel wide) of dense labels (H, W) -> (H, W) uint8."""
+    target = (label > 0).astype(np.uint8)
+    target[find_boundaries(label, mode="inner")] = BOUNDARY
+    return target
+
+
+def few_image_subset(samples: list[Sample], seed: int) -> tuple[list[Sample], int]:
+    """Whole images, drawn in a seeded order, whose nuclei add up to the objects SPOCO@0.1 keeps on ``samples``.
+
+    Returns the chosen samples and the target: the sum over ``samples`` of SPOCO's kept count (``round(0.1 K)``
+    rounded half up, at least 1 when K > 0, the rule of :class:`SparseInstanceSamplingd`).
+    """
+    counts = [sample.num_objects for sample in samples]
+    keep_rule = SparseInstanceSamplingd(keys="label", fraction=SPOCO_FRACTION)
+    target = sum(keep_rule.kept_count(count) for count in counts)
+    chosen, total = [], 0
+    for index in np.random.default_rng(seed).permutation(len(samples)):
+        if total >= target:
+            break
+        chosen.append(samples[index])
+        total += counts[index]
+    return chosen, target
+
+
+def build_unet() -> UNet:
+    return UNet(
+        spatial_dims=2, in_channels=1, out_channels=3, channels=(16, 32, 64, 128), strides=(2, 2, 2),
+        num_res_units=1, norm="batch",
+    )
+
+
+class CropSampler:
+    """Random augmented crops of images and their three-class targets, biased to contain nuclei.
+
+    Args:
+        samples: the training images.
+        rng: the random generator of the run (its state is checkpointed with the network).
+    """
+
+    def __init__(self, samples: list[Sample], rng: np.random.Generator) -> None:
+        margin = CROP_SIZE // 2
+        pad = [(margin, margin), (margin, margin)]
+        # Padding by half a crop lets every pixel, even at the border, be a crop centre.
+        self.images = [np.pad(s.image, pad, mode="reflect") for s in samples]
+        self.targets = [np.pad(three_class_target(s.label), pad, mode="constant") for s in samples]
+        self.nucleus_pixels = [np.flatnonzero(t) for t in self.targets]
+        self.rng = rng
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (CROPS_PER_STEP, 1, CROP_SIZE, CROP_SIZE) float32 and targets of the same shape, int64."""
+        images, targets = zip(*(self._crop() for _ in range(CROPS_PER_STEP)))
+        return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(np.stack(targets)[:, None])
+
+    def _crop(self) -> tuple[np.ndarray, np.ndarray]:
+        index = int(self.rng.integers(len(self.images)))
+        image, target, pixels = self.images[index], self.targets[index], self.nucleus_pixels[index]
+        margin = CROP_SIZE // 2
+        if pixels.size and self.rng.random() < NUCLEUS_CENTRED:
+            row, column = np.unravel_index(pixels[self.rng.integers(pixels.size)], target.shape)
+        else:
+            row = self.rng.integers(margin, target.shape[0] - margin)
+            column = self.rng.integers(margin, target.shape[1] - margin)
+        row = int(np.clip(row, margin, target.shape[0] - margin)) - margin
+        column = int(np.clip(column, margin, target.shape[1] - margin)) - margin
+        window = (slice(row, row + CROP_SIZE), slice(column, column + CROP_SIZE))
+        image, target = image[window], target[window]
+        turns, flip = int(self.rng.integers(4)), bool(self.rng.integers(2))
+        image, target = np.rot90(image, turns), np.rot90(target, turns)
+        if flip:
+            image, target = image[:, ::-1], target[:, ::-1]
+        return np.ascontiguousarray(image), np.ascontiguousarray(target.astype(np.int64))
+
+
+def cosine_learning_rate(elapsed_s: float, budget_s: float) -> float:
+    """Cosine decay from :data:`LEARNING_RATE` to 0 over the wall-clock budget."""
+    return LEARNING_RATE * 0.5 * (1.0 + math.cos(math.pi * min(elapsed_s / budget_s, 1.0)))
+
+
+def save_atomically(payload: Any, path: Path) -> None:
+    """``torch.save`` (or JSON for a ``.json`` path) to a temporary file next to ``path``, then rename it."""
+    temporary = path.with_name(f".{path.name}.partial")
+    if path.suffix == ".json":
+        temporary.write_text(json.dumps(payload, indent=2))
+    else:
+        torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def train_unet(
+    samples: list[Sample], budget_s: float, seed: int, checkpoint: Path, checkpoint_every_s: float,
+    device: torch.device, settings: dict[str, Any],
+) -> tuple[UNet, dict[str, Any]]:
+    """Train the three-class UNet on crops of ``samples`` for ``budget_s`` seconds of training-loop wall clock.
+
+    Every ``checkpoint_every_s`` seconds and at the end the network, optimiser, random states and elapsed time
+    go to ``checkpoint``; a checkpoint with the same ``settings`` is resumed (a finished one is just loaded).
+    Returns the network in eval mode and the training record (steps, train_s, final loss).
+    """
+    torch.manual_seed(seed)
+    network = build_unet().to(device)
+    optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
+    loss_function = DiceCELoss(softmax=True, to_onehot_y=True)
+    rng = np.random.default_rng(seed)
+    record: dict[str, Any] = {"steps": 0, "train_s": 0.0, "loss": float("nan"), "finished": False}
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        check_settings(state["settings"], settings, checkpoint)
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        record = state["record"]
+        if not record["finished"]:
+            print(f"resuming from {checkpoint} at step {record['steps']}", file=sys.stderr, flush=True)
+
+    def save() -> None:
+        save_atomically(
+            {"network": network.state_dict(), "optimizer": optimizer.state_dict(), "numpy_rng": rng.bit_generator.state,
+             "torch_rng": torch.get_rng_state(), "record": record, "settings": settings},
+            checkpoint,
+        )
+
+    sampler = CropSampler(samples, rng)
+    network.train()
+    start = time.perf_counter() - record["train_s"]
+    last_save = time.perf_counter()
+    while not record["finished"]:
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_learning_rate(record["train_s"], budget_s)
+        images, targets = sampler.batch()
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_function(network(images.to(device)), targets.to(device))
+        loss.backward()
+        optimizer.step()
+        record["steps"] += 1
+        record["loss"] = loss.item()
+        record["train_s"] = time.perf_counter() - start
+        record["finished"] = record["train_s"] >= budget_s
+        if record["steps"] % PROGRESS_EVERY == 0:
+            print(
+                f"  step {record['steps']}  {record['train_s']:.0f}/{budget_s:.0f} s  loss {record['loss']:.4f}  "
+                f"lr {optimizer.param_groups[0]['lr']:.2e}", file=sys.stderr, flush=True,
+            )
+        if record["finished"] or time.perf_counter() - last_save >= checkpoint_every_s:
+            save()
+            last_save = time.perf_counter()
+    return network.eval(), record
+
+
+@torch.no_grad()
+def predict_probabilities(network: torch.nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
+    """Softmax of the whole image (H, W), padded by reflection to a multiple of 8 and cropped back: (3, H, W)."""
+    height, width = image.shape
+    pad = (0, -width % 8, 0, -height % 8)
+    batch = F.pad(torch.from_numpy(image)[None, None].to(device), pad, mode="reflect")
+    return torch.softmax(network(batch), dim=1)[0, :, :height, :width].cpu().numpy()
+
+
+def seeded_watershed(probabilities: np.ndarray) -> np.ndarray:
+    """Instances from three-class probabilities (3, H, W): (H, W) int32 labels.
+
+    Seeds are the connected components of interior > 0.5 (components under :data:`MIN_SEED_PIXELS` dropped),
+    grown by a watershed on the background probability inside the foreground mask (background < 0.5).
+    """
+    seeds = remove_small_objects(probabilities[INTERIOR] > 0.5, max_size=MIN_SEED_PIXELS - 1)
+    mask = 1.0 - probabilities[BACKGROUND] > 0.5
+    return watershed(probabilities[BACKGROUND], connected_components(seeds), mask=mask).astype(np.int32)
+
+
+# ------------------------------------------------------------------------------------------------- driver
+def check_settings(saved: dict[str, Any], wanted: dict[str, Any], path: Path) -> None:
+    """Refuse to reuse ``path`` when it was made with other settings (e.g. a smoke-test budget)."""
+    if saved != wanted:
+        raise SystemExit(
+            f"error: {path} was made with settings {saved}, not {wanted}; "
+            "use another --output-dir or delete the file"
+        )
+
+
+def peer_settings(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The settings a stored result or checkpoint of ``name`` must match to be reused."""
+    settings: dict[str, Any] = {"peer": name, "seed": args.seed, "max_val_images": args.max_val_images}
+    if name == "classical":
+        settings["tune_images"] = args.tune_images
+    else:
+        settings["budget_s"] = args.budget_s
+    return settings
+
+
+def run_classical(args: argparse.Namespace, train: list[Sample], val: list[Sample]) -> dict[str, Any]:
+    chosen = np.random.default_rng(args.seed).permutation(len(train))[: args.tune_images]
+    start = time.perf_counter()
+    min_distance, tuning = tune_min_distance([train[i] for i in sorted(chosen)])
+    tune_s = time.perf_counter() - start
+    print(f"classical: min_distance {min_distance} (train mAP {tuning})", file=sys.stderr, flush=True)
+    means, per_image, eval_s = evaluate(lambda image: classical_segment(image, min_distance), val)
+    return {
+        **means, "train_s": 0.0, "eval_s": eval_s, "min_distance": min_distance,
+        "tuning_map": {str(k): v for k, v in tuning.items()}, "tune_s": tune_s, "per_image": per_image,
+    }
+
+
+def run_unet(name: str, args: argparse.Namespace, train: list[Sample], val: list[Sample]) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if name == "unet3-few":
+        train, target = few_image_subset(train, args.seed)
+        extra = {"object_target": target, "images": [s.name for s in train],
+                 "objects": sum(s.num_objects for s in train)}
+        print(f"{name}: {len(train)} whole images with {extra['objects']} nuclei (target {target})",
+              file=sys.stderr, flush=True)
+    device = torch.device(args.device)
+    network, record = train_unet(
+        train, args.budget_s, args.seed, args.output_dir / f"{name}_checkpoint.pt", args.checkpoint_every_s,
+        device, peer_settings(name, args),
+    )
+    torch.save(network.state_dict(), args.output_dir / f"{name}_network.pt")
+    means, per_image, eval_s = evaluate(lambda image: seeded_watershed(predict_probabilities(network, image, device)), val)
+    return {**means, "train_s": record["train_s"], "eval_s": eval_s, "steps": record["steps"],
+            "final_loss": record["loss"], **extra, "per_image": per_image}
+
+
+def run_peers(names: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Train (where needed) and evaluate every peer in ``names``; results keyed by peer name.
+
+    Each result holds ``sbd``, ``dic``, ``ap50``, ``map`` (means over the val images), ``train_s`` and ``eval_s``,
+    plus per-image scores and peer details. ``args`` is what :func:`parse_arguments` returns. A result already in
+    ``args.output_dir`` with the same settings is read instead of recomputed.
+    """
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    results: dict[str, dict[str, Any]] = {}
+    splits: dict[str, list[Sample]] = {}
+
+    def split(name: str, limit: int | None = None) -> list[Sample]:
+        if name not in splits:
+            splits[name] = load_split(args.data_dir / name, limit)
+        return splits[name]
+
+    for name in names:
+        path = args.output_dir / f"{name}.json"
+        settings = peer_settings(name, args)
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            check_settings(stored["settings"], settings, path)
+            results[name] = stored["result"]
+            print(f"{name}: read from {path}", file=sys.stderr, flush=True)
+            continue
+        train, val = split("train"), split("val", args.max_val_images)
+        result = run_classical(args, train, val) if name == "classical" else run_unet(name, args, train, val)
+        save_atomically({"settings": settings, "result": result}, path)
+        results[name] = result
+        print(f"{name}: done, mAP {result['map']:.3f}", file=sys.stderr, flush=True)
+    return results
+
+
+def markdown_rows(results: dict[str, dict[str, Any]]) -> list[str]:
+    """One markdown table row per peer: | peer | SBD | |DiC| | AP@0.5 | mAP | train s | eval s |."""
+    return [
+        f"| {name} | {r['sbd']:.3f} | {r['dic']:.1f} | {r['ap50']:.3f} | {r['map']:.3f} | "
+        f"{r['train_s']:.0f} | {r['eval_s']:.0f} |"
+        for name, r in results.items()
+    ]
+
+
+def markdown_table(results: dict[str, dict[str, Any]]) -> str:
+    return "\n".join(["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER), *markdown_rows(results)])
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=PEERS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget-s", type=float, default=900.0, help="training wall-clock seconds per U-Net peer")
+    parser.add_argument("--max-val-images", type=int, default=None, help="evaluate on the first K val images")
+    parser.add_argument("--output-dir", type=Path, default=REPOSITORY / "bundle" / "runs" / "peers")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="dsb2018_fluo folder (train/, val/)")
+    parser.add_argument("--tune-images", type=int, default=30, help="train images that pick min_distance")
+    parser.add_argument("--checkpoint-every-s", type=float, default=180.0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the budget is measured on them)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    for option in ("budget_s", "max_val_images", "tune_images", "checkpoint_every_s", "threads"):
+        value = getattr(args, option)
+        if value is not None and value <= 0:
+            parser.error(f"--{option.replace('_', '-')} must be positive, got {value}")
+    for split in ("train", "val"):
+        if not (args.data_dir / split / "images").is_dir():
+            parser.error(f"{args.data_dir / split / 'images'} is missing (expected the dsb2018_fluo data set)")
+    args.output_dir = args.output_dir.resolve()
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
+    results = run_peers(args.peers, args)
+    print(
+        f"\nseed {args.seed}, budget {args.budget_s:.0f} s, {args.threads} torch thread(s), device {args.device}, "
+        f"{args.max_val_images or 'all'} val images, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+    )
+    print(markdown_table(results))
+
+
+if __name__ == "__main__":
+    main()
