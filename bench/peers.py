@@ -28,6 +28,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,6 @@ class Sample:
         return int((ids > 0).sum())
 
 
-# ---------------------------------------------------------------------------------------------------- data
 def load_split(folder: Path, limit: int | None = None) -> list[Sample]:
     """The images of ``folder/images`` (sorted by file name, the first ``limit``) with ``folder/labels``.
 
@@ -126,7 +126,9 @@ def mean_scores(per_image: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([scores[key] for scores in per_image])) for key in METRIC_KEYS}
 
 
-def evaluate(segment: Any, samples: list[Sample]) -> tuple[dict[str, float], list[dict[str, Any]], float]:
+def evaluate(
+    segment: Callable[[np.ndarray], np.ndarray], samples: list[Sample]
+) -> tuple[dict[str, float], list[dict[str, Any]], float]:
     """Segment every sample with ``segment(image) -> labels``; mean scores, per-image scores, segmentation s."""
     per_image, seconds = [], 0.0
     for sample in samples:
@@ -137,7 +139,6 @@ def evaluate(segment: Any, samples: list[Sample]) -> tuple[dict[str, float], lis
     return mean_scores(per_image), per_image, seconds
 
 
-# ----------------------------------------------------------------------------------------------- classical
 def classical_segment(image: np.ndarray, min_distance: int) -> np.ndarray:
     """Otsu mask, distance-transform seeds and watershed: (H, W) image -> (H, W) int32 labels."""
     smoothed = gaussian(image, sigma=SMOOTHING_SIGMA, preserve_range=True)
@@ -163,7 +164,6 @@ def tune_min_distance(samples: list[Sample]) -> tuple[int, dict[int, float]]:
     return max(means, key=means.get), means
 
 
-# ------------------------------------------------------------------------------------------ 3-class U-Net
 def three_class_target(label: np.ndarray) -> np.ndarray:
     """Background 0, interior 1 and inner boundary 2 (1 pixel wide) of dense labels (H, W) -> (H, W) uint8."""
     target = (label > 0).astype(np.uint8)
@@ -270,7 +270,7 @@ def train_unet(
     rng = np.random.default_rng(seed)
     record: dict[str, Any] = {"steps": 0, "train_s": 0.0, "loss": float("nan"), "finished": False}
     if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         check_settings(state["settings"], settings, checkpoint)
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
@@ -334,7 +334,6 @@ def seeded_watershed(probabilities: np.ndarray) -> np.ndarray:
     return watershed(probabilities[BACKGROUND], connected_components(seeds), mask=mask).astype(np.int32)
 
 
-# ------------------------------------------------------------------------------------------------- driver
 def check_settings(saved: dict[str, Any], wanted: dict[str, Any], path: Path) -> None:
     """Refuse to reuse ``path`` when it was made with other settings (e.g. a smoke-test budget)."""
     if saved != wanted:
@@ -381,7 +380,9 @@ def run_unet(name: str, args: argparse.Namespace, train: list[Sample], val: list
         device, peer_settings(name, args),
     )
     torch.save(network.state_dict(), args.output_dir / f"{name}_network.pt")
-    means, per_image, eval_s = evaluate(lambda image: seeded_watershed(predict_probabilities(network, image, device)), val)
+    means, per_image, eval_s = evaluate(
+        lambda image: seeded_watershed(predict_probabilities(network, image, device)), val
+    )
     return {**means, "train_s": record["train_s"], "eval_s": eval_s, "steps": record["steps"],
             "final_loss": record["loss"], **extra, "per_image": per_image}
 
@@ -414,6 +415,8 @@ def run_peers(names: list[str], args: argparse.Namespace) -> dict[str, dict[str,
             continue
         train, val = split("train"), split("val", args.max_val_images)
         result = run_classical(args, train, val) if name == "classical" else run_unet(name, args, train, val)
+        # Timings depend on what else ran on the machine, so each result keeps the conditions it was measured in.
+        result.update(threads=args.threads, device=args.device, load_average=list(os.getloadavg()))
         save_atomically({"settings": settings, "result": result}, path)
         results[name] = result
         print(f"{name}: done, mAP {result['map']:.3f}", file=sys.stderr, flush=True)
