@@ -12,8 +12,11 @@ annotation and the loss terms differ:
 * ``spoco@0.1-nocons``: ``spoco@0.1`` without the embedding consistency term.
 
 The network of the last iteration of each setting is then evaluated on ``dsb2018_fluo/val`` at native
-resolution (sliding windows over the whole image) by ``evaluate.json``, clustered with the Mutex Watershed and
-with HDBSCAN. The table lists the symmetric best Dice (SBD), the absolute difference in count (|DiC|), the
+resolution (each image through the network whole) by ``evaluate.json``, clustered with the Mutex Watershed and
+with HDBSCAN inside the foreground mask of ``dsb2018_2d.json`` (the network's learned foreground for the dense
+settings, the Otsu threshold of the image for the sparse ones). With ``--peers``, the baselines of
+``bench/peers.py`` (classical Otsu watershed, three-class U-Nets on all images or on few whole images) are trained
+for the wall-clock time of this run's ``dense`` training (or ``--peer-budget-s``) and added to the table. The table lists the symmetric best Dice (SBD), the absolute difference in count (|DiC|), the
 average precision at IoU 0.5 (AP@0.5) and the mean average precision over IoU 0.5..0.95 (mAP), averaged over
 the images, and the mAP relative to the ``dense`` setting of the same run and clustering (when it ran).
 
@@ -35,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+import peers
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 CONFIGS = REPOSITORY / "bundle" / "configs"
 TRAIN_CONFIGS = [CONFIGS / "train.json", CONFIGS / "dsb2018_2d.json"]
@@ -52,7 +57,7 @@ SETTINGS: dict[str, dict[str, object]] = {
     "spoco@0.1-nocons": {"sparse_fraction": 0.1, "loss_weights#consistency": 0.0},
 }
 BASELINE = "dense"
-# HDBSCAN clusters the blended embeddings block by block ("labels" mode), then splits every cluster into its
+# HDBSCAN clusters the foreground pixels' embeddings ("labels" mode), then splits every cluster into its
 # spatially connected pieces (distant nuclei may share an embedding) and merges pieces under 30 pixels into their
 # most similar neighbour; 30 was the best of 15, 30, 50 and 80 on 8 validation images with the SPOCO@0.1 network.
 # The Mutex Watershed uses the bundle's blended-affinity mode and the clustering settings of dsb2018_2d.json.
@@ -63,6 +68,11 @@ CLUSTERINGS: dict[str, dict[str, object]] = {
         "validate#inferer#clustering": "hdbscan",
         "clustering_kwargs": {"min_size": 30, "split_connected": True},
     },
+}
+PEER_METHODS = {
+    "classical": "Otsu + distance watershed",
+    "unet3": "3-class U-Net, dense, watershed",
+    "unet3-few": "3-class U-Net, few whole images, watershed",
 }
 METRICS = {"val_sbd": "SBD", "val_count_difference": r"\|DiC\|", "val_ap50": "AP@0.5", "val_map": "mAP"}
 
@@ -138,7 +148,8 @@ def run_setting(name: str, args: argparse.Namespace, common: dict[str, object]) 
         _save_timings(timings_path, timings)
     network_path = _final_network(folder / "checkpoints", args.iterations)
     metrics: dict[str, dict[str, float]] = {}
-    for clustering, clustering_overrides in CLUSTERINGS.items():
+    for clustering in args.clusterings:
+        clustering_overrides = CLUSTERINGS[clustering]
         evaluation = folder / f"evaluate_{clustering.lower()}"
         if clustering not in timings["eval_s"] or not (evaluation / "metrics.csv").is_file():
             evaluate_overrides = {
@@ -151,8 +162,8 @@ def run_setting(name: str, args: argparse.Namespace, common: dict[str, object]) 
     return {**timings, "metrics": metrics}
 
 
-def markdown_table(results: dict[str, dict[str, object]]) -> str:
-    """The results as a markdown table: one row per setting and clustering."""
+def markdown_table(results: dict[str, dict[str, object]], peer_results: dict[str, dict] | None = None) -> str:
+    """The results as a markdown table: one row per setting and clustering, then one per peer."""
     header = ["setting", "clustering", *METRICS.values(), f"mAP / {BASELINE}", "train s", "eval s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, result in results.items():
@@ -164,6 +175,13 @@ def markdown_table(results: dict[str, dict[str, object]]) -> str:
                 f"| {name} | {clustering} | " + " | ".join(values)
                 + f" | {ratio} | {result['train_s']:.0f} | {result['eval_s'][clustering]:.0f} |"
             )
+    for name, result in (peer_results or {}).items():
+        baseline = results.get(BASELINE, {}).get("metrics", {}).get("MWS", {}).get("val_map")
+        ratio = f"{result['map'] / baseline:.2f}" if baseline else "n/a"
+        lines.append(
+            f"| peer: {name} | {PEER_METHODS[name]} | {result['sbd']:.3f} | {result['dic']:.1f} | {result['ap50']:.3f} | "
+            f"{result['map']:.3f} | {ratio} | {result['train_s']:.0f} | {result['eval_s']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -178,6 +196,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--lr-steps", type=int, default=10, help="cosine learning-rate steps over the run")
     parser.add_argument("--checkpoint-interval", type=int, default=500)
+    parser.add_argument("--clusterings", nargs="+", default=list(CLUSTERINGS), choices=list(CLUSTERINGS))
+    parser.add_argument("--peers", nargs="*", default=[], choices=list(PEER_METHODS), help="baselines to add")
+    parser.add_argument(
+        "--peer-budget-s", type=float, default=None, help="U-Net peers' training seconds (default: dense's)"
+    )
     args = parser.parse_args(argv)
     if args.iterations < 1:
         parser.error(f"--iterations must be >= 1, got {args.iterations}")
@@ -200,10 +223,28 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.settings:
         results[name] = run_setting(name, args, common)
         print(f"{name}: trained in {results[name]['train_s']:.0f} s", flush=True)
+    peer_results = run_peer_baselines(args, results) if args.peers else None
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\n{args.iterations} iterations, seed {args.seed}, {args.max_val_images or 'all'} validation images, "
-          f"device {device}\n")
-    print(markdown_table(results))
+          f"device {device}, load average {load}\n")
+    print(markdown_table(results, peer_results))
+
+
+def run_peer_baselines(args: argparse.Namespace, results: dict[str, dict[str, object]]) -> dict[str, dict]:
+    """Train and score the peers of ``bench/peers.py`` with the training time of this run's dense setting."""
+    budget = args.peer_budget_s
+    if budget is None:
+        if BASELINE not in results:
+            raise SystemExit(f"--peers needs --peer-budget-s or the {BASELINE!r} setting to take its training time")
+        budget = float(results[BASELINE]["train_s"])
+    peer_arguments = [
+        "--peers", *args.peers, "--seed", str(args.seed), "--budget-s", f"{budget:.0f}",
+        "--output-dir", str(args.output_dir / "peers"), "--data-dir", str(args.data_dir),
+    ]
+    if args.max_val_images:
+        peer_arguments += ["--max-val-images", str(args.max_val_images)]
+    return peers.run_peers(args.peers, peers.parse_arguments(peer_arguments))
 
 
 if __name__ == "__main__":

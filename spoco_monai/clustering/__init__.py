@@ -4,7 +4,7 @@ mean-shift and consistency clustering (all 2D and 3D, numpy arrays or torch tens
 from __future__ import annotations
 
 from .affinities import default_offsets, embeddings_to_affinities
-from .background import drop_background_segment, drop_segments_outside_foreground
+from .background import drop_background_segment
 from .consistency import consistency_clustering
 from .hdbscan_clustering import hdbscan_clustering
 from .mean_shift import mean_shift_clustering
@@ -16,7 +16,6 @@ __all__ = [
     "consistency_clustering",
     "default_offsets",
     "drop_background_segment",
-    "drop_segments_outside_foreground",
     "embeddings_to_affinities",
     "hdbscan_clustering",
     "make_synthetic_embeddings",

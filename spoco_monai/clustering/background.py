@@ -1,4 +1,4 @@
-"""Optional removal of background segments, shared by every clustering method and the post-transforms."""
+"""Optional removal of the background segment of densely trained models, shared by every clustering method."""
 
 from __future__ import annotations
 
@@ -53,40 +53,3 @@ def drop_background_segment(
     dropped = int(torch.argmin(distances))
     labels = np.where(labels == dropped, 0, labels)
     return relabel_sequential(labels)[0]
-
-
-def drop_segments_outside_foreground(
-    labels: np.ndarray, foreground: np.ndarray, min_foreground_fraction: float = 0.5
-) -> np.ndarray:
-    """Set to 0 every segment that lies mostly outside a foreground mask.
-
-    Sparse (positive-unlabeled) training never labels the background, so the clustering returns it as one or
-    more ordinary segments. Given a foreground mask of the image (e.g. an intensity threshold of a
-    fluorescence image), a segment is kept when at least ``min_foreground_fraction`` of its pixels are
-    foreground; the kept segments keep their full shape, learned from the embeddings.
-
-    Args:
-        labels: ``S`` int instance labels (0 = no segment).
-        foreground: ``S`` boolean foreground mask.
-        min_foreground_fraction: smallest fraction of foreground pixels of a kept segment, in ``[0, 1]``.
-
-    Returns:
-        int64 ``S`` labels without the background segments, ids consecutive from 1.
-
-    Raises:
-        ValueError: if the shapes differ, the mask is not boolean or the fraction is outside ``[0, 1]``.
-    """
-    if not 0.0 <= min_foreground_fraction <= 1.0:
-        raise ValueError(f"min_foreground_fraction must be in [0, 1], got {min_foreground_fraction}.")
-    if tuple(foreground.shape) != tuple(labels.shape):
-        raise ValueError(f"foreground must have the shape of labels {tuple(labels.shape)}, got {foreground.shape}.")
-    if foreground.dtype != np.bool_:
-        raise ValueError(f"foreground must be a boolean mask, got dtype {foreground.dtype}.")
-    flat_labels = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
-    if flat_labels.size == 0 or flat_labels.max() == 0:
-        return np.zeros(labels.shape, dtype=np.int64)
-    counts = np.bincount(flat_labels)
-    foreground_counts = np.bincount(flat_labels, weights=foreground.reshape(-1), minlength=counts.size)
-    background_ids = foreground_counts < min_foreground_fraction * counts
-    background_ids[0] = True
-    return relabel_sequential(np.where(background_ids[flat_labels], 0, flat_labels).reshape(labels.shape))[0]

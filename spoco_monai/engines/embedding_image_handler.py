@@ -49,6 +49,10 @@ class EmbeddingImageHandler(TensorBoardHandler):
         image_tag: TensorBoard tag of the image picture.
         summary_writer: a ``SummaryWriter``; ``None`` creates one writing to ``log_dir``.
         log_dir: folder of the event file when ``summary_writer`` is ``None``.
+        foreground_channel: the network's last output channel is a foreground logit (see ``SpocoLoss``'s
+            ``foreground_weight``): it is left out of the embedding picture and written as a probability picture
+            under ``foreground_tag``.
+        foreground_tag: TensorBoard tag of the foreground picture.
 
     Raises:
         ValueError: ``interval`` < 1, ``roi_size`` with non-positive entries or a length other than the image's
@@ -68,6 +72,8 @@ class EmbeddingImageHandler(TensorBoardHandler):
         image_tag: str = "embedding_pca_input",
         summary_writer: Any = None,
         log_dir: str = "./runs",
+        foreground_channel: bool = False,
+        foreground_tag: str = "foreground_probability",
     ) -> None:
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
             raise ValueError(f"interval must be a positive number of iterations, got {interval!r}.")
@@ -92,6 +98,8 @@ class EmbeddingImageHandler(TensorBoardHandler):
         self.interval = interval
         self.tag = tag
         self.image_tag = image_tag
+        self.foreground_channel = foreground_channel
+        self.foreground_tag = foreground_tag
         self.image = image
         picture = image[0] if image.ndim == 3 else image[0, image.shape[1] // 2]
         self.image_picture = ScaleIntensityRangePercentiles(1, 99, 0.0, 1.0, clip=True)(picture[None])
@@ -127,5 +135,8 @@ class EmbeddingImageHandler(TensorBoardHandler):
             return
         embeddings = embeddings[0] if self.image.ndim == 3 else embeddings[0, :, embeddings.shape[2] // 2]
         self._writer.add_image(self.image_tag, self.image_picture, step, dataformats="CHW")
+        if self.foreground_channel:
+            self._writer.add_image(self.foreground_tag, torch.sigmoid(embeddings[-1:]), step, dataformats="CHW")
+            embeddings = embeddings[:-1]
         self._writer.add_image(self.tag, embedding_pca_rgb(embeddings), step, dataformats="HWC")
         self._writer.flush()

@@ -28,7 +28,8 @@ class SpocoTrainer(SupervisedTrainer):
     1. f embeds ``batch["image"]`` (view 1) with gradients;
     2. g embeds ``batch["image_view2"]`` (view 2: same geometry, other intensity augmentation) under
        ``torch.no_grad``;
-    3. ``loss_function(embeddings, label, teacher_embeddings)`` (a ``SpocoLoss``), backward, optimiser step
+    3. ``loss_function(embeddings, label, teacher_embeddings)`` (a ``SpocoLoss``; plus ``foreground=`` when the
+       batch holds ``foreground_key``), backward, optimiser step
        (with a gradient scaler under AMP on CUDA);
     4. g <- m g + (1 - m) f for parameters and floating-point buffers (:func:`ema_update`), right after the step.
 
@@ -53,6 +54,8 @@ class SpocoTrainer(SupervisedTrainer):
             construction. ``None`` makes a deep copy of f.
         ema_momentum: m of the teacher update, in [0, 1].
         view2_key: batch key of the second view.
+        foreground_key: batch key of the foreground target (see ``ForegroundTargetd``), passed to the loss as
+            ``foreground=`` when the batch holds it; ``None`` never passes one.
         epoch_length: iterations per epoch; default ``len(train_data_loader)``.
         train_handlers: MONAI/ignite handlers with an ``attach(engine)`` method.
         amp: mixed precision on CUDA (ignored on CPU, where the trainer runs in float32).
@@ -75,6 +78,7 @@ class SpocoTrainer(SupervisedTrainer):
         teacher_network: nn.Module | None = None,
         ema_momentum: float = 0.999,
         view2_key: str = "image_view2",
+        foreground_key: str | None = None,
         epoch_length: int | None = None,
         train_handlers: Sequence | None = None,
         amp: bool = False,
@@ -108,6 +112,7 @@ class SpocoTrainer(SupervisedTrainer):
         self.teacher = teacher.to(device).eval().requires_grad_(False)
         self.ema_momentum = float(ema_momentum)
         self.view2_key = view2_key
+        self.foreground_key = foreground_key
 
     def _iteration(self, engine: SpocoTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         """One SPOCO step on ``batchdata``; returns the output dict described in the class docstring.
@@ -125,6 +130,11 @@ class SpocoTrainer(SupervisedTrainer):
             )
         inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         view2 = batchdata[self.view2_key].to(engine.state.device, non_blocking=engine.non_blocking)
+        loss_kwargs = {}
+        if self.foreground_key is not None and self.foreground_key in batchdata:
+            loss_kwargs["foreground"] = batchdata[self.foreground_key].to(
+                engine.state.device, non_blocking=engine.non_blocking
+            )
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
         engine.network.train()
         engine.teacher.eval()
@@ -135,7 +145,9 @@ class SpocoTrainer(SupervisedTrainer):
             with torch.no_grad():
                 engine.state.output[TEACHER_PRED] = engine.inferer(view2, engine.teacher)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            loss = engine.loss_function(engine.state.output[Keys.PRED], targets, engine.state.output[TEACHER_PRED])
+            loss = engine.loss_function(
+                engine.state.output[Keys.PRED], targets, engine.state.output[TEACHER_PRED], **loss_kwargs
+            )
             engine.state.output[Keys.LOSS] = loss.mean()
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
             return engine.state.output[Keys.LOSS]

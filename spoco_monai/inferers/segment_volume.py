@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from skimage.filters import threshold_otsu
 from tqdm import tqdm
 
 from ..clustering import default_offsets, hdbscan_clustering, mutex_watershed, mutex_watershed_from_affinities
@@ -50,6 +51,10 @@ from .window_blending import blend_windows
 
 SEGMENT_MODES = ("affinities", "labels")
 CLUSTERINGS = ("mws", "hdbscan")
+FOREGROUNDS = ("network", "intensity")
+# a whole-image window is rounded up to this multiple so that every pooling level of a U-Net (up to 5
+# stride-2 levels) sees an even size
+WHOLE_IMAGE_MULTIPLE = 32
 WORK_DIRECTORY_SUFFIX = ".spoco-work"
 # subdirectory of the work directory holding the blocks segmented in a distributed run but not yet matched
 UNMATCHED_DIRECTORY = "unmatched"
@@ -79,6 +84,8 @@ def segment_volume(
     progress: bool = True,
     timings: dict[str, float] | None = None,
     distributed: bool | None = None,
+    foreground: str | None = None,
+    whole_image_max_voxels: int | None = None,
 ) -> np.ndarray | str | None:
     """Segment a whole 2D/3D volume into instances, block by block (see the module docstring).
 
@@ -119,6 +126,15 @@ def segment_volume(
         timings: if given, filled with wall-clock seconds of the stages ``"network"`` (reading, network,
             blending), ``"affinities"`` (per-window embedding-to-affinity conversion), ``"clustering"``
             (per-block clustering and matching) and ``"writing"`` (global ids and output).
+        foreground: where the objects may be; the clustering labels only these voxels (a mask inside the
+            clustering, so a segment's extent follows the mask): ``None`` everywhere; ``"network"`` where the
+            probability of the network's last output channel (a foreground logit, see ``SpocoLoss``'s
+            ``foreground_weight``) is above 0.5; ``"intensity"`` where the image (mean over channels) is above
+            its Otsu threshold, computed once over the whole volume (bright objects on a dark background, as in
+            fluorescence). Isolated pieces smaller than ``min_size`` are dropped.
+        whole_image_max_voxels: when the image, rounded up to a multiple of 32 voxels per axis, has at most
+            this many voxels, the network sees it as one window of that size (no window seams) instead of
+            ``roi_size`` windows; ``None`` always uses ``roi_size``.
         distributed: share the blocks among the processes of the initialised torch.distributed process
             group (see the module docstring; needs ``output``): ``None`` (default) whenever a group of more
             than one process is initialised, ``True`` to require one, ``False`` to run alone.
@@ -144,6 +160,10 @@ def segment_volume(
         raise ValueError(f"iou_threshold must be in [0.5, 1) so that matches are one-to-one, got {iou_threshold}.")
     if normalize is not None and not (len(normalize) == 2 and normalize[1] > 0):
         raise ValueError(f"normalize must be (mean, std) with std > 0, got {normalize}.")
+    if foreground is not None and foreground not in FOREGROUNDS:
+        raise ValueError(f"foreground must be None or one of {FOREGROUNDS}, got {foreground!r}.")
+    if whole_image_max_voxels is not None and not whole_image_max_voxels >= 1:
+        raise ValueError(f"whole_image_max_voxels must be None or >= 1, got {whole_image_max_voxels!r}.")
     if not (isinstance(sw_batch_size, int) and sw_batch_size >= 1):
         raise ValueError(f"sw_batch_size must be a positive integer, got {sw_batch_size!r}.")
     rank, world_size = block_sharing_group(distributed)
@@ -168,6 +188,7 @@ def segment_volume(
         spatial_shape = tuple(int(s) for s in volume.shape[-dims:])
         channels = int(volume.shape[0]) if has_channels else 1
         _check_network(network, channels, dims, in_channels)
+        roi_size = whole_image_window(spatial_shape, roi_size, whole_image_max_voxels)
         grid = BlockGrid(spatial_shape, roi_size, overlap, block_shape, halo)
         offsets = [tuple(int(v) for v in o) for o in (default_offsets(dims) if offsets is None else offsets)]
         if mode == "affinities":
@@ -185,6 +206,8 @@ def segment_volume(
             sw_batch_size=sw_batch_size,
             sigma_scale=sigma_scale,
             normalize=None if normalize is None else (float(normalize[0]), float(normalize[1])),
+            foreground=foreground,
+            intensity_threshold=intensity_threshold(volume, has_channels) if foreground == "intensity" else None,
         )
         store: BlockStore
         unmatched: BlockStore | None = None
@@ -252,32 +275,43 @@ class _BlockSegmenter:
     sw_batch_size: int
     sigma_scale: float
     normalize: tuple[float, float] | None
+    foreground: str | None = None
+    intensity_threshold: float | None = None
 
     def predict(
         self, volume: Any, block: Block, on_windows: Callable[[int], None], timings: dict[str, float]
     ) -> torch.Tensor:
-        """Blended affinities (``"affinities"`` mode) or embeddings of the block's extent."""
+        """Blended affinities (``"affinities"`` mode) or embeddings of the block's extent.
+
+        With a foreground setting, one more, last channel holds the foreground probability (0 or 1 for the
+        intensity rule).
+        """
         region = volume[(slice(None), *block.extent)] if self.has_channels else volume[block.extent][None]
         region = region if isinstance(region, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(region))
         region = region.to(device=self.device, dtype=torch.float32)
+        bright = region.mean(dim=0, keepdim=True) > self.intensity_threshold if self.foreground == "intensity" else None
         if self.normalize is not None:
             # out of place: without a copy so far, the region may share memory with the caller's image
             region = (region - self.normalize[0]) / self.normalize[1]
-        return blend_windows(
+        prediction = blend_windows(
             region, self.network, self.roi_size, block.window_starts,
             output="affinities" if self.mode == "affinities" else "embeddings", offsets=self.offsets,
             delta_dist=self.delta_dist, sw_batch_size=self.sw_batch_size, sigma_scale=self.sigma_scale,
-            on_windows=on_windows, timings=timings,
+            on_windows=on_windows, timings=timings, foreground_channel=self.foreground == "network",
         )
+        return prediction if bright is None else torch.cat([prediction, bright.to(prediction)])
 
     def cluster(self, prediction: torch.Tensor) -> np.ndarray:
         """Labels of the block's extent."""
         values = prediction.cpu().numpy()
+        options = dict(self.clustering_kwargs)
+        if self.foreground is not None:
+            values, options["mask"] = values[:-1], values[-1] > 0.5
         if self.mode == "affinities":
-            return mutex_watershed_from_affinities(values, self.offsets, **self.clustering_kwargs)
+            return mutex_watershed_from_affinities(values, self.offsets, **options)
         if self.clustering == "mws":
-            return mutex_watershed(values, self.offsets, delta_dist=self.delta_dist, **self.clustering_kwargs)
-        return hdbscan_clustering(values, **self.clustering_kwargs)
+            return mutex_watershed(values, self.offsets, delta_dist=self.delta_dist, **options)
+        return hdbscan_clustering(values, **options)
 
     def fingerprint(self) -> dict[str, Any]:
         """JSON-serialisable settings, with a digest of the network's weights."""
@@ -445,6 +479,32 @@ def _assemble(
         for block, lookup in zip(grid.blocks, lookups):
             target[block.core] = lookup[store.core_labels(block.index)]
     return None
+
+
+def whole_image_window(
+    spatial_shape: Sequence[int], roi_size: Sequence[int], max_voxels: int | None
+) -> tuple[int, ...]:
+    """The window covering the whole image (rounded up to a multiple of 32) if it has at most ``max_voxels``
+    voxels, else ``roi_size``."""
+    whole = tuple(-(-int(s) // WHOLE_IMAGE_MULTIPLE) * WHOLE_IMAGE_MULTIPLE for s in spatial_shape)
+    if max_voxels is not None and int(np.prod(whole)) <= max_voxels:
+        return whole
+    return tuple(int(r) for r in roi_size)
+
+
+def intensity_threshold(volume: Any, has_channels: bool, max_samples: int = 2**22) -> float:
+    """Otsu threshold of the image's intensity (mean over channels), from at most ``max_samples`` voxels.
+
+    A large volume is read on a regular grid of every k-th voxel along each axis, so the threshold costs a
+    fraction of one pass over the data.
+    """
+    spatial = tuple(volume.shape[1:] if has_channels else volume.shape)
+    step = max(1, int(np.ceil((np.prod(spatial) / max_samples) ** (1 / len(spatial)))))
+    grid = tuple(slice(None, None, step) for _ in spatial)
+    sample = volume[(slice(None), *grid)] if has_channels else volume[grid][None]
+    sample = sample.detach().cpu().numpy() if isinstance(sample, torch.Tensor) else np.asarray(sample)
+    values = sample.astype(np.float32).mean(axis=0)
+    return float(threshold_otsu(values)) if values.min() < values.max() else float(values.min())
 
 
 def _check_image(volume: Any, dims: int) -> bool:

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..clustering import default_offsets
 from .block_grid import scan_interval, window_starts
-from .segment_volume import resolve_device, segment_volume
+from .segment_volume import resolve_device, segment_volume, whole_image_window
 from .window_blending import blend_windows
 
 INFERER_OUTPUTS = ("labels", "affinities", "embeddings")
@@ -45,6 +45,12 @@ class SpocoSlidingWindowInferer(Inferer):
         sigma_scale: Gaussian sigma of the window importance map relative to the window size.
         device: device for the network input and blending (``None``: the network's device).
         progress: show a progress bar per image.
+        foreground: ``None``, ``"network"`` (the network's last channel is a foreground logit) or
+            ``"intensity"`` (Otsu threshold of the image); the clustering labels only foreground voxels. See
+            :func:`~spoco_monai.inferers.segment_volume`. With ``"network"``, the ``"affinities"`` and
+            ``"embeddings"`` outputs get the blended foreground probability as one more, last channel.
+        whole_image_max_voxels: images up to this size (rounded up to a multiple of 32 per axis) go through
+            the network as one window; ``None`` always uses ``roi_size`` windows.
 
     Raises:
         ValueError: for an unknown ``output`` (other options are checked by :func:`segment_volume`).
@@ -67,6 +73,8 @@ class SpocoSlidingWindowInferer(Inferer):
         sigma_scale: float = 0.125,
         device: str | torch.device | None = None,
         progress: bool = False,
+        foreground: str | None = None,
+        whole_image_max_voxels: int | None = None,
     ) -> None:
         if output not in INFERER_OUTPUTS:
             raise ValueError(f"output must be one of {INFERER_OUTPUTS}, got {output!r}.")
@@ -87,6 +95,8 @@ class SpocoSlidingWindowInferer(Inferer):
         self.sigma_scale = sigma_scale
         self.device = device
         self.progress = progress
+        self.foreground = foreground
+        self.whole_image_max_voxels = whole_image_max_voxels
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Infer a batch.
@@ -119,16 +129,18 @@ class SpocoSlidingWindowInferer(Inferer):
                 device=self.device, halo=self.halo, sw_batch_size=self.sw_batch_size, offsets=self.offsets,
                 delta_dist=self.delta_dist, clustering=self.clustering, clustering_kwargs=self.clustering_kwargs,
                 iou_threshold=self.iou_threshold, sigma_scale=self.sigma_scale, progress=self.progress,
+                foreground=self.foreground, whole_image_max_voxels=self.whole_image_max_voxels,
             )
             return torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(image.device)[None]
         device = resolve_device(network, self.device)
-        steps = scan_interval(self.roi_size, self.overlap)
-        starts = [window_starts(s, r, t) for s, r, t in zip(image.shape[1:], self.roi_size, steps)]
+        roi_size = whole_image_window(image.shape[1:], self.roi_size, self.whole_image_max_voxels)
+        steps = scan_interval(roi_size, self.overlap)
+        starts = [window_starts(s, r, t) for s, r, t in zip(image.shape[1:], roi_size, steps)]
         offsets = default_offsets(len(self.roi_size)) if self.offsets is None else self.offsets
         with torch.no_grad():
             blended = blend_windows(
-                image.to(device=device, dtype=torch.float32), network, self.roi_size, starts, output=self.output,
+                image.to(device=device, dtype=torch.float32), network, roi_size, starts, output=self.output,
                 offsets=offsets, delta_dist=self.delta_dist, sw_batch_size=self.sw_batch_size,
-                sigma_scale=self.sigma_scale,
+                sigma_scale=self.sigma_scale, foreground_channel=self.foreground == "network",
             )
         return blended.to(image.device)

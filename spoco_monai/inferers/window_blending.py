@@ -28,6 +28,7 @@ def blend_windows(
     sigma_scale: float = 0.125,
     on_windows: Callable[[int], None] | None = None,
     timings: dict[str, float] | None = None,
+    foreground_channel: bool = False,
 ) -> torch.Tensor:
     """Predict a region window by window and blend the windows with MONAI's Gaussian importance map.
 
@@ -38,6 +39,8 @@ def blend_windows(
     an edge contained in no window gets the neutral value of its channel: 0 on the attractive
     nearest-neighbour channels (the first ``len(roi_size)``), 1 (no repulsion) on the mutex channels.
     In ``"embeddings"`` output the embeddings themselves are blended, as ``sliding_window_inference`` does.
+    With ``foreground_channel`` the network's last output channel is a foreground logit: it takes no part in the
+    affinities or embeddings, and its probability (sigmoid) is blended into one extra, last output channel.
 
     Args:
         image: ``(C, *R)`` tensor of the region; it is zero-padded (centred) to the window size along
@@ -53,9 +56,11 @@ def blend_windows(
         on_windows: called with the number of windows finished after every forward pass.
         timings: if given, ``timings["affinities"]`` is increased by the seconds spent turning window
             embeddings into affinities.
+        foreground_channel: the network outputs ``E + 1`` channels, the last a foreground logit.
 
     Returns:
-        ``(len(offsets), *R)`` affinities or ``(E, *R)`` embeddings, float32 on ``image``'s device.
+        ``(len(offsets), *R)`` affinities or ``(E, *R)`` embeddings, float32 on ``image``'s device; with
+        ``foreground_channel``, one more channel: the blended foreground probability.
 
     Raises:
         ValueError: for an unknown ``output``, ``"affinities"`` without offsets, or a network output that
@@ -76,7 +81,8 @@ def blend_windows(
         for starts in itertools.product(*window_starts)
     ]
     accumulated: torch.Tensor | None = None
-    weights = torch.zeros(image.shape[1:], device=image.device) if output == "embeddings" else None
+    weighted = output == "embeddings" or foreground_channel
+    weights = torch.zeros(image.shape[1:], device=image.device) if weighted else None
     for first in range(0, len(windows), sw_batch_size):
         batch_windows = windows[first : first + sw_batch_size]
         embeddings = network(torch.stack([image[(slice(None), *window)] for window in batch_windows]))
@@ -86,6 +92,8 @@ def blend_windows(
                 f"(B, E, *{roi_size}) embeddings, got output shape {tuple(embeddings.shape)}."
             )
         embeddings = embeddings.float()
+        foreground = torch.sigmoid(embeddings[:, -1:]) if foreground_channel else None
+        embeddings = embeddings[:, :-1] if foreground_channel else embeddings
         if output == "affinities":
             start = time.perf_counter()
             predictions = [_window_affinities(e, offsets, delta_dist) for e in embeddings]
@@ -93,6 +101,8 @@ def blend_windows(
                 timings["affinities"] = timings.get("affinities", 0.0) + time.perf_counter() - start
         else:
             predictions = list(embeddings)
+        if foreground is not None:
+            predictions = [torch.cat([p, f.to(p.device)]) for p, f in zip(predictions, foreground)]
         if accumulated is None:
             accumulated = torch.zeros((predictions[0].shape[0], *image.shape[1:]), device=image.device)
         for window, prediction in zip(batch_windows, predictions):
@@ -101,10 +111,12 @@ def blend_windows(
                 weights[window] += importance
         if on_windows is not None:
             on_windows(len(batch_windows))
-    if weights is not None:
+    if output == "embeddings":
         accumulated /= weights
     else:
         _normalise_affinities(accumulated, windows, importance, offsets, len(roi_size))
+        if foreground_channel:
+            accumulated[-1] /= weights
     crop = tuple(slice(before, before + s) for (before, _), s in zip(padding, region_shape))
     return accumulated[(slice(None), *crop)]
 

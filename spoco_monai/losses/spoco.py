@@ -7,6 +7,7 @@ from torch import nn
 
 from spoco_monai.losses.consistency import EmbeddingConsistencyLoss
 from spoco_monai.losses.discriminative import DiscriminativeLoss
+from spoco_monai.losses.foreground import ForegroundLoss
 from spoco_monai.losses.objects import ObjectIndex, means_and_pull
 from spoco_monai.losses.single_instance import SingleInstanceLoss
 from spoco_monai.losses.unlabeled_push import UnlabeledPushLoss
@@ -15,14 +16,15 @@ from spoco_monai.losses.validation import check_non_negative, flatten_loss_input
 __all__ = ["SpocoLoss", "TERM_NAMES"]
 
 #: Keys of :attr:`SpocoLoss.last_terms`, in the order of the method's terms.
-TERM_NAMES = ("pull", "push", "reg", "instance", "unlabeled", "consistency")
+TERM_NAMES = ("pull", "push", "reg", "instance", "unlabeled", "consistency", "foreground")
 
 
 class SpocoLoss(nn.Module):
     """SPOCO loss: discriminative terms, single-instance term, unlabeled push and embedding consistency.
 
     total = alpha pull + beta push + gamma reg + instance_weight instance
-            (+ unlabeled_weight unlabeled in sparse mode) + consistency_weight consistency.
+            (+ unlabeled_weight unlabeled in sparse mode) + consistency_weight consistency
+            (+ foreground_weight foreground with a foreground channel).
 
     - Sparse mode (``sparse=True``): ids > 0 are the labeled objects, 0 is unlabeled (objects and background
       alike), -1 is ignored. The unlabeled push acts between the objects and the unlabeled pixels, and the
@@ -34,7 +36,13 @@ class SpocoLoss(nn.Module):
     The consistency term needs ``teacher_embeddings`` (the EMA teacher's embeddings of a second view); when
     they are not given, the term is skipped (reported as 0). A term whose weight is 0 is not computed and is
     reported as 0. Every term is a batch mean computed in float32 (float64 for float64 embeddings), also
-    under autocast; see the term modules for their definitions. After each forward, :attr:`last_terms`
+    under autocast; see the term modules for their definitions.
+
+    Optional foreground channel (``foreground_weight > 0``): the network outputs E + 1 channels, the last being
+    a foreground logit; the SPOCO terms see the first E channels only (of the teacher's output too), and the
+    logit is trained by :class:`~spoco_monai.losses.foreground.ForegroundLoss` against the ``foreground``
+    target given to ``forward`` (1 foreground, 0 background, -1 unknown). The clustering then uses the learned
+    foreground as its mask. With the default weight 0 nothing changes. After each forward, :attr:`last_terms`
     holds the unweighted value of each term as a float, under the keys of ``TERM_NAMES``.
 
     Wolny et al., "Sparse Object-level Supervision for Instance Segmentation with Pixel Embeddings", CVPR 2022.
@@ -49,6 +57,7 @@ class SpocoLoss(nn.Module):
         instance_weight: weight of the single-instance term.
         unlabeled_weight: weight of the unlabeled push (sparse mode only).
         consistency_weight: weight of the consistency term.
+        foreground_weight: weight of the foreground term; > 0 means the last channel is a foreground logit.
         sparse: positive-unlabeled labels (True) or dense labels (False).
         max_instances: None or the largest number of objects per sample in the single-instance term.
         max_anchors: largest number of consistency anchors per sample.
@@ -75,6 +84,7 @@ class SpocoLoss(nn.Module):
         max_instances: int | None = None,
         max_anchors: int = 20,
         seed: int = 0,
+        foreground_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(sparse, bool):
@@ -83,6 +93,8 @@ class SpocoLoss(nn.Module):
         self.instance_weight = check_non_negative("instance_weight", instance_weight)
         self.unlabeled_weight = check_non_negative("unlabeled_weight", unlabeled_weight)
         self.consistency_weight = check_non_negative("consistency_weight", consistency_weight)
+        self.foreground_weight = check_non_negative("foreground_weight", foreground_weight)
+        self.foreground = ForegroundLoss()
         self.discriminative = DiscriminativeLoss(delta_var, delta_dist, alpha, beta, gamma)
         self.single_instance = SingleInstanceLoss(delta_var, kernel_threshold, "dice", max_instances, seed)
         self.unlabeled_push = UnlabeledPushLoss(delta_dist)
@@ -90,7 +102,11 @@ class SpocoLoss(nn.Module):
         self.last_terms: dict[str, float] = dict.fromkeys(TERM_NAMES, 0.0)
 
     def forward(
-        self, embeddings: torch.Tensor, target: torch.Tensor, teacher_embeddings: torch.Tensor | None = None
+        self,
+        embeddings: torch.Tensor,
+        target: torch.Tensor,
+        teacher_embeddings: torch.Tensor | None = None,
+        foreground: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Compute the weighted sum of the terms.
 
@@ -99,10 +115,29 @@ class SpocoLoss(nn.Module):
             target: (B, 1, *S) or (B, *S) integer tensor; id > 0 object, 0 unlabeled, -1 ignore.
             teacher_embeddings: None or the teacher's embeddings, same shape as ``embeddings``; never
                 receives a gradient.
+            foreground: (B, 1, *S) foreground target (1, 0, or -1 unknown); required when ``foreground_weight > 0``.
 
         Returns:
             Scalar float32 (float64 for float64 embeddings) loss.
+
+        Raises:
+            ValueError: with ``foreground_weight > 0``, a missing ``foreground`` target or embeddings without
+                the extra channel.
         """
+        foreground_term = None
+        if self.foreground_weight > 0:
+            if foreground is None:
+                raise ValueError(
+                    "foreground_weight > 0 needs the foreground target (a 'foreground' key made by ForegroundTargetd)."
+                )
+            if embeddings.shape[1] < 2:
+                raise ValueError(
+                    f"foreground_weight > 0 needs embeddings plus a foreground channel, found {embeddings.shape[1]} channel."
+                )
+            with torch.autocast(device_type=embeddings.device.type, enabled=False):
+                foreground_term = self.foreground(embeddings[:, -1], foreground)
+            embeddings = embeddings[:, :-1]
+            teacher_embeddings = None if teacher_embeddings is None else teacher_embeddings[:, :-1]
         flat_embeddings, flat_target, teacher = flatten_loss_inputs(embeddings, target, teacher_embeddings)
         with torch.autocast(device_type=flat_embeddings.device.type, enabled=False):
             objects = ObjectIndex.from_target(flat_target)
@@ -122,6 +157,7 @@ class SpocoLoss(nn.Module):
             terms["consistency"] = (
                 self.consistency.term(flat_embeddings, teacher, region, valid) if apply_consistency else zero
             )
+            terms["foreground"] = zero if foreground_term is None else foreground_term.to(zero.dtype)
             weights = {
                 "pull": self.discriminative.alpha,
                 "push": self.discriminative.beta,
@@ -129,6 +165,7 @@ class SpocoLoss(nn.Module):
                 "instance": self.instance_weight,
                 "unlabeled": self.unlabeled_weight if self.sparse else 0.0,
                 "consistency": self.consistency_weight,
+                "foreground": self.foreground_weight,
             }
             total = sum(weights[name] * terms[name] for name in TERM_NAMES)
             self.last_terms = dict(zip(TERM_NAMES, torch.stack([terms[n].detach() for n in TERM_NAMES]).tolist()))

@@ -16,7 +16,7 @@ from spoco_monai.data import volume_file
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 # overlay -> (training file, validation file, spatial shape (Z, Y, X), objects in the training / validation label,
-# remove_background_segments)
+# whether the clustering uses the intensity foreground)
 SAMPLES = {
     "lm3d_nuclei": ("lm3d/gonuclear_1135.h5", "lm3d/gonuclear_1136.h5", (100, 100, 100), 54, 32, True),
     "lm3d_membranes": (
@@ -53,13 +53,13 @@ def test_overlay_lists_the_sample_volumes(overlay):
 
 @pytest.mark.parametrize("overlay", sorted(SAMPLES))
 def test_overlay_settings_fit_the_volumes(overlay):
-    _, _, shape, train_objects, _, remove_background = SAMPLES[overlay]
+    _, _, shape, train_objects, _, intensity_foreground = SAMPLES[overlay]
     parser = _parser(overlay)
     patch = parser.get_parsed_content("patch_size")
     assert parser.get_parsed_content("spatial_dims") == 3
     assert parser.get_parsed_content("sparse_fraction") == 0.1
     assert parser.get_parsed_content("norm")[0] == "group"
-    assert parser.get_parsed_content("remove_background_segments") is remove_background
+    assert parser.get_parsed_content("foreground") == ("intensity" if intensity_foreground else None)
     assert all(p <= s for p, s in zip(patch, shape))
     # the UNet halves every axis once per stride
     assert all(p % 2 ** len(parser.get_parsed_content("network_strides")) == 0 for p in patch)

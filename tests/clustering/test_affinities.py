@@ -101,3 +101,25 @@ def test_same_object_gives_one_and_far_objects_zero(clean_embeddings):
 def test_invalid_input(embeddings, offsets, delta_dist, error, match):
     with pytest.raises(error, match=match):
         embeddings_to_affinities(embeddings, offsets, delta_dist)
+
+
+def test_default_offsets_follow_the_object_size():
+    # powers of 3 up to half the diameter, at least 3
+    assert default_offsets(2, object_diameter=20) == [(-1, 0), (0, -1), (-3, 0), (0, -3), (-9, 0), (0, -9)]
+    assert default_offsets(2, object_diameter=4) == [(-1, 0), (0, -1), (-3, 0), (0, -3)]
+    assert default_offsets(2, object_diameter=54) == default_offsets(2)
+
+
+def test_default_offsets_shorten_steps_along_coarse_axes():
+    offsets = default_offsets(3, object_diameter=20, element_size=(1.0, 0.25, 0.25))
+    # z voxels are 4x coarser: the step 3 becomes 1 (already an attractive offset, so dropped), 9 becomes 2
+    assert offsets == [(-1, 0, 0), (0, -1, 0), (0, 0, -1), (0, -3, 0), (0, 0, -3), (-2, 0, 0), (0, -9, 0), (0, 0, -9)]
+
+
+@pytest.mark.parametrize(
+    "diameter, element_size, match",
+    [(0, None, "object_diameter"), (10, (1.0, 0.0), "element_size"), (10, (1.0,), "element_size")],
+)
+def test_default_offsets_invalid_scale(diameter, element_size, match):
+    with pytest.raises(ValueError, match=match):
+        default_offsets(2, object_diameter=diameter, element_size=element_size)

@@ -7,7 +7,6 @@ import torch
 from spoco_monai.clustering import (
     consistency_clustering,
     drop_background_segment,
-    drop_segments_outside_foreground,
     hdbscan_clustering,
     mean_shift_clustering,
     mutex_watershed,
@@ -50,35 +49,3 @@ def test_every_method_drops_the_background_object(clean_embeddings_2d, method):
 def test_invalid_background_embedding():
     with pytest.raises(ValueError, match=r"background_embedding must have shape \(1,\)"):
         drop_background_segment(np.ones((1, 2), np.int64), np.zeros((1, 1, 2), np.float32), np.zeros(2))
-
-
-def test_drop_segments_outside_foreground_by_hand():
-    labels = np.array([[1, 1, 2, 2, 3, 3, 0, 4]])
-    foreground = np.array([[True, True, True, False, False, False, True, False]])
-    # foreground fractions: 1 -> 1.0, 2 -> 0.5 (kept at the 0.5 limit), 3 -> 0.0, 4 -> 0.0
-    kept = drop_segments_outside_foreground(labels, foreground, 0.5)
-    np.testing.assert_array_equal(kept, [[1, 1, 2, 2, 0, 0, 0, 0]])
-    assert kept.dtype == np.int64
-    # a stricter fraction drops the half-foreground segment too
-    np.testing.assert_array_equal(drop_segments_outside_foreground(labels, foreground, 0.6), [[1, 1, 0, 0, 0, 0, 0, 0]])
-    # fraction 0 keeps every segment
-    np.testing.assert_array_equal(drop_segments_outside_foreground(labels, foreground, 0.0), labels)
-
-
-def test_drop_segments_outside_foreground_of_empty_labels():
-    labels = np.zeros((2, 3, 4), dtype=np.int32)
-    kept = drop_segments_outside_foreground(labels, np.ones((2, 3, 4), dtype=bool))
-    assert kept.dtype == np.int64 and kept.shape == (2, 3, 4) and not kept.any()
-
-
-@pytest.mark.parametrize(
-    "foreground, fraction, message",
-    [
-        (np.ones((2, 3), dtype=bool), 0.5, "shape of labels"),
-        (np.ones((2, 2), dtype=np.uint8), 0.5, "boolean mask"),
-        (np.ones((2, 2), dtype=bool), 1.5, r"\[0, 1\]"),
-    ],
-)
-def test_drop_segments_outside_foreground_rejects_bad_input(foreground, fraction, message):
-    with pytest.raises(ValueError, match=message):
-        drop_segments_outside_foreground(np.ones((2, 2), dtype=np.int64), foreground, fraction)

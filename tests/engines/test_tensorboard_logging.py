@@ -256,3 +256,18 @@ def test_learning_rate_needs_an_optimizer():
     with pytest.raises(TypeError, match="optimizer"):
         write_learning_rate(Engine(lambda engine, batch: None), _Recorder())
 
+
+
+def test_foreground_channel_is_a_picture_of_its_own_and_left_out_of_the_pca():
+    network = _network(2, out_channels=5)
+    image = _image(8, 8)
+    recorder = _Recorder()
+    handler = EmbeddingImageHandler(
+        network, [{"image": image}], interval=1, summary_writer=recorder, foreground_channel=True
+    )
+    _run(handler, 1)
+    assert [tag for tag, *_ in recorder.images] == ["embedding_pca_input", "foreground_probability", "embedding_pca"]
+    with torch.no_grad():
+        output = network.eval()(image[None])[0]
+    np.testing.assert_allclose(recorder.images[1][1], torch.sigmoid(output[-1:]).numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(recorder.images[2][1], embedding_pca_rgb(output[:-1]))

@@ -1,0 +1,65 @@
+"""ForegroundLoss by hand, unknown pixels, and the foreground channel of SpocoLoss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from spoco_monai.losses import ForegroundLoss, SpocoLoss
+
+
+def test_value_by_hand():
+    # p = sigmoid(0) = 0.5 on both known pixels: BCE = ln 2; Dice = 1 - 2 * 0.5 / (0.25 + 0.25 + 1) = 1/3
+    logits = torch.tensor([[[0.0, 0.0, 5.0]]], dtype=torch.float64)
+    target = torch.tensor([[[1.0, 0.0, -1.0]]], dtype=torch.float64)
+    assert ForegroundLoss()(logits, target).item() == pytest.approx(math.log(2) + 1 / 3, rel=1e-12)
+    assert ForegroundLoss(dice_weight=0.0)(logits, target).item() == pytest.approx(math.log(2), rel=1e-12)
+
+
+def test_dice_is_a_mean_over_samples_with_known_pixels():
+    # sample 0: perfect-ish prediction of a foreground pixel; sample 1: all unknown (no Dice, no BCE)
+    logits = torch.tensor([[0.0], [3.0]], dtype=torch.float64)
+    target = torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
+    # one known pixel, p = 0.5, g = 1: BCE ln 2; Dice 1 - 2 * 0.5 / (0.25 + 1) = 0.2
+    assert ForegroundLoss()(logits, target).item() == pytest.approx(math.log(2) + 0.2, rel=1e-12)
+
+
+def test_all_unknown_gives_zero_with_a_gradient():
+    logits = torch.randn(2, 1, 4, 4, requires_grad=True)
+    loss = ForegroundLoss()(logits, -torch.ones(2, 1, 4, 4))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_gradient_matches_finite_differences():
+    logits = torch.randn(2, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(-1, 2, (2, 1, 3, 3)).double()
+    target[:, :, 0, 0] = 1.0
+    assert torch.autograd.gradcheck(lambda x: ForegroundLoss()(x, target), (logits,))
+
+
+def test_shape_mismatch_and_bad_weight_raise():
+    with pytest.raises(ValueError, match="one value per pixel"):
+        ForegroundLoss()(torch.zeros(1, 4), torch.zeros(1, 5))
+    with pytest.raises(ValueError, match="dice_weight"):
+        ForegroundLoss(dice_weight=-1.0)
+
+
+def test_spoco_loss_splits_off_the_foreground_channel(random_batch):
+    embeddings, target, teacher = random_batch["embeddings"], random_batch["target"], random_batch["teacher"]
+    logit = torch.randn(embeddings.shape[0], 1, *embeddings.shape[2:], dtype=embeddings.dtype)
+    foreground = (target > 0).to(embeddings.dtype)
+    with_channel = SpocoLoss(foreground_weight=0.5, seed=3)
+    total = with_channel(torch.cat([embeddings, logit], 1), target, torch.cat([teacher, logit], 1), foreground)
+    without = SpocoLoss(seed=3)
+    expected = without(embeddings, target, teacher) + 0.5 * ForegroundLoss()(logit, foreground)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-9)
+    assert with_channel.last_terms["foreground"] == pytest.approx(ForegroundLoss()(logit, foreground).item())
+    assert without.last_terms["foreground"] == 0.0
+
+
+def test_spoco_loss_needs_the_foreground_target(random_batch):
+    with pytest.raises(ValueError, match="foreground target"):
+        SpocoLoss(foreground_weight=1.0)(random_batch["embeddings"], random_batch["target"])
