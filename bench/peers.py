@@ -40,13 +40,11 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 from monai.transforms import NormalizeIntensity
-from scipy import ndimage
-from skimage.feature import peak_local_max
-from skimage.filters import gaussian, threshold_otsu
 from skimage.measure import label as connected_components
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import find_boundaries, watershed
 
+from spoco_monai.baselines import nuclei_watershed
 from spoco_monai.metrics import (
     absolute_count_difference_from_overlap,
     average_precision_from_overlap,
@@ -141,18 +139,7 @@ def evaluate(
 
 def classical_segment(image: np.ndarray, min_distance: int) -> np.ndarray:
     """Otsu mask, distance-transform seeds and watershed: (H, W) image -> (H, W) int32 labels."""
-    smoothed = gaussian(image, sigma=SMOOTHING_SIGMA, preserve_range=True)
-    mask = ndimage.binary_fill_holes(smoothed > threshold_otsu(smoothed))
-    mask = remove_small_objects(mask, max_size=MIN_OBJECT_PIXELS - 1)
-    distance = ndimage.distance_transform_edt(mask)
-    peaks = peak_local_max(
-        distance, min_distance=min_distance, labels=connected_components(mask), exclude_border=False
-    )
-    peak_mask = np.zeros(mask.shape, dtype=bool)
-    peak_mask[tuple(peaks.T)] = True
-    # Equal maxima on a plateau of the distance are adjacent peaks; joining them keeps one seed per plateau.
-    markers = connected_components(peak_mask)
-    return watershed(-distance, markers, mask=mask).astype(np.int32)
+    return nuclei_watershed(image, min_distance=min_distance, sigma=SMOOTHING_SIGMA, min_size=MIN_OBJECT_PIXELS)
 
 
 def tune_min_distance(samples: list[Sample]) -> tuple[int, dict[int, float]]:

@@ -1,0 +1,130 @@
+"""Seeded watersheds on the raw image: bright objects on a dark background, or cells outlined by a membrane stain.
+
+Both work on 2D and 3D arrays and take the voxel size into account (``sigma`` and ``min_distance`` are in voxels
+of the finest axis and shrink along coarser axes), so they can stand beside a trained model on the same data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+from skimage.feature import peak_local_max
+from skimage.filters import gaussian, threshold_otsu
+from skimage.measure import label as connected_components
+from skimage.morphology import remove_small_objects
+from skimage.segmentation import watershed
+
+__all__ = ["nuclei_watershed", "membrane_watershed"]
+
+
+def _scaled(value: float, element_size: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    if element_size is None:
+        return (float(value),) * ndim
+    if len(element_size) != ndim or not all(float(e) > 0 for e in element_size):
+        raise ValueError(f"element_size must be {ndim} positive numbers, got {element_size}.")
+    finest = min(float(e) for e in element_size)
+    return tuple(float(value) * finest / float(e) for e in element_size)
+
+
+def _seeds(
+    distance: np.ndarray, min_distance: float, element_size: Sequence[float] | None, region: np.ndarray
+) -> np.ndarray:
+    radius = [max(1, int(round(r))) for r in _scaled(min_distance, element_size, distance.ndim)]
+    if len(set(radius)) == 1:
+        peaks = peak_local_max(
+            distance, min_distance=radius[0], labels=connected_components(region), exclude_border=False
+        )
+    else:
+        # peak_local_max's min_distance counts voxels alike on every axis; a footprint of min_distance in
+        # physical units per axis keeps the seeds of an anisotropic volume as far apart along z as in-plane
+        footprint = np.ones([2 * r + 1 for r in radius], dtype=bool)
+        peaks = peak_local_max(
+            distance, footprint=footprint, labels=connected_components(region), exclude_border=False
+        )
+    marker = np.zeros(distance.shape, dtype=bool)
+    marker[tuple(peaks.T)] = True
+    # equal maxima on a plateau are adjacent peaks: one seed per plateau
+    return connected_components(marker)
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim not in (2, 3):
+        raise ValueError(f"image must be a 2D or 3D array without channel axis, got shape {image.shape}.")
+    if not np.isfinite(image).all():
+        raise ValueError("image holds NaN or infinite values.")
+    return image
+
+
+def nuclei_watershed(
+    image: np.ndarray,
+    min_distance: float = 9,
+    sigma: float = 1.0,
+    min_size: int = 15,
+    element_size: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Bright objects on a dark background: Otsu mask, distance-transform seeds, watershed inside the mask.
+
+    The image is smoothed with a Gaussian of ``sigma``, thresholded at its Otsu value, holes are filled and
+    pieces under ``min_size`` voxels dropped; seeds are the maxima of the (physical) distance to the background
+    at least ``min_distance`` apart, and the watershed of the negative distance grows them inside the mask.
+    ``min_distance`` 9 was the best of 3..20 pixels on 30 DSB2018 training images (see ``bench/peers.py``).
+
+    Args:
+        image: (H, W) or (D, H, W) intensities.
+        min_distance: smallest distance between two seeds, in voxels of the finest axis.
+        sigma: Gaussian smoothing, in voxels of the finest axis.
+        min_size: smallest object in voxels.
+        element_size: voxel size per axis, or None for isotropic data.
+
+    Returns:
+        int32 labels, 0 background, objects 1..N.
+
+    Raises:
+        ValueError: for an image that is not 2D/3D or not finite, or invalid element sizes.
+    """
+    image = _check_image(image)
+    smoothed = gaussian(image, sigma=_scaled(sigma, element_size, image.ndim), preserve_range=True)
+    if smoothed.min() == smoothed.max():
+        return np.zeros(image.shape, dtype=np.int32)
+    mask = ndimage.binary_fill_holes(smoothed > threshold_otsu(smoothed))
+    mask = remove_small_objects(mask, max_size=min_size - 1) if min_size > 1 else mask
+    distance = ndimage.distance_transform_edt(mask, sampling=element_size)
+    markers = _seeds(distance, min_distance, element_size, mask)
+    return watershed(-distance, markers, mask=mask).astype(np.int32)
+
+
+def membrane_watershed(
+    image: np.ndarray,
+    min_distance: float = 6,
+    sigma: float = 1.0,
+    element_size: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Cells outlined by a bright membrane: seeds in the dark cell interiors, watershed on the smoothed image.
+
+    The image is smoothed with a Gaussian of ``sigma``; voxels below its Otsu value are cell interior; seeds
+    are the maxima of the (physical) distance from the membrane, at least ``min_distance`` apart; the watershed
+    of the smoothed intensity grows them until they meet on the membranes. Every voxel gets a cell (dense tissue).
+
+    Args:
+        image: (H, W) or (D, H, W) intensities, membranes bright.
+        min_distance: smallest distance between two seeds, in voxels of the finest axis (about a cell radius).
+        sigma: Gaussian smoothing, in voxels of the finest axis.
+        element_size: voxel size per axis, or None for isotropic data.
+
+    Returns:
+        int32 labels, cells 1..N covering the image.
+
+    Raises:
+        ValueError: for an image that is not 2D/3D or not finite, or invalid element sizes.
+    """
+    image = _check_image(image)
+    smoothed = gaussian(image, sigma=_scaled(sigma, element_size, image.ndim), preserve_range=True)
+    if smoothed.min() == smoothed.max():
+        return np.ones(image.shape, dtype=np.int32)
+    interior = smoothed < threshold_otsu(smoothed)
+    distance = ndimage.distance_transform_edt(interior, sampling=element_size)
+    markers = _seeds(distance, min_distance, element_size, interior)
+    return watershed(smoothed, markers).astype(np.int32)
