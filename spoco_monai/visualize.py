@@ -7,7 +7,8 @@ Library functions work on arrays; the command line applies them to the files of 
 
 It writes ``<labels name>.tif`` (the labels as a TIFF, axes as stored), ``<labels name>.png`` (the figure of
 the central slice) and ``<labels name>_report.json``, and prints the adapted Rand error and SBD against the
-ground truth when one is given.
+ground truth when one is given. With ``--baseline membranes`` (or ``nuclei``) it also segments the image with
+the classical seeded watershed of :mod:`spoco_monai.baselines` and prints its scores beside the model's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from matplotlib.figure import Figure
 from monai.bundle import ConfigParser
 from monai.transforms import LoadImage
 
+from spoco_monai.baselines import membrane_watershed, nuclei_watershed
 from spoco_monai.data import HDF5Reader, TiffReader, ZarrReader
 from spoco_monai.data.volume_io import write_volume
 from spoco_monai.engines import embedding_pca_rgb, load_network_weights
@@ -117,6 +119,9 @@ def _read_volume(path: str) -> np.ndarray:
     return np.asarray(loader(path))
 
 
+BASELINES = {"membranes": membrane_watershed, "nuclei": nuclei_watershed}
+
+
 def _report(args: argparse.Namespace) -> dict:
     parser = ConfigParser()
     parser.read_config(args.config)
@@ -156,6 +161,16 @@ def _report(args: argparse.Namespace) -> dict:
         report["adapted_rand_error"] = float(adapted_rand_error(labels, ground_truth))
         report["symmetric_best_dice"] = float(symmetric_best_dice(labels, ground_truth))
         title += f", adapted Rand error {report['adapted_rand_error']:.4f}"
+        if args.baseline is not None:
+            raw = _read_volume(args.image).astype(np.float32)
+            raw = raw[0] if raw.ndim == ground_truth.ndim + 1 else raw
+            classical = BASELINES[args.baseline](raw, element_size=args.element_size)
+            report["baseline"] = {
+                "method": args.baseline,
+                "objects": int(classical.max()),
+                "adapted_rand_error": float(adapted_rand_error(classical, ground_truth)),
+                "symmetric_best_dice": float(symmetric_best_dice(classical, ground_truth)),
+            }
     figure_path = save_segmentation_figure(
         raw_slice.numpy(), embedding_pca_rgb(embedding_slice), central(labels), output_dir / f"{stem}.png",
         None if ground_truth is None else central(ground_truth), title,
@@ -178,11 +193,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "--set", action="append", default=[], metavar="ID=JSON",
         help="override a config value as for the bundle run, e.g. --set 'patch_size=[32,64,64]'",
     )
+    parser.add_argument(
+        "--baseline", choices=sorted(BASELINES), help="also score a classical seeded watershed (needs --ground-truth)"
+    )
+    parser.add_argument("--element-size", nargs="+", type=float, help="voxel size per axis for the baseline")
     report = _report(parser.parse_args(argv))
     print(f"labels (TIFF): {report['labels_tiff']}\nfigure: {report['figure']}\nobjects: {report['objects']}")
     if "adapted_rand_error" in report:
         print(f"adapted Rand error: {report['adapted_rand_error']:.4f}")
         print(f"symmetric best Dice: {report['symmetric_best_dice']:.4f}")
+    if "baseline" in report:
+        baseline = report["baseline"]
+        print(
+            f"classical {baseline['method']} watershed: adapted Rand error {baseline['adapted_rand_error']:.4f}, "
+            f"symmetric best Dice {baseline['symmetric_best_dice']:.4f}, {baseline['objects']} objects"
+        )
     return report
 
 
