@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.handlers import DiskSaver
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointSaver
 from torch import nn
 
@@ -40,9 +42,23 @@ class AtomicDiskSaver(DiskSaver):
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
-    """MONAI ``CheckpointSaver`` whose every file (final, key metric, interval) is written atomically.
+    """MONAI ``CheckpointSaver`` whose files are written atomically and whose records survive a resumed run.
 
-    Same arguments as ``monai.handlers.CheckpointSaver``.
+    Same arguments as ``monai.handlers.CheckpointSaver``, with three differences that make a killed and resumed
+    training continue as if never stopped:
+
+    - Interval checkpoints (``epoch_level=False``) that fall on the last iteration of an epoch are written at
+      ``EPOCH_COMPLETED``, after the handlers attached before this one (validation, learning-rate step), so a
+      checkpoint never predates the validation of its own epoch.
+    - Nothing is saved when the run raises (MONAI saves a "final" checkpoint then): a checkpoint taken in the
+      middle of a failed iteration, e.g. after a NaN loss, is not a state to resume from.
+    - When a resumed engine starts (its state restored before ``run``), the interval and final checkpoints already in
+      ``save_dir`` up to the current iteration (epoch) become this saver's own, so the oldest beyond ``n_saved``
+      keep being deleted; later ones, left by the interrupted run (possibly truncated), are deleted.
+    - :meth:`state_dict` / :meth:`load_state_dict` hold the key-metric record: the best score and its file, and the
+      attached engine's ``best_metric`` / ``best_metric_epoch``. Put a key-metric saver (e.g. the validation's
+      ``model.pt`` saver) in the training checkpoint, so that after a resume the best model is only replaced by a
+      better one.
     """
 
     def __init__(self, save_dir: str, save_dict: dict, **kwargs: Any) -> None:
@@ -50,23 +66,94 @@ class AtomicCheckpointSaver(CheckpointSaver):
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is not None:
                 checkpoint.save_handler = AtomicDiskSaver(save_dir, getattr(checkpoint.save_handler, "filename", None))
+        self._engine: Engine | None = None
+
+    def attach(self, engine: Engine) -> None:
+        self._engine = engine
+        if self._name is None:
+            self.logger = engine.logger
+        engine.add_event_handler(Events.STARTED, self._adopt_saved_files)
+        if self._final_checkpoint is not None:
+            engine.add_event_handler(Events.COMPLETED, self.completed)
+        if self._key_metric_checkpoint is not None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.metrics_completed)
+        if self._interval_checkpoint is None:
+            return
+        if self.epoch_level:
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self.interval_completed)
+            return
+        interval = self.save_interval
+
+        def within_epoch(engine: Engine, iteration: int) -> bool:
+            return iteration % interval == 0 and iteration % engine.state.epoch_length != 0
+
+        def at_epoch_end(engine: Engine, _: int) -> bool:
+            return engine.state.iteration % interval == 0
+
+        engine.add_event_handler(Events.ITERATION_COMPLETED(event_filter=within_epoch), self.interval_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=at_epoch_end), self.interval_completed)
+
+    def _adopt_saved_files(self, engine: Engine) -> None:
+        step = engine.state.epoch if self.epoch_level else engine.state.iteration
+        if step == 0:
+            return  # a fresh run leaves files of earlier runs alone
+        for checkpoint in (self._interval_checkpoint, self._final_checkpoint):
+            if checkpoint is None or getattr(checkpoint.save_handler, "filename", None) is not None:
+                continue
+            prefix = f"{checkpoint.filename_prefix}_" if checkpoint.filename_prefix else ""
+            pattern = re.compile(rf"^{re.escape(prefix)}[^=]*_{re.escape(checkpoint.score_name)}=(\d+)\.pt$")
+            found = sorted(
+                (int(match.group(1)), path.name)
+                for path in Path(self.save_dir).glob("*.pt")
+                if (match := pattern.match(path.name))
+            )
+            for number, name in found:
+                if number > step:
+                    Path(self.save_dir, name).unlink()
+            kept = [Checkpoint.Item(n, name) for n, name in found if n <= step]
+            limit = checkpoint.n_saved if checkpoint is self._interval_checkpoint else 1
+            while limit is not None and len(kept) > limit:
+                Path(self.save_dir, kept.pop(0).filename).unlink()
+            checkpoint._saved = kept
+
+    def state_dict(self) -> dict[str, Any]:
+        """The key-metric record: ``{"saved": [(score, file)], "best_metric", "best_metric_epoch"}`` (empty without)."""
+        if self._key_metric_checkpoint is None:
+            return {}
+        state: dict[str, Any] = {"saved": [(float(p), f) for p, f in self._key_metric_checkpoint._saved]}
+        engine_state = getattr(self._engine, "state", None)
+        if hasattr(engine_state, "best_metric"):
+            state["best_metric"] = float(engine_state.best_metric)
+            state["best_metric_epoch"] = int(engine_state.best_metric_epoch)
+        return state
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        """Restore a record from :meth:`state_dict` (the engine's best metric once this saver is attached)."""
+        if self._key_metric_checkpoint is None or not state_dict:
+            return
+        self._key_metric_checkpoint._saved = [Checkpoint.Item(p, f) for p, f in state_dict["saved"]]
+        engine_state = getattr(self._engine, "state", None)
+        if engine_state is not None and "best_metric" in state_dict:
+            engine_state.best_metric = state_dict["best_metric"]
+            engine_state.best_metric_epoch = state_dict["best_metric_epoch"]
 
 
 _ITERATION_PATTERN = re.compile(r"_(?:iteration|final_iteration|epoch)=(\d+)\.pt$")
 
 
 def latest_checkpoint(checkpoint_dir: str | os.PathLike, prefix: str = "checkpoint") -> str | None:
-    """The checkpoint a killed run resumes from: the one with the highest iteration/epoch number.
+    """The checkpoint a killed run resumes from: the readable one with the highest iteration/epoch number.
 
     Matches the names ``CheckpointSaver`` writes, ``{prefix}_iteration=N.pt``, ``{prefix}_epoch=N.pt`` and
-    ``{prefix}_final_iteration=N.pt``.
+    ``{prefix}_final_iteration=N.pt``. A file that does not load (truncated, e.g. by a full disk) is skipped with
+    a warning, so the run falls back to the previous checkpoint.
 
     Args:
         checkpoint_dir: folder of the checkpoints; may not exist yet.
         prefix: the saver's ``file_prefix``.
 
     Returns:
-        The path as a string, or ``None`` when there is no checkpoint.
+        The path as a string, or ``None`` when there is no readable checkpoint.
     """
     folder = Path(checkpoint_dir)
     if not folder.is_dir():
@@ -76,7 +163,14 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike, prefix: str = "checkpoi
         match = _ITERATION_PATTERN.search(path.name)
         if match:
             numbered.append((int(match.group(1)), path.stat().st_mtime, str(path)))
-    return max(numbered)[2] if numbered else None
+    for _, _, path in sorted(numbered, reverse=True):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises several types for a damaged file; any of them means "skip"
+            warnings.warn(f"checkpoint {path} cannot be read ({error}); resuming from the previous one.", stacklevel=2)
+            continue
+        return path
+    return None
 
 
 def load_network_weights(
