@@ -33,6 +33,13 @@ def _dataset(folder: Path, case: str) -> Path:
         item["label"] = _write(folder / "labels" / "b.nii.gz", labels[0, :, :20])
     elif case == "no objects":
         item["label"] = _write(folder / "labels" / "c.nii.gz", np.zeros_like(labels[0]))
+    elif case == "nan image":
+        image[0, 1, 2, 3] = np.nan
+        item["image"] = _write(folder / "images" / "nan.nii.gz", image[0])
+    elif case == "float labels":
+        item["label"] = _write(folder / "labels" / "f.nii.gz", labels[0].astype(np.float32) / 2)
+    elif case == "negative labels":
+        item["label"] = _write(folder / "labels" / "n.nii.gz", labels[0].astype(np.int16) - 5)
     items = [] if case == "empty datalist" else [item]
     (folder / "datalist.json").write_text(json.dumps({"training": items, "validation": items}))
     return folder
@@ -46,6 +53,10 @@ def _dataset(folder: Path, case: str) -> Path:
         ("2D config on 3D data", {"spatial_dims": 2}, "image is 3D .* spatial_dims=2"),
         ("empty datalist", {}, "empty or invalid datalist"),
         ("no objects", {}, "label has no object"),
+        ("nan image", {}, r"nan\.nii\.gz: image holds 1 NaN or infinite value"),
+        ("float labels", {}, r"f\.nii\.gz: label holds non-integer values"),
+        ("negative labels", {}, r"n\.nii\.gz: label holds values below -1"),
+        ("channel mismatch", {"in_channels": 2}, r"a\.nii\.gz: image has 1 channel\(s\) but the network expects in_channels=2"),
     ],
 )
 def test_bad_input_stops_at_start_up(tmp_path, case, overrides, message):
