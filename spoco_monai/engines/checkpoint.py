@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import warnings
 from collections.abc import Mapping
@@ -173,6 +174,71 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike, prefix: str = "checkpoi
     return None
 
 
+def read_checkpoint(checkpoint_path: str | os.PathLike) -> Any:
+    """``torch.load(weights_only=True)`` on CPU, with one clear error for a file that is not a checkpoint.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a PyTorch checkpoint (a text file, a truncated file, ...), or holds pickled
+            objects other than tensors and plain containers, which are never loaded (they could run code).
+    """
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: '{path}'.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error):  # a class or function to import: code a pickle would run
+            raise ValueError(
+                f"checkpoint '{path}' holds pickled objects other than tensors and plain containers; they are not "
+                "loaded because unpickling them could run code (weights_only=True)."
+            ) from error
+        raise ValueError(f"'{path}' is not a PyTorch checkpoint (expected a file written by torch.save): {error}") from error
+    except Exception as error:  # torch raises several types (RuntimeError, EOFError, IndexError) for such files
+        raise ValueError(
+            f"'{path}' is not a PyTorch checkpoint, or is truncated (expected a file written by torch.save): "
+            f"{type(error).__name__}: {error}"
+        ) from error
+
+
+def load_checked_state_dict(network: nn.Module, state: Mapping, checkpoint_path: str | os.PathLike, strict: bool = True) -> None:
+    """``network.load_state_dict(state)`` whose error names the checkpoint and what does not fit.
+
+    Raises:
+        ValueError: the state dict is for another architecture; the message names the checkpoint, the first
+            mismatching entries and, when the convolutions differ in rank, both dimensionalities (2D vs 3D).
+    """
+    module = unwrap_module(network)
+    try:
+        module.load_state_dict(state, strict=strict)
+    except RuntimeError as error:
+        expected = module.state_dict()
+        shapes = [
+            (name, tuple(value.shape), tuple(expected[name].shape))
+            for name, value in state.items()
+            if isinstance(value, torch.Tensor) and name in expected and value.shape != expected[name].shape
+        ]
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        details = []
+        ranks = {(len(found) - 2, len(wanted) - 2) for name, found, wanted in shapes if name.endswith("weight")}
+        ranks = {pair for pair in ranks if pair[0] != pair[1] and min(pair) >= 1}
+        if ranks:
+            found, wanted = sorted(ranks)[0]
+            details.append(f"the checkpoint is for a {found}D network, this run builds a {wanted}D one")
+        if shapes:
+            name, found, wanted = shapes[0]
+            details.append(f"{len(shapes)} shape mismatch(es), e.g. '{name}': checkpoint {found}, network {wanted}")
+        if missing and strict:
+            details.append(f"{len(missing)} entries missing, e.g. '{missing[0]}'")
+        if unexpected and strict:
+            details.append(f"{len(unexpected)} unexpected entries, e.g. '{unexpected[0]}'")
+        raise ValueError(
+            f"checkpoint '{checkpoint_path}' does not fit the network ({type(module).__name__}): "
+            f"{'; '.join(details) or error}."
+        ) from error
+
+
 def load_network_weights(
     network: nn.Module, checkpoint_path: str | os.PathLike, key: str | None = None, strict: bool = True
 ) -> nn.Module:
@@ -191,17 +257,19 @@ def load_network_weights(
     Raises:
         FileNotFoundError: the file does not exist.
         KeyError: ``key`` is not in the checkpoint.
+        ValueError: the file is not a checkpoint, or its weights do not fit ``network`` (another architecture or
+            dimensionality, named in the message).
     """
     path = Path(checkpoint_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: '{path}'.")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(path)
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"checkpoint '{path}' holds a {type(checkpoint).__name__}, expected a dict of tensors.")
     if key is None:
         key = next((name for name in ("network", "model") if isinstance(checkpoint.get(name), Mapping)), None)
     if key is not None:
         if key not in checkpoint:
             raise KeyError(f"checkpoint '{path}' has no entry '{key}'; entries: {sorted(checkpoint)}.")
         checkpoint = checkpoint[key]
-    unwrap_module(network).load_state_dict(checkpoint, strict=strict)
+    load_checked_state_dict(network, checkpoint, path, strict=strict)
     return network
 

@@ -154,3 +154,29 @@ def test_key_metric_record_survives_a_resume(tmp_path):
     assert (resumed.state.best_metric, resumed.state.best_metric_epoch) == (0.35, 1)
     validate(resumed, 0.16)
     assert (tmp_path / "model.pt").stat().st_mtime_ns == stamp
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_clear_error(tmp_path):
+    (tmp_path / "notes.pt").write_text("not a checkpoint\n")
+    with pytest.raises(ValueError, match=r"notes\.pt' is not a PyTorch checkpoint"):
+        load_network_weights(nn.Linear(3, 2), tmp_path / "notes.pt")
+    torch.save({"weights": torch.arange(1000)}, tmp_path / "cut.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "cut.pt").read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"cut\.pt' is not a PyTorch checkpoint, or is truncated"):
+        load_network_weights(nn.Linear(3, 2), tmp_path / "cut.pt")
+
+
+def test_pickled_code_is_never_loaded(tmp_path):
+    torch.save({"network": nn.Linear(3, 2)}, tmp_path / "module.pt")
+    with pytest.raises(ValueError, match="not loaded because unpickling them could run code"):
+        load_network_weights(nn.Linear(3, 2), tmp_path / "module.pt")
+
+
+def test_checkpoint_of_another_dimensionality_is_named(tmp_path):
+    torch.save(nn.Conv2d(1, 4, 3).state_dict(), tmp_path / "two_d.pt")
+    with pytest.raises(ValueError, match=r"two_d\.pt' does not fit the network \(Conv3d\): the checkpoint is for a 2D "
+                                         r"network, this run builds a 3D one; 1 shape mismatch"):
+        load_network_weights(nn.Conv3d(1, 4, 3), tmp_path / "two_d.pt")
+    torch.save(nn.Linear(3, 5).state_dict(), tmp_path / "wide.pt")
+    with pytest.raises(ValueError, match=r"'weight': checkpoint \(5, 3\), network \(2, 3\)"):
+        load_network_weights(nn.Linear(3, 2), tmp_path / "wide.pt")
