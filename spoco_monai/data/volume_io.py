@@ -165,6 +165,7 @@ def open_volume(path: str | os.PathLike | VolumePath) -> LazyVolume:
             proxy = proxy.reshape((*proxy.shape[:3], proxy.shape[4]))
         return LazyVolume(proxy, affine=image.affine, channel_last=len(proxy.shape) == 4)
     if location.format == "tiff":
+        _check_tiff_complete(location.file)
         try:
             return LazyVolume(tifffile.memmap(location.file, mode="r"))
         except ValueError:
@@ -182,6 +183,20 @@ def open_volume(path: str | os.PathLike | VolumePath) -> LazyVolume:
     except (FileNotFoundError, KeyError) as error:
         raise FileNotFoundError(f"no zarr array {location.key or '(root)'!r} in {location.file}.") from error
     return LazyVolume(array)
+
+
+def _check_tiff_complete(file: Path) -> None:
+    """Raise if a TIFF holds fewer values than its own metadata declares (a truncated file).
+
+    tifffile reads what it can of a truncated file, e.g. the first pages of a stack, and only logs the problem.
+    """
+    with tifffile.TiffFile(file) as tiff:
+        declared = [tuple(meta["shape"]) for meta in tiff.shaped_metadata or () if "shape" in meta]
+        found = tuple(tiff.series[0].shape) if tiff.series else ()
+    if declared and int(np.prod(declared[0])) != int(np.prod(found)):
+        raise ValueError(
+            f"{file} is truncated or corrupt: its metadata declares shape {declared[0]} but only {found} can be read."
+        )
 
 
 def volume_mean_std(volume: Any, max_elements: int = 2**26) -> tuple[float, float]:
