@@ -16,16 +16,17 @@ also wrap a datalist where it is defined:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from monai.data import ImageReader
+from monai.data import FolderLayout, ImageReader
 from monai.transforms import LoadImage
 from monai.utils import ensure_tuple
 
 from spoco_monai.data.readers import ArrayFileReader, HDF5Reader, TiffReader, ZarrReader, volume_file
 
-__all__ = ["check_dataset"]
+__all__ = ["check_dataset", "check_new_outputs"]
 
 # Errors listed in one message; the rest are counted, so a broken folder does not flood the log.
 _MAX_REPORTED = 20
@@ -214,4 +215,50 @@ def check_dataset(
         listed = "\n  ".join(errors[:_MAX_REPORTED])
         more = f"\n  ... and {len(errors) - _MAX_REPORTED} more" if len(errors) > _MAX_REPORTED else ""
         raise ValueError(f"dataset check failed for {len(errors)} problem(s):\n  {listed}{more}")
+    return datalist_items
+
+
+def check_new_outputs(
+    datalist_items: Sequence[Mapping],
+    output_dir: str,
+    output_postfix: str,
+    output_ext: str,
+    overwrite: bool = False,
+    image_key: str = "image",
+    separate_folder: bool = False,
+) -> Sequence[Mapping]:
+    """Check, before inference, that no output ``SaveImaged`` would write for these items exists already.
+
+    The file names are MONAI's (``FolderLayout``, as ``SaveImaged`` builds them with the same arguments), so the
+    check and the writer agree.
+
+    Args:
+        datalist_items: the inference items, e.g. ``[{"image": "a.tif"}]``.
+        output_dir, output_postfix, output_ext, separate_folder: the ``SaveImaged`` arguments.
+        overwrite: allow replacing existing outputs.
+
+    Returns:
+        ``datalist_items``, unchanged.
+
+    Raises:
+        FileExistsError: an output exists and ``overwrite`` is False; the message names each one.
+    """
+    if overwrite:
+        return datalist_items
+    layout = FolderLayout(
+        output_dir=output_dir, postfix=output_postfix, extension=output_ext, parent=separate_folder, makedirs=False
+    )
+    existing = [
+        layout.filename(subject=name)
+        for item in datalist_items
+        for name in _files(item[image_key])[:1]
+        if Path(layout.filename(subject=name)).exists()
+    ]
+    if existing:
+        listed = ", ".join(str(path) for path in existing[:_MAX_REPORTED])
+        more = f" and {len(existing) - _MAX_REPORTED} more" if len(existing) > _MAX_REPORTED else ""
+        raise FileExistsError(
+            f"{len(existing)} inference output(s) already exist: {listed}{more}; set overwrite to true to replace "
+            "them, or choose another output_dir."
+        )
     return datalist_items

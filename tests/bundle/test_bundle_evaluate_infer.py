@@ -4,6 +4,7 @@ import csv
 
 import nibabel as nib
 import numpy as np
+import pytest
 import tifffile
 from bundle_workflow import config, workflow
 from monai.bundle import ConfigWorkflow
@@ -59,3 +60,17 @@ def test_inference_writes_labels_and_report(tiny_dataset, trained, tmp_path):
     assert 0.0 <= report["adapted_rand_error"] <= 1.0
     assert np.array_equal(tifffile.imread(report["labels_tiff"]), labels)
     assert (tmp_path / "report" / "synthetic_001_instances.png").stat().st_size > 0
+
+
+def test_inference_refuses_to_overwrite_unless_told(tiny_dataset, tmp_path):
+    image_path = tiny_dataset / "images" / "synthetic_001.nii.gz"
+    existing = tmp_path / "synthetic_001_instances.nii.gz"
+    existing.write_bytes(b"keep")
+    settings = {"input_image": str(image_path), "output_dir": str(tmp_path), **INFERENCE_TINY}
+    flow = ConfigWorkflow(config_file=config("inference"), workflow_type=None, **settings)
+    with pytest.raises(RuntimeError) as error:
+        flow.initialize()
+    assert isinstance(error.value.__cause__, FileExistsError)
+    assert f"1 inference output(s) already exist: {existing}" in str(error.value.__cause__)
+    assert existing.read_bytes() == b"keep"
+    ConfigWorkflow(config_file=config("inference"), workflow_type=None, overwrite=True, **settings).initialize()
