@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from bundle_workflow import config
+from bundle_workflow import TINY, config, workflow
 from monai.bundle import ConfigWorkflow
 
 from spoco_monai.data import make_synthetic_volume
@@ -71,3 +71,17 @@ def test_bad_input_stops_at_start_up(tmp_path, case, overrides, message):
     assert isinstance(cause, ValueError)
     assert re.search(message, str(cause)), str(cause)
     assert not output.exists()
+
+
+def test_manifest_of_another_fraction_stops_at_start_up(tiny_dataset, tmp_path):
+    settings = {"dataset_dir": str(tiny_dataset), "output_dir": str(tmp_path), "num_iterations": 1, "val_interval": 1,
+                "run_validation": False}
+    workflow(("train",), **settings).run()
+    saved = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
+    flow = ConfigWorkflow(config_file=config("train"), workflow_type=None, **{**TINY, **settings,
+                                                                            "sparse_fraction": 0.9})
+    with pytest.raises(RuntimeError) as error:
+        flow.initialize()
+    assert isinstance(error.value.__cause__, ValueError)
+    assert "already records identity 'synthetic_000.nii.gz'" in str(error.value.__cause__)
+    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == saved
