@@ -17,7 +17,7 @@ import torch
 from monai.bundle import ConfigParser
 from torch import nn
 
-from .data.volume_io import open_volume, volume_mean_std
+from .data.volume_io import open_volume, parse_volume_path, volume_mean_std
 from .engines.checkpoint import load_checked_state_dict, read_checkpoint
 from .inferers.distributed import init_from_environment
 from .inferers.segment_volume import CLUSTERINGS, SEGMENT_MODES, segment_volume
@@ -181,6 +181,8 @@ def input_statistics(path: str) -> tuple[float, float]:
     except FileNotFoundError:
         raise
     except Exception as error:  # zlib, h5py, tifffile and nibabel raise their own types for a damaged file
+        if isinstance(error, ValueError) and str(parse_volume_path(path).file) in str(error):
+            raise  # already names the file
         raise ValueError(
             f"cannot read {path} ({type(error).__name__}: {error}); the file may be truncated or corrupt."
         ) from error

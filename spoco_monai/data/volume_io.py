@@ -10,6 +10,7 @@ volume is never left half-written under its final name.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -188,11 +189,18 @@ def open_volume(path: str | os.PathLike | VolumePath) -> LazyVolume:
 def _check_tiff_complete(file: Path) -> None:
     """Raise if a TIFF holds fewer values than its own metadata declares (a truncated file).
 
-    tifffile reads what it can of a truncated file, e.g. the first pages of a stack, and only logs the problem.
+    tifffile reads what it can of a truncated file, e.g. the first pages of a stack, and only logs the problem
+    (muted here: the error raised says it in one line).
     """
-    with tifffile.TiffFile(file) as tiff:
-        declared = [tuple(meta["shape"]) for meta in tiff.shaped_metadata or () if "shape" in meta]
-        found = tuple(tiff.series[0].shape) if tiff.series else ()
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with tifffile.TiffFile(file) as tiff:
+            declared = [tuple(meta["shape"]) for meta in tiff.shaped_metadata or () if "shape" in meta]
+            found = tuple(tiff.series[0].shape) if tiff.series else ()
+    finally:
+        logger.setLevel(level)
     if declared and int(np.prod(declared[0])) != int(np.prod(found)):
         raise ValueError(
             f"{file} is truncated or corrupt: its metadata declares shape {declared[0]} but only {found} can be read."
