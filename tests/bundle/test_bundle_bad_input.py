@@ -9,8 +9,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from bundle_workflow import TINY, config, workflow
 from monai.bundle import ConfigWorkflow
+from monai.networks.nets import UNet
 
 from spoco_monai.data import make_synthetic_volume
 
@@ -85,3 +87,15 @@ def test_manifest_of_another_fraction_stops_at_start_up(tiny_dataset, tmp_path):
     assert isinstance(error.value.__cause__, ValueError)
     assert "already records identity 'synthetic_000.nii.gz'" in str(error.value.__cause__)
     assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == saved
+
+
+def test_resume_checkpoint_of_another_dimensionality_stops_at_start_up(tiny_dataset, tmp_path):
+    two_d = UNet(2, 1, 16, channels=[8, 16], strides=[2], num_res_units=1, norm=("group", {"num_groups": 8}))
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"network": two_d.state_dict()}, tmp_path / "checkpoints" / "checkpoint_iteration=1.pt")
+    flow = ConfigWorkflow(config_file=config("train"), workflow_type=None,
+                          **{**TINY, "dataset_dir": str(tiny_dataset), "output_dir": str(tmp_path)})
+    with pytest.raises(RuntimeError) as error:
+        flow.initialize()
+    assert "checkpoint_iteration=1.pt' does not fit the network (UNet): the checkpoint is for a 2D network, this " \
+           "run builds a 3D one" in str(error.value.__cause__)
