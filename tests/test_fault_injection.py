@@ -72,7 +72,8 @@ def segment_case(tmp_path_factory) -> Path:
     (folder / "bundle" / "configs" / "inference.json").write_text(
         json.dumps({"roi_size": [32, 32, 32], "network_def": network})
     )
-    torch.save({"weight": torch.tensor([50.0, 0.0, 0.0, 0.0]).view(4, 1, 1, 1, 1)}, folder / "bundle" / "models" / "model.pt")
+    weight = torch.tensor([50.0, 0.0, 0.0, 0.0]).view(4, 1, 1, 1, 1)
+    torch.save({"weight": weight}, folder / "bundle" / "models" / "model.pt")
     rng = np.random.default_rng(0)
     labels = np.repeat(np.repeat(np.repeat(rng.integers(1, 12, (6, 8, 8)), 8, 0), 8, 1), 8, 2)
     write_volume(f"{folder / 'image.h5'}:raw", labels.astype(np.float32))

@@ -45,7 +45,7 @@ class AtomicDiskSaver(DiskSaver):
 class AtomicCheckpointSaver(CheckpointSaver):
     """MONAI ``CheckpointSaver`` whose files are written atomically and whose records survive a resumed run.
 
-    Same arguments as ``monai.handlers.CheckpointSaver``, with three differences that make a killed and resumed
+    Same arguments as ``monai.handlers.CheckpointSaver``, with these differences, which make a killed and resumed
     training continue as if never stopped:
 
     - Interval checkpoints (``epoch_level=False``) that fall on the last iteration of an epoch are written at
@@ -193,7 +193,9 @@ def read_checkpoint(checkpoint_path: str | os.PathLike) -> Any:
                 f"checkpoint '{path}' holds pickled objects other than tensors and plain containers; they are not "
                 "loaded because unpickling them could run code (weights_only=True)."
             ) from error
-        raise ValueError(f"'{path}' is not a PyTorch checkpoint (expected a file written by torch.save): {error}") from error
+        raise ValueError(
+            f"'{path}' is not a PyTorch checkpoint (expected a file written by torch.save): {error}"
+        ) from error
     except Exception as error:  # torch raises several types (RuntimeError, EOFError, IndexError) for such files
         raise ValueError(
             f"'{path}' is not a PyTorch checkpoint, or is truncated (expected a file written by torch.save): "
@@ -201,7 +203,9 @@ def read_checkpoint(checkpoint_path: str | os.PathLike) -> Any:
         ) from error
 
 
-def load_checked_state_dict(network: nn.Module, state: Mapping, checkpoint_path: str | os.PathLike, strict: bool = True) -> None:
+def load_checked_state_dict(
+    network: nn.Module, state: Mapping, checkpoint_path: str | os.PathLike, strict: bool = True
+) -> None:
     """``network.load_state_dict(state)`` whose error names the checkpoint and what does not fit.
 
     Raises:

@@ -166,7 +166,10 @@ def test_non_finite_image_is_named(tmp_path, good_2d, value):
 @pytest.mark.parametrize(
     "label, message",
     [
-        (np.where(_objects((8, 9)) > 0, 1.5, 0.0).astype(np.float32), r"l2\.tif: label holds non-integer values \(e\.g\. 1\.5"),
+        (
+            np.where(_objects((8, 9)) > 0, 1.5, 0.0).astype(np.float32),
+            r"l2\.tif: label holds non-integer values \(e\.g\. 1\.5",
+        ),
         (_objects((8, 9)) - 3, r"l2\.tif: label holds values below -1 \(minimum -3\)"),
     ],
 )

@@ -145,7 +145,8 @@ def test_bad_checkpoints_are_one_line(tmp_path, bundle, volume, capsys):
     path, _ = volume
     (tmp_path / "notes.pt").write_text("hello\n")
     torch.save(torch.nn.Conv2d(1, 4, 1, bias=False).state_dict(), tmp_path / "two_d.pt")
-    for checkpoint, message in (("notes.pt", "is not a PyTorch checkpoint"), ("two_d.pt", "for a 2D network, this run builds a 3D one")):
+    cases = (("notes.pt", "is not a PyTorch checkpoint"), ("two_d.pt", "for a 2D network, this run builds a 3D one"))
+    for checkpoint, message in cases:
         assert _segment(tmp_path, bundle, path, tmp_path / "out.zarr", "--checkpoint", str(tmp_path / checkpoint)) == 1
         error = capsys.readouterr().err
         assert error.count("\n") == 1 and checkpoint in error and message in error, error
