@@ -58,7 +58,7 @@ def _dataset(folder: Path, case: str) -> Path:
         ("nan image", {}, r"nan\.nii\.gz: image holds 1 NaN or infinite value"),
         ("float labels", {}, r"f\.nii\.gz: label holds non-integer values"),
         ("negative labels", {}, r"n\.nii\.gz: label holds values below -1"),
-        ("channel mismatch", {"in_channels": 2}, r"a\.nii\.gz: image has 1 channel\(s\) but the network expects 2"),
+        ("channel mismatch", {"in_channels": 2}, r"a\.nii\.gz: image has 1 channel\(s\) but the network expects in_chan"),
     ],
 )
 def test_bad_input_stops_at_start_up(tmp_path, case, overrides, message):
