@@ -120,7 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     segment.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass (default 1)")
     segment.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    segment.add_argument("--overwrite", action="store_true", help="replace OUTPUT once the new one is complete")
+    segment.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT once the new one is complete (for file.h5:dataset or volume.zarr:array, that dataset only)",
+    )
     segment.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
