@@ -20,8 +20,8 @@ from torch import nn
 from .data.volume_io import open_volume, parse_volume_path, volume_mean_std
 from .engines.checkpoint import load_checked_state_dict, read_checkpoint
 from .inferers.distributed import init_from_environment
-from .inferers.segment_volume import CLUSTERINGS, SEGMENT_MODES, segment_volume
-from .inferers.work_lock import WorkDirectoryLockedError
+from .inferers.segment_volume import CLUSTERINGS, SEGMENT_MODES, WORK_DIRECTORY_SUFFIX, segment_volume
+from .inferers.work_lock import WorkDirectoryLock, WorkDirectoryLockedError
 
 # where a bundle's inference config may define the sliding-window size, tried in this order
 ROI_SIZE_KEYS = ("roi_size", "inferer#roi_size", "patch_size")
@@ -141,7 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _segment(args: argparse.Namespace, device: str) -> int:
+    lock = None
     try:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+            torch.distributed.get_rank() == 0
+        ):
+            # before reading the whole input: a second run on this output stops at once
+            lock = WorkDirectoryLock(f"{parse_volume_path(args.output).file}{WORK_DIRECTORY_SUFFIX}")
         network, config = load_bundle_network(args.bundle, args.checkpoint, args.config, device)
         roi_size = args.roi_size or _bundle_roi_size(config)
         statistics = input_statistics(args.input)
@@ -167,6 +173,9 @@ def _segment(args: argparse.Namespace, device: str) -> int:
     except (ValueError, TypeError, FileExistsError, FileNotFoundError, WorkDirectoryLockedError) as error:
         print(f"spoco-monai segment: error: {error}", file=sys.stderr)
         return 1
+    finally:
+        if lock is not None:
+            lock.release()
     if result is not None:
         print(result)
     return 0

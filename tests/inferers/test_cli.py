@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+import fcntl
 import json
-import os
 
 import h5py
 import numpy as np
@@ -13,7 +13,6 @@ from skimage.metrics import adapted_rand_error
 
 from spoco_monai.cli import load_bundle_network, main
 from spoco_monai.data.volume_io import open_volume, write_volume
-from spoco_monai.inferers import WorkDirectoryLock
 
 # a 1x1x1 convolution that scales the (z-scored) label id into a 4-dim embedding: with ids 1..10 (std < 3)
 # objects lie more than 50 / 3 > 2 delta_d apart
@@ -155,14 +154,15 @@ def test_bad_checkpoints_are_one_line(tmp_path, bundle, volume, capsys):
 def test_concurrent_run_on_one_output_stops_at_once(tmp_path, bundle, volume, capsys):
     path, labels = volume
     output = tmp_path / "labels.zarr"
-    holder = WorkDirectoryLock(f"{output}.spoco-work")
-    try:
+    # the lock as another process holds it (a lock of this process would be re-entrant)
+    with open(f"{output}.spoco-work.lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other.write("pid 4242 on elsewhere")
+        other.flush()
         assert _segment(tmp_path, bundle, path, output) == 1
         error = capsys.readouterr().err
-        assert error.count("\n") == 1 and f"pid {os.getpid()}" in error and "is writing this output" in error
+        assert error.count("\n") == 1 and "another run (pid 4242 on elsewhere) is writing this output" in error
         assert not output.exists()
-    finally:
-        holder.release()
     assert _segment(tmp_path, bundle, path, output) == 0
     with open_volume(output) as result:
         assert adapted_rand_error(labels, result[:])[0] == 0.0
