@@ -8,6 +8,7 @@ the blocks; rank 0 writes the output and prints its path.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,9 +17,11 @@ import torch
 from monai.bundle import ConfigParser
 from torch import nn
 
-from .data.volume_io import open_volume, volume_mean_std
+from .data.volume_io import open_volume, parse_volume_path, volume_mean_std
+from .engines.checkpoint import load_checked_state_dict, read_checkpoint
 from .inferers.distributed import init_from_environment
-from .inferers.segment_volume import CLUSTERINGS, SEGMENT_MODES, segment_volume
+from .inferers.segment_volume import CLUSTERINGS, SEGMENT_MODES, WORK_DIRECTORY_SUFFIX, segment_volume
+from .inferers.work_lock import WorkDirectoryLock, WorkDirectoryLockedError
 
 # where a bundle's inference config may define the sliding-window size, tried in this order
 ROI_SIZE_KEYS = ("roi_size", "inferer#roi_size", "patch_size")
@@ -60,9 +63,9 @@ def load_bundle_network(
         raise ValueError(f"the bundle configs {[str(f) for f in files]} define no 'network_def'.")
     network = parser.get_parsed_content("network_def")
     checkpoint = Path(checkpoint) if checkpoint is not None else bundle / "models" / "model.pt"
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} not found.")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = read_checkpoint(checkpoint)
+    if not isinstance(state, dict):
+        raise ValueError(f"{checkpoint} holds a {type(state).__name__}, expected a state dict.")
     if isinstance(state, dict) and not all(isinstance(value, torch.Tensor) for value in state.values()):
         nested = next((state[key] for key in STATE_DICT_KEYS if key in state), None)
         if nested is None:
@@ -71,7 +74,7 @@ def load_bundle_network(
                 f"got keys {sorted(state)}."
             )
         state = nested
-    network.load_state_dict(state)
+    load_checked_state_dict(network, state, checkpoint)
     return network.to(device).eval(), parser
 
 
@@ -117,7 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     segment.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass (default 1)")
     segment.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    segment.add_argument("--overwrite", action="store_true", help="replace OUTPUT once the new one is complete")
+    segment.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT once the new one is complete (for file.h5:dataset or volume.zarr:array, that dataset only)",
+    )
     segment.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -134,13 +141,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _segment(args: argparse.Namespace, device: str) -> int:
+    lock = None
     try:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+            torch.distributed.get_rank() == 0
+        ):
+            # before reading the whole input: a second run on this output stops at once
+            lock = WorkDirectoryLock(f"{parse_volume_path(args.output).file}{WORK_DIRECTORY_SUFFIX}")
         network, config = load_bundle_network(args.bundle, args.checkpoint, args.config, device)
         roi_size = args.roi_size or _bundle_roi_size(config)
-        normalize = None
-        if args.normalize == "zscore":
-            with open_volume(args.input) as volume:
-                normalize = volume_mean_std(volume)
+        statistics = input_statistics(args.input)
+        normalize = statistics if args.normalize == "zscore" else None
         result = segment_volume(
             args.input,
             network,
@@ -159,12 +170,38 @@ def _segment(args: argparse.Namespace, device: str) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )
-    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, WorkDirectoryLockedError) as error:
         print(f"spoco-monai segment: error: {error}", file=sys.stderr)
         return 1
+    finally:
+        if lock is not None:
+            lock.release()
     if result is not None:
         print(result)
     return 0
+
+
+def input_statistics(path: str) -> tuple[float, float]:
+    """Mean and standard deviation of a volume, reading it whole once so that bad input stops the run before work.
+
+    Raises:
+        FileNotFoundError: the file or dataset does not exist.
+        ValueError: the file cannot be read to the end (truncated or corrupt), or holds NaN or infinite values.
+    """
+    try:
+        with open_volume(path) as volume:
+            statistics = volume_mean_std(volume)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # zlib, h5py, tifffile and nibabel raise their own types for a damaged file
+        if isinstance(error, ValueError) and str(parse_volume_path(path).file) in str(error):
+            raise  # already names the file
+        raise ValueError(
+            f"cannot read {path} ({type(error).__name__}: {error}); the file may be truncated or corrupt."
+        ) from error
+    if not all(math.isfinite(value) for value in statistics):
+        raise ValueError(f"{path} holds NaN or infinite values; expected finite intensities (fix or mask them first).")
+    return statistics
 
 
 def _bundle_roi_size(config: ConfigParser) -> list[int]:

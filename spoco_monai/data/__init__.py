@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spoco_monai.data.checks import check_dataset
+from spoco_monai.data.checks import check_dataset, check_new_outputs
 from spoco_monai.data.datalist import DATALIST_SPLITS, load_datalist
 from spoco_monai.data.readers import (
     ArrayFileReader,

@@ -16,16 +16,17 @@ also wrap a datalist where it is defined:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from monai.data import ImageReader
+from monai.data import FolderLayout, ImageReader
 from monai.transforms import LoadImage
 from monai.utils import ensure_tuple
 
 from spoco_monai.data.readers import ArrayFileReader, HDF5Reader, TiffReader, ZarrReader, volume_file
 
-__all__ = ["check_dataset"]
+__all__ = ["check_dataset", "check_new_outputs"]
 
 # Errors listed in one message; the rest are counted, so a broken folder does not flood the log.
 _MAX_REPORTED = 20
@@ -44,21 +45,58 @@ class _VolumeInspector:
             return self.reader if isinstance(self.reader, ArrayFileReader) else None
         return next((reader for reader in self.own_readers if reader.verify_suffix(filename)), None)
 
-    def spatial_shape(self, filename: str) -> tuple[int, ...]:
+    def shape(self, filename: str) -> tuple[int, tuple[int, ...]]:
+        """``(channels, spatial shape)``."""
         reader = self._array_file_reader(filename)
         if reader is not None:
-            return reader.read(filename).spatial_shape
+            handle = reader.read(filename)
+            channels = 1 if handle.channel_dim is None else handle.shape[handle.channel_dim]
+            return channels, handle.spatial_shape
         # MONAI's readers have no header-only interface: read the volume.
-        return tuple(self.loader(filename).shape[1:])
+        shape = tuple(self.loader(filename).shape)
+        return shape[0], shape[1:]
 
-    def has_object(self, filename: str) -> bool:
+    def values(self, filename: str) -> np.ndarray:
         reader = self._array_file_reader(filename)
-        label = reader.load(reader.read(filename)) if reader is not None else self.loader(filename)
-        return bool((np.asarray(label) > 0).any())
+        return np.asarray(reader.load(reader.read(filename)) if reader is not None else self.loader(filename))
 
 
 def _files(value: Any) -> list[str]:
     return [str(name) for name in ensure_tuple(value)]
+
+
+def _read_error(name: str, error: Exception) -> str:
+    if isinstance(error, (ValueError, FileNotFoundError)):
+        return f"cannot read {name}: {error}"
+    # decompression (zlib), HDF5 and NIfTI libraries raise their own types for a truncated or corrupt file
+    return f"cannot read {name} ({type(error).__name__}: {error}); the file may be truncated or corrupt"
+
+
+def _image_problem(name: str, image: np.ndarray) -> str | None:
+    if np.issubdtype(image.dtype, np.inexact) and not np.isfinite(image).all():
+        count = int(image.size - np.isfinite(image).sum())
+        return f"{name}: image holds {count} NaN or infinite value(s); expected finite intensities"
+    return None
+
+
+def _label_problem(name: str, label: np.ndarray, require_objects: bool) -> str | None:
+    if not (np.issubdtype(label.dtype, np.integer) or np.issubdtype(label.dtype, np.bool_)):
+        if not np.issubdtype(label.dtype, np.floating) or not np.isfinite(label).all():
+            return f"{name}: label has dtype {label.dtype} with non-finite or non-numeric values; expected integer ids"
+        fractional = label[label != np.round(label)]
+        if fractional.size:
+            return (
+                f"{name}: label holds non-integer values (e.g. {fractional.flat[0]:g}, dtype {label.dtype}); "
+                "expected integer object ids"
+            )
+    if label.size and label.min() < -1:
+        return (
+            f"{name}: label holds values below -1 (minimum {label.min():g}); expected ids > 0 for objects, 0 for "
+            "unlabeled and -1 for ignore"
+        )
+    if require_objects and not (label > 0).any():
+        return f"{name}: label has no object (no id > 0); every label needs at least one object"
+    return None
 
 
 def _check_item(
@@ -69,6 +107,7 @@ def _check_item(
     image_key: str,
     label_key: str | None,
     require_objects: bool,
+    in_channels: int | None,
 ) -> list[str]:
     if not isinstance(item, Mapping) or image_key not in item:
         return [f"item {index}: expected a dict with key {image_key!r}, found {item!r}"]
@@ -80,12 +119,12 @@ def _check_item(
     if missing:
         return [f"item {index}: file not found: {name}" for name in missing]
 
-    shapes = {}
+    shapes, channels = {}, {}
     for key in keys:
         try:
-            shapes[key] = inspector.spatial_shape(files[key][0])
-        except (OSError, ValueError, RuntimeError) as error:
-            return [f"item {index}: cannot read {files[key][0]}: {error}"]
+            channels[key], shapes[key] = inspector.shape(files[key][0])
+        except Exception as error:  # any library error here means an unreadable file
+            return [f"item {index}: {_read_error(files[key][0], error)}"]
     image_shape = shapes[image_key]
     if len(image_shape) != spatial_dims:
         return [
@@ -93,6 +132,19 @@ def _check_item(
             f"configuration has spatial_dims={spatial_dims}; set spatial_dims={len(image_shape)} or use "
             f"{spatial_dims}D data"
         ]
+    image_channels = sum(inspector.shape(name)[0] for name in files[image_key])
+    if in_channels is not None and image_channels != in_channels:
+        return [
+            f"{files[image_key][0]}: image has {image_channels} channel(s) but the network expects "
+            f"in_channels={in_channels}"
+        ]
+    for name in files[image_key]:
+        try:
+            problem = _image_problem(name, inspector.values(name))
+        except Exception as error:
+            return [f"item {index}: {_read_error(name, error)}"]
+        if problem:
+            return [problem]
     if label_key is None:
         return []
     if shapes[label_key] != image_shape:
@@ -100,9 +152,11 @@ def _check_item(
             f"{files[label_key][0]}: label spatial shape {shapes[label_key]} differs from image "
             f"{files[image_key][0]} spatial shape {image_shape}"
         ]
-    if require_objects and not inspector.has_object(files[label_key][0]):
-        return [f"{files[label_key][0]}: label has no object (no id > 0); every label needs at least one object"]
-    return []
+    try:
+        problem = _label_problem(files[label_key][0], inspector.values(files[label_key][0]), require_objects)
+    except Exception as error:
+        return [f"item {index}: {_read_error(files[label_key][0], error)}"]
+    return [problem] if problem else []
 
 
 def check_dataset(
@@ -112,14 +166,16 @@ def check_dataset(
     image_key: str = "image",
     label_key: str | None = "label",
     require_objects: bool = True,
+    in_channels: int | None = None,
 ) -> Sequence[Mapping]:
     """Check a datalist before training and raise one clear error listing every problem found.
 
-    For every item: the files exist (a ``:dataset`` suffix is removed before looking), the image has
-    ``spatial_dims`` spatial axes, the label has the image's spatial shape, and the label holds at least
-    one object (an id > 0). Shapes come from file headers with this package's HDF5/zarr/TIFF readers;
-    other formats (NIfTI, ITK) are read in full by MONAI's readers. The object check reads the label.
-    With multi-file items (several channels), the first file of each key is inspected.
+    For every item: the files exist (a ``:dataset`` suffix is removed before looking) and can be read in full
+    (a truncated or corrupt file is named), the image has ``spatial_dims`` spatial axes, ``in_channels``
+    channels (all its files together) and only finite values, the label has the image's spatial shape, holds
+    integer ids >= -1 (integer-valued floats are accepted) and at least one object (an id > 0). Shapes come
+    from file headers with this package's HDF5/zarr/TIFF readers; other formats (NIfTI, ITK) are read by
+    MONAI's readers. Every image file and the first label file of each item are read in full.
 
     Args:
         datalist_items: items such as ``[{"image": "a.tif", "label": "a_label.tif"}, ...]``.
@@ -129,13 +185,15 @@ def check_dataset(
         image_key: item key of the image.
         label_key: item key of the label; None checks images only (inference).
         require_objects: whether a label without any object is an error.
+        in_channels: channels the network expects; None skips the channel check.
 
     Returns:
         ``datalist_items``, unchanged.
 
     Raises:
         ValueError: when the datalist is empty, ``spatial_dims`` is not 2 or 3, or an item has a missing
-            file, the wrong dimensionality, an image/label shape mismatch or a label without objects.
+            file, an unreadable file, the wrong dimensionality or channel count, non-finite intensities,
+            an image/label shape mismatch, or a label with non-integer values, values below -1 or no objects.
             The message names each offending file.
     """
     if spatial_dims not in (2, 3):
@@ -149,10 +207,58 @@ def check_dataset(
     errors = [
         error
         for index, item in enumerate(datalist_items)
-        for error in _check_item(index, item, spatial_dims, inspector, image_key, label_key, require_objects)
+        for error in _check_item(
+            index, item, spatial_dims, inspector, image_key, label_key, require_objects, in_channels
+        )
     ]
     if errors:
         listed = "\n  ".join(errors[:_MAX_REPORTED])
         more = f"\n  ... and {len(errors) - _MAX_REPORTED} more" if len(errors) > _MAX_REPORTED else ""
         raise ValueError(f"dataset check failed for {len(errors)} problem(s):\n  {listed}{more}")
+    return datalist_items
+
+
+def check_new_outputs(
+    datalist_items: Sequence[Mapping],
+    output_dir: str,
+    output_postfix: str,
+    output_ext: str,
+    overwrite: bool = False,
+    image_key: str = "image",
+    separate_folder: bool = False,
+) -> Sequence[Mapping]:
+    """Check, before inference, that no output ``SaveImaged`` would write for these items exists already.
+
+    The file names are MONAI's (``FolderLayout``, as ``SaveImaged`` builds them with the same arguments), so the
+    check and the writer agree.
+
+    Args:
+        datalist_items: the inference items, e.g. ``[{"image": "a.tif"}]``.
+        output_dir, output_postfix, output_ext, separate_folder: the ``SaveImaged`` arguments.
+        overwrite: allow replacing existing outputs.
+
+    Returns:
+        ``datalist_items``, unchanged.
+
+    Raises:
+        FileExistsError: an output exists and ``overwrite`` is False; the message names each one.
+    """
+    if overwrite:
+        return datalist_items
+    layout = FolderLayout(
+        output_dir=output_dir, postfix=output_postfix, extension=output_ext, parent=separate_folder, makedirs=False
+    )
+    existing = [
+        layout.filename(subject=name)
+        for item in datalist_items
+        for name in _files(item[image_key])[:1]
+        if Path(layout.filename(subject=name)).exists()
+    ]
+    if existing:
+        listed = ", ".join(str(path) for path in existing[:_MAX_REPORTED])
+        more = f" and {len(existing) - _MAX_REPORTED} more" if len(existing) > _MAX_REPORTED else ""
+        raise FileExistsError(
+            f"{len(existing)} inference output(s) already exist: {listed}{more}; set overwrite to true to replace "
+            "them, or choose another output_dir."
+        )
     return datalist_items

@@ -10,6 +10,7 @@ volume is never left half-written under its final name.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -165,6 +166,7 @@ def open_volume(path: str | os.PathLike | VolumePath) -> LazyVolume:
             proxy = proxy.reshape((*proxy.shape[:3], proxy.shape[4]))
         return LazyVolume(proxy, affine=image.affine, channel_last=len(proxy.shape) == 4)
     if location.format == "tiff":
+        _check_tiff_complete(location.file)
         try:
             return LazyVolume(tifffile.memmap(location.file, mode="r"))
         except ValueError:
@@ -182,6 +184,27 @@ def open_volume(path: str | os.PathLike | VolumePath) -> LazyVolume:
     except (FileNotFoundError, KeyError) as error:
         raise FileNotFoundError(f"no zarr array {location.key or '(root)'!r} in {location.file}.") from error
     return LazyVolume(array)
+
+
+def _check_tiff_complete(file: Path) -> None:
+    """Raise if a TIFF holds fewer values than its own metadata declares (a truncated file).
+
+    tifffile reads what it can of a truncated file, e.g. the first pages of a stack, and only logs the problem
+    (muted here: the error raised says it in one line).
+    """
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with tifffile.TiffFile(file) as tiff:
+            declared = [tuple(meta["shape"]) for meta in tiff.shaped_metadata or () if "shape" in meta]
+            found = tuple(tiff.series[0].shape) if tiff.series else ()
+    finally:
+        logger.setLevel(level)
+    if declared and int(np.prod(declared[0])) != int(np.prod(found)):
+        raise ValueError(
+            f"{file} is truncated or corrupt: its metadata declares shape {declared[0]} but only {found} can be read."
+        )
 
 
 def volume_mean_std(volume: Any, max_elements: int = 2**26) -> tuple[float, float]:
@@ -212,18 +235,59 @@ def volume_mean_std(volume: Any, max_elements: int = 2**26) -> tuple[float, floa
 def check_can_create(path: str | os.PathLike | VolumePath, overwrite: bool = False) -> VolumePath:
     """Check that a volume may be written at ``path`` before any work is done.
 
+    For ``file.h5:dataset`` and ``volume.zarr:array`` the volume is the dataset (array) alone: writing one into
+    an existing file or group is allowed, and only that dataset needs ``overwrite`` to be replaced.
+
     Raises:
-        FileExistsError: if the file or directory exists and ``overwrite`` is False.
+        FileExistsError: if the volume exists and ``overwrite`` is False.
         FileNotFoundError: if the parent directory does not exist.
+        ValueError: if the existing file is not an HDF5 file / zarr group, or a whole zarr group would be replaced.
     """
     location = parse_volume_path(path)
-    if location.file.exists() and not overwrite:
+    if not location.file.parent.is_dir():
+        raise FileNotFoundError(f"the directory {location.file.parent} for {location.file} does not exist.")
+    if not location.file.exists():
+        return location
+    if _is_inner(location):
+        if _inner_exists(location) and not overwrite:
+            raise FileExistsError(
+                f"{location} already exists; choose another output path or pass overwrite=True to replace it "
+                f"(only {location.key!r} is replaced, the other contents of {location.file} are kept)."
+            )
+        return location
+    if not overwrite:
         raise FileExistsError(
             f"{location.file} already exists; choose another output path or pass overwrite=True to replace it."
         )
-    if not location.file.parent.is_dir():
-        raise FileNotFoundError(f"the directory {location.file.parent} for {location.file} does not exist.")
+    if location.format == "zarr" and not _is_zarr_array(location.file):
+        raise ValueError(
+            f"{location.file} is a zarr group, which overwrite would delete with all its arrays; name the array "
+            f"to replace, as '{location.file}:name'."
+        )
     return location
+
+
+def _is_inner(location: VolumePath) -> bool:
+    """Whether the volume is one dataset/array inside an existing HDF5 file or zarr group."""
+    return location.key is not None and location.format in ("hdf5", "zarr") and location.file.exists()
+
+
+def _inner_exists(location: VolumePath) -> bool:
+    if location.format == "hdf5":
+        try:
+            with h5py.File(location.file, "r") as handle:
+                return location.key in handle
+        except OSError as error:
+            raise ValueError(f"{location.file} exists but is not a readable HDF5 file: {error}") from error
+    return (location.file / location.key).exists()
+
+
+def _is_zarr_array(file: Path) -> bool:
+    try:
+        zarr.open_array(store=file, mode="r")
+    except Exception:  # zarr raises several types for "not an array"; only the answer matters here
+        return False
+    return True
 
 
 @contextmanager
@@ -242,7 +306,8 @@ def create_volume(
     temporary sibling (``.partial-<name>``) that is renamed into place on success and removed on error.
 
     Args:
-        path: a volume path (see :func:`parse_volume_path`); for HDF5 and zarr the whole file/store is new.
+        path: a volume path (see :func:`parse_volume_path`); ``file.h5:dataset`` and ``volume.zarr:array`` in an
+            existing file (group) add or replace that dataset only.
         shape: array shape (for NIfTI: x, y, z as stored).
         dtype: numpy dtype.
         chunks: chunk shape for zarr/HDF5 (default: 64 per axis, clipped to the shape).
@@ -259,6 +324,10 @@ def create_volume(
     shape = tuple(int(s) for s in shape)
     dtype = np.dtype(dtype)
     chunks = tuple(min(int(c), s) for c, s in zip(chunks or (64,) * len(shape), shape))
+    if _is_inner(location):
+        with _create_inner(location, shape, dtype, chunks) as target:
+            yield target
+        return
     temporary = location.file.with_name(_TEMPORARY_PREFIX + location.file.name)
     _remove(temporary)
     try:
@@ -281,6 +350,42 @@ def create_volume(
         _remove(temporary)
         raise
     _replace(temporary, location.file)
+
+
+@contextmanager
+def _create_inner(location: VolumePath, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...]) -> Iterator:
+    """A dataset (array) written beside its target inside an existing HDF5 file (zarr group), then swapped in.
+
+    The other datasets of the file are never touched: the new one is written under ``.partial-<name>`` in the
+    same group and renamed over the old one only once complete. HDF5 does not reclaim the old dataset's space
+    (``h5repack`` does).
+    """
+    parent, _, name = location.key.rpartition("/")
+    temporary = f"{parent}/{_TEMPORARY_PREFIX}{name}" if parent else _TEMPORARY_PREFIX + name
+    if location.format == "hdf5":
+        with h5py.File(location.file, "a") as handle:
+            if temporary in handle:
+                del handle[temporary]
+            try:
+                yield handle.create_dataset(
+                    temporary, shape=shape, dtype=dtype, chunks=chunks, compression="gzip", fillvalue=0
+                )
+            except BaseException:
+                del handle[temporary]
+                raise
+            if location.key in handle:
+                del handle[location.key]
+            handle.move(temporary, location.key)
+        return
+    _remove(location.file / temporary)
+    group = zarr.open_group(store=location.file, mode="a")
+    try:
+        yield group.create_array(name=temporary, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
+    except BaseException:
+        _remove(location.file / temporary)
+        raise
+    # a zarr array on a local store is a folder: swapping folders leaves the rest of the group as it was
+    _replace(location.file / temporary, location.file / location.key)
 
 
 def write_volume(

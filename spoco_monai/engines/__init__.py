@@ -7,7 +7,9 @@ from spoco_monai.engines.checkpoint import (
     AtomicCheckpointSaver,
     AtomicDiskSaver,
     latest_checkpoint,
+    load_checked_state_dict,
     load_network_weights,
+    read_checkpoint,
 )
 from spoco_monai.engines.ema import ema_update, unwrap_module
 from spoco_monai.engines.embedding_image_handler import EmbeddingImageHandler
@@ -27,8 +29,10 @@ __all__ = [
     "ema_update",
     "embedding_pca_rgb",
     "latest_checkpoint",
+    "load_checked_state_dict",
     "load_network_weights",
     "loss_and_terms",
+    "read_checkpoint",
     "unwrap_module",
     "write_learning_rate",
 ]

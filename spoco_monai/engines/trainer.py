@@ -15,9 +15,16 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from spoco_monai.engines.ema import ema_update, unwrap_module
+from spoco_monai.engines.random_state import capture_random_state, find_generators, restore_random_state
 
 TEACHER_PRED = "teacher_pred"
 LOSS_TERMS = "loss_terms"
+# batch key of the image files, when the pipeline keeps them (e.g. ``CopyItemsd`` of the datalist's paths)
+IMAGE_FILE = "image_file"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss of a training iteration is NaN or infinite; raised before the optimiser step."""
 
 
 class SpocoTrainer(SupervisedTrainer):
@@ -32,6 +39,17 @@ class SpocoTrainer(SupervisedTrainer):
        batch holds ``foreground_key``), backward, optimiser step
        (with a gradient scaler under AMP on CUDA);
     4. g <- m g + (1 - m) f for parameters and floating-point buffers (:func:`ema_update`), right after the step.
+
+    A NaN or infinite loss stops the run with :class:`NonFiniteLossError` before the optimiser step, naming the
+    iteration and the batch's files (from ``batch["image_file"]`` or the image's metadata), so no weights are
+    changed and nothing is saved by the checkpoint handlers of this package.
+
+    ``state_dict`` / ``load_state_dict`` (the ``trainer`` entry of a checkpoint) also hold what makes a resumed run
+    draw the same data and random numbers as the run it continues: the state of every random generator
+    (:mod:`~spoco_monai.engines.random_state`: global ones, the training transforms', the loss's), the generators'
+    state when the current data-loader iterator was created and how many batches it gave, and the AMP gradient
+    scaler. Resuming restores the generators, recreates the iterator and draws the batches already used, so the
+    data order, augmentations and loss sampling continue exactly (on CPU the resumed run is bit-identical).
 
     The teacher always runs in eval mode. With GroupNorm (the 3D default) the mode makes no difference; with
     BatchNorm it makes g normalise with its own moving-average statistics instead of the view-2 batch statistics, so
@@ -113,6 +131,52 @@ class SpocoTrainer(SupervisedTrainer):
         self.ema_momentum = float(ema_momentum)
         self.view2_key = view2_key
         self.foreground_key = foreground_key
+        self._stream_start: dict[str, Any] | None = None
+        self._batches_drawn = 0
+        self._pending_resume: dict[str, Any] | None = None
+
+    def run(self) -> None:  # type: ignore[override]
+        """Train; a run restored from the checkpoint of a finished training has nothing left to do."""
+        if self.state.iteration > 0 and self._is_done(self.state):
+            self.logger.info(f"Training already complete at iteration {self.state.iteration}; nothing to resume.")
+            return
+        super().run()
+
+    def _generators(self) -> list:
+        dataset = getattr(self.data_loader, "dataset", None)
+        return find_generators(getattr(dataset, "transform", None), self.loss_function)
+
+    def state_dict(self) -> dict:  # type: ignore[override]
+        """ignite's engine state plus the random state and data position described in the class docstring."""
+        state = dict(super().state_dict())
+        state["random_state"] = capture_random_state(self._generators())
+        state["data_stream"] = {"start": self._stream_start, "batches_drawn": self._batches_drawn}
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:  # type: ignore[override]
+        """Restore a :meth:`state_dict`; generators and data position are set when the run (re)creates its iterator."""
+        super().load_state_dict(state_dict)
+        if "random_state" in state_dict:
+            self._pending_resume = {"random_state": state_dict["random_state"], **state_dict["data_stream"]}
+        if self.scaler is not None and "grad_scaler" in state_dict:
+            self.scaler.load_state_dict(state_dict["grad_scaler"])
+
+    def _setup_dataloader_iter(self) -> None:
+        resume, self._pending_resume = self._pending_resume, None
+        generators = self._generators()
+        if resume is not None and resume["start"] is not None:
+            restore_random_state(resume["start"], generators)
+        self._stream_start = capture_random_state(generators)
+        super()._setup_dataloader_iter()
+        self._batches_drawn = 0
+        if resume is not None:
+            # draw the batches the interrupted run used from this iterator: same order, same worker streams
+            for _ in range(resume["batches_drawn"]):
+                next(self._dataloader_iter)
+            self._batches_drawn = resume["batches_drawn"]
+            restore_random_state(resume["random_state"], generators)
 
     def _iteration(self, engine: SpocoTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         """One SPOCO step on ``batchdata``; returns the output dict described in the class docstring.
@@ -128,6 +192,7 @@ class SpocoTrainer(SupervisedTrainer):
                 f"SpocoTrainer expects batch dicts with keys '{Keys.IMAGE}', '{self.view2_key}' and '{Keys.LABEL}' "
                 f"(add a two-view transform such as TwoViewIntensityAugmentd), found {found}."
             )
+        engine._batches_drawn += 1
         inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         view2 = batchdata[self.view2_key].to(engine.state.device, non_blocking=engine.non_blocking)
         loss_kwargs = {}
@@ -155,12 +220,14 @@ class SpocoTrainer(SupervisedTrainer):
         if engine.amp and engine.scaler is not None:
             with torch.autocast("cuda", **engine.amp_kwargs):
                 loss = _compute_pred_loss()
+            _check_finite(loss, engine.state.iteration, batchdata)
             engine.scaler.scale(loss).backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.scaler.step(engine.optimizer)
             engine.scaler.update()
         else:
             loss = _compute_pred_loss()
+            _check_finite(loss, engine.state.iteration, batchdata)
             loss.backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.optimizer.step()
@@ -168,3 +235,16 @@ class SpocoTrainer(SupervisedTrainer):
         engine.state.output[LOSS_TERMS] = dict(getattr(engine.loss_function, "last_terms", {}))
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
+
+
+def _check_finite(loss: torch.Tensor, iteration: int, batch: dict) -> None:
+    if bool(torch.isfinite(loss.detach()).all()):
+        return
+    files = batch.get(IMAGE_FILE)
+    if files is None:
+        files = getattr(batch[Keys.IMAGE], "meta", {}).get("filename_or_obj")
+    raise NonFiniteLossError(
+        f"the training loss is {float(loss.detach())} at iteration {iteration} (batch files: "
+        f"{files if files is not None else 'not kept by the pipeline'}); training stopped before the optimiser "
+        "step, nothing was saved. Lower the learning rate or check these images."
+    )

@@ -18,6 +18,7 @@ from .segment_volume import segment_volume
 from .sliding_window import SpocoSlidingWindowInferer
 from .stitching import match_labels_by_iou, merge_matched_nodes
 from .window_blending import blend_windows
+from .work_lock import WorkDirectoryLock, WorkDirectoryLockedError
 
 __all__ = [
     "Block",
@@ -27,6 +28,8 @@ __all__ = [
     "DirectoryBlockStore",
     "MemoryBlockStore",
     "SpocoSlidingWindowInferer",
+    "WorkDirectoryLock",
+    "WorkDirectoryLockedError",
     "blend_windows",
     "match_labels_by_iou",
     "merge_matched_nodes",

@@ -46,6 +46,7 @@ from ..data.volume_io import LazyVolume, check_can_create, create_volume, open_v
 from .block_grid import Block, BlockGrid
 from .block_store import BlockRecord, BlockStore, DirectoryBlockStore, MemoryBlockStore
 from .distributed import barrier, block_sharing_group, rank_zero_first
+from .work_lock import WorkDirectoryLock
 from .stitching import match_labels_by_iou, merge_matched_nodes
 from .window_blending import blend_windows
 
@@ -149,6 +150,7 @@ def segment_volume(
             a work directory of another run, or a distributed run without output or process group.
         TypeError: for an unsupported image type.
         FileExistsError: if ``output`` exists and ``overwrite`` is False (checked before any work).
+        WorkDirectoryLockedError: if another run is writing the same output (checked before any block).
     """
     if mode not in SEGMENT_MODES:
         raise ValueError(f"mode must be one of {SEGMENT_MODES}, got {mode!r}.")
@@ -183,6 +185,7 @@ def segment_volume(
         if same_file:
             raise ValueError(f"the output {output} would replace the input image {image}.")
     volume = open_volume(image) if isinstance(image, (str, os.PathLike)) else image
+    lock: WorkDirectoryLock | None = None
     try:
         has_channels = _check_image(volume, dims)
         spatial_shape = tuple(int(s) for s in volume.shape[-dims:])
@@ -225,7 +228,8 @@ def segment_volume(
                 "iou_threshold": iou_threshold,
                 **segmenter.fingerprint(),
             }
-            # rank 0 alone may discard a work directory of other settings
+            # rank 0 alone may discard a work directory of other settings, and locks it against other runs
+            lock = WorkDirectoryLock(work) if rank == 0 else None
             with rank_zero_first(rank, world_size):
                 store = DirectoryBlockStore(work, fingerprint, discard_mismatch=overwrite)
                 unmatched = (
@@ -255,6 +259,8 @@ def segment_volume(
             timings.update(stage_times)
         return result
     finally:
+        if lock is not None:
+            lock.release()
         if isinstance(volume, LazyVolume):
             volume.close()
 

@@ -6,14 +6,14 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from numbers import Real
 from typing import Any
 
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms import MapTransform
+from monai.transforms import LoadImaged, MapTransform
 from monai.utils import TransformBackends, convert_to_dst_type
 
 from spoco_monai.transforms.label_tensor import label_tensor
@@ -118,6 +118,39 @@ class SparseInstanceSamplingd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self._sparsify(d[key], self._identity(d, key))
         return d
+
+    def check_manifest(self, items: Sequence[Mapping], reader: Any = None) -> Sequence[Mapping]:
+        """Sparsify now the items the manifest already records, so that a mismatch stops a run at start-up.
+
+        A manifest written with other settings (an output folder reused with another seed or fraction) is then
+        reported by the bundle's start-up checks, before any data loader, thread or network exists, instead of
+        inside the data pipeline. Only labels whose identity (``id_key`` or file name) the manifest holds are read.
+
+        Args:
+            items: datalist items with the label paths under ``keys``.
+            reader: the reader ``LoadImaged`` uses for the labels (as in the training pipeline).
+
+        Returns:
+            ``items``, unchanged.
+
+        Raises:
+            ValueError: the manifest records other kept ids for one of the items (see
+                :class:`SparseAnnotationManifest`).
+        """
+        if self.manifest is None:
+            return items
+        recorded = self.manifest.read()
+        if not recorded:
+            return items
+        loader = LoadImaged(keys=self.keys, reader=reader, image_only=True, allow_missing_keys=True)
+        for item in items:
+            if self.id_key is not None and self.id_key in item:
+                identities = {str(item[self.id_key])}
+            else:
+                identities = {os.path.basename(str(item[key])) for key in self.keys if key in item}
+            if identities & recorded.keys():
+                self(loader(dict(item)))
+        return items
 
     def kept_count(self, num_objects: int) -> int:
         """Number of objects kept out of ``num_objects``: p * K rounded half up, at least 1 when K > 0."""

@@ -87,7 +87,7 @@ def test_overlay_sample_loads(overlay):
 @pytest.mark.parametrize("overlay", sorted(SAMPLES))
 def test_overlay_check_data_passes(overlay):
     parser = _parser(overlay)
-    checked_train, checked_val = parser.get_parsed_content("check_data")
+    checked_train, checked_val, *_ = parser.get_parsed_content("check_data")
     assert checked_train == parser.get_parsed_content("train#datalist")
     assert checked_val == parser.get_parsed_content("validate#datalist")
 

@@ -4,9 +4,12 @@ import csv
 
 import nibabel as nib
 import numpy as np
+import pytest
 import tifffile
+import torch
 from bundle_workflow import config, workflow
 from monai.bundle import ConfigWorkflow
+from monai.networks.nets import UNet
 
 from spoco_monai import visualize
 
@@ -59,3 +62,33 @@ def test_inference_writes_labels_and_report(tiny_dataset, trained, tmp_path):
     assert 0.0 <= report["adapted_rand_error"] <= 1.0
     assert np.array_equal(tifffile.imread(report["labels_tiff"]), labels)
     assert (tmp_path / "report" / "synthetic_001_instances.png").stat().st_size > 0
+
+
+def test_inference_refuses_to_overwrite_unless_told(tiny_dataset, trained, tmp_path):
+    image_path = tiny_dataset / "images" / "synthetic_001.nii.gz"
+    existing = tmp_path / "synthetic_001_instances.nii.gz"
+    existing.write_bytes(b"keep")
+    settings = {"input_image": str(image_path), "output_dir": str(tmp_path), "model_path": str(trained),
+                **INFERENCE_TINY}
+    flow = ConfigWorkflow(config_file=config("inference"), workflow_type=None, **settings)
+    with pytest.raises(RuntimeError) as error:
+        flow.initialize()
+    assert isinstance(error.value.__cause__, FileExistsError)
+    assert f"1 inference output(s) already exist: {existing}" in str(error.value.__cause__)
+    assert existing.read_bytes() == b"keep"
+    ConfigWorkflow(config_file=config("inference"), workflow_type=None, overwrite=True, **settings).initialize()
+
+
+def test_checkpoint_of_another_dimensionality_stops_inference_at_start_up(tiny_dataset, tmp_path):
+    two_d = UNet(2, 1, 16, channels=[8, 16], strides=[2], num_res_units=1, norm=("group", {"num_groups": 8}))
+    torch.save(two_d.state_dict(), tmp_path / "two_d.pt")
+    flow = ConfigWorkflow(
+        config_file=config("inference"), workflow_type=None, output_dir=str(tmp_path / "out"),
+        input_image=str(tiny_dataset / "images" / "synthetic_001.nii.gz"), model_path=str(tmp_path / "two_d.pt"),
+        **INFERENCE_TINY,
+    )
+    with pytest.raises(RuntimeError) as error:
+        flow.initialize()
+    message = str(error.value.__cause__)
+    assert "two_d.pt' does not fit the network (UNet): the checkpoint is for a 2D network, this run builds a 3D one" \
+        in message

@@ -21,7 +21,7 @@ def test_train_two_iterations_with_validation_and_checkpoints(tiny_dataset, tmp_
     assert 0.0 <= evaluator.state.metrics["val_sbd"] <= 1.0
     checkpoints = tmp_path / "checkpoints"
     state = torch.load(latest_checkpoint(checkpoints), weights_only=True)
-    assert set(state) == {"network", "teacher", "optimizer", "lr_scheduler", "trainer"}
+    assert set(state) == {"network", "teacher", "optimizer", "lr_scheduler", "trainer", "best_model_saver"}
     assert state["trainer"]["iteration"] == 2
     best = torch.load(checkpoints / "model.pt", weights_only=True)
     assert set(best) == set(state["network"])

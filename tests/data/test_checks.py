@@ -150,3 +150,57 @@ def test_real_dsb2018_items_pass(shared_data):
     names = sorted(path.name for path in (folder / "images").iterdir())[:5]
     items = [{"image": str(folder / "images" / n), "label": str(folder / "labels" / n)} for n in names]
     assert check_dataset(items, spatial_dims=2, reader=TiffReader()) is items
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_image_is_named(tmp_path, good_2d, value):
+    image = np.ones((8, 9), np.float32)
+    image[2, 3] = value
+    item = {"image": _tif(tmp_path / "bad.tif", image), "label": good_2d["label"]}
+    with pytest.raises(ValueError, match=r"bad\.tif: image holds 1 NaN or infinite value"):
+        check_dataset([item], spatial_dims=2)
+    with pytest.raises(ValueError, match=r"bad\.tif: image holds 1 NaN"):
+        check_dataset([{"image": item["image"]}], spatial_dims=2, label_key=None)
+
+
+@pytest.mark.parametrize(
+    "label, message",
+    [
+        (
+            np.where(_objects((8, 9)) > 0, 1.5, 0.0).astype(np.float32),
+            r"l2\.tif: label holds non-integer values \(e\.g\. 1\.5",
+        ),
+        (_objects((8, 9)) - 3, r"l2\.tif: label holds values below -1 \(minimum -3\)"),
+    ],
+)
+def test_bad_label_values_are_named(tmp_path, good_2d, label, message):
+    item = {"image": good_2d["image"], "label": _tif(tmp_path / "l2.tif", label)}
+    with pytest.raises(ValueError, match=message):
+        check_dataset([item], spatial_dims=2)
+
+
+def test_integer_valued_float_labels_pass(tmp_path, good_2d):
+    item = {"image": good_2d["image"], "label": _tif(tmp_path / "l2.tif", _objects((8, 9)).astype(np.float32))}
+    assert check_dataset([item], spatial_dims=2)
+
+
+def test_channel_mismatch_is_named(good_2d):
+    with pytest.raises(ValueError, match=r"i\.tif: image has 1 channel\(s\) but the network expects in_channels=2"):
+        check_dataset([good_2d], spatial_dims=2, in_channels=2)
+    assert check_dataset([good_2d], spatial_dims=2, in_channels=1)
+
+
+def test_truncated_files_are_named(tmp_path, good_2d):
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "t.tif", image, compression="zlib")
+    content = (tmp_path / "t.tif").read_bytes()
+    (tmp_path / "t.tif").write_bytes(content[:200] + bytes(len(content) - 200))
+    label = _tif(tmp_path / "l64.tif", _objects((64, 64)))
+    with pytest.raises(ValueError, match=r"cannot read .*t\.tif .*truncated or corrupt"):
+        check_dataset([{"image": str(tmp_path / "t.tif"), "label": label}], spatial_dims=2)
+    with h5py.File(tmp_path / "v.h5", "w") as file:
+        file["raw"] = image
+    content = (tmp_path / "v.h5").read_bytes()
+    (tmp_path / "v.h5").write_bytes(content[: len(content) // 2])
+    with pytest.raises(ValueError, match=r"cannot read .*v\.h5"):
+        check_dataset([{"image": f"{tmp_path}/v.h5:raw", "label": label}], spatial_dims=2)

@@ -147,3 +147,44 @@ def test_volume_mean_std_streams_exact_statistics(tmp_path):
     with open_volume(tmp_path / "v.zarr") as volume:
         mean, std = volume_mean_std(volume, max_elements=40)  # two z-slices per read
     np.testing.assert_allclose((mean, std), (values.mean(dtype=np.float64), values.std(dtype=np.float64)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("container, key", [("v.h5", "group/seg"), ("v.zarr", "labels/seg")])
+def test_overwrite_replaces_only_the_named_dataset(tmp_path, container, key):
+    file = tmp_path / container
+    write_volume(f"{file}:raw", VOLUME)
+    write_volume(f"{file}:{key}", np.ones_like(VOLUME))
+    write_volume(f"{file}:{key.split('/')[0]}/other", VOLUME + 1)
+    with pytest.raises(FileExistsError, match="only 'group/seg'|only 'labels/seg'"):
+        write_volume(f"{file}:{key}", np.zeros_like(VOLUME))
+    write_volume(f"{file}:{key}", np.full_like(VOLUME, 7), overwrite=True)
+    for name, expected in (("raw", VOLUME), (key, np.full_like(VOLUME, 7)), (f"{key.split('/')[0]}/other", VOLUME + 1)):
+        with open_volume(f"{file}:{name}") as volume:
+            np.testing.assert_array_equal(volume[:], expected)
+    assert [p.name for p in tmp_path.iterdir()] == [container]
+
+
+@pytest.mark.parametrize("container", ["v.h5", "v.zarr"])
+def test_failed_overwrite_keeps_the_old_dataset(tmp_path, container):
+    path = f"{tmp_path / container}:seg"
+    write_volume(f"{tmp_path / container}:raw", VOLUME)
+    write_volume(path, VOLUME)
+    with pytest.raises(RuntimeError, match="half way"):
+        with create_volume(path, VOLUME.shape, VOLUME.dtype, overwrite=True) as target:
+            target[:3] = 0
+            raise RuntimeError("half way")
+    with open_volume(path) as volume:
+        np.testing.assert_array_equal(volume[:], VOLUME)
+    if container == "v.h5":
+        with h5py.File(tmp_path / container, "r") as handle:
+            assert sorted(handle) == ["raw", "seg"]
+    else:
+        assert sorted(p.name for p in (tmp_path / container).iterdir() if p.is_dir()) == ["raw", "seg"]
+
+
+def test_overwrite_never_deletes_a_zarr_group(tmp_path):
+    write_volume(f"{tmp_path / 'v.zarr'}:raw", VOLUME)
+    with pytest.raises(ValueError, match="is a zarr group"):
+        write_volume(tmp_path / "v.zarr", VOLUME, overwrite=True)
+    with open_volume(f"{tmp_path / 'v.zarr'}:raw") as volume:
+        np.testing.assert_array_equal(volume[:], VOLUME)

@@ -9,7 +9,8 @@ from monai.engines import SupervisedEvaluator
 from monai.handlers import StatsHandler, ValidationHandler
 from torch import nn
 
-from spoco_monai.engines import LOSS_TERMS, TEACHER_PRED, SpocoTrainer, loss_and_terms
+from spoco_monai.engines import LOSS_TERMS, TEACHER_PRED, AtomicCheckpointSaver, SpocoTrainer, loss_and_terms
+from spoco_monai.engines.trainer import NonFiniteLossError
 
 
 class _TwoViewSquaredDistance(nn.Module):
@@ -126,3 +127,22 @@ def test_invalid_arguments(kwargs, message):
 def test_loss_and_terms_rejects_other_outputs():
     with pytest.raises(TypeError, match="loss"):
         loss_and_terms([{"loss": 1.0}])
+
+
+def test_non_finite_loss_stops_before_the_step_and_saves_nothing(tmp_path):
+    network = _network()
+    before = copy.deepcopy(network.state_dict())
+    batches = _batches(2)
+    batches[1]["image"][0, 0, 0, 0, 0] = float("nan")
+    batches[1]["image_file"] = ["a.tif", "b.tif"]
+    trainer = _trainer(network, batches)
+    AtomicCheckpointSaver(
+        str(tmp_path), {"network": network, "trainer": trainer}, save_final=True, save_interval=1, epoch_level=False
+    ).attach(trainer)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at iteration 2 \(batch files: \['a.tif', 'b.tif'\]\)"):
+        trainer.run()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint_iteration=1.pt"]
+    saved = torch.load(tmp_path / "checkpoint_iteration=1.pt", weights_only=True)["network"]
+    # the step was not taken (BatchNorm's running statistics did see the NaN in the forward pass)
+    assert all(torch.equal(saved[name], value) for name, value in network.named_parameters())
+    assert not torch.equal(network.state_dict()["0.weight"], before["0.weight"])

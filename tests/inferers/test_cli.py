@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import fcntl
 import json
 
+import h5py
 import numpy as np
 import pytest
+import tifffile
 import torch
 from inference_fakes import voronoi_labels
 from skimage.metrics import adapted_rand_error
@@ -89,3 +92,78 @@ def test_invalid_bundle_reports_error(tmp_path, volume, capsys, config, checkpoi
     assert main(["segment", path, str(tmp_path / "out.zarr"), "--bundle", str(bundle), "--no-progress"]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out.zarr").exists()
+
+
+def _segment(tmp_path, bundle, path, output, *options):
+    return main(["segment", path, str(output), "--bundle", str(bundle), "--block-shape", "16", "--device", "cpu",
+                 "--no-progress", *options])
+
+
+def test_overwrite_replaces_only_the_output_dataset(tmp_path, bundle, volume):
+    path, labels = volume
+    output = tmp_path / "results.h5"
+    with h5py.File(output, "w") as file:
+        file["keep"] = np.arange(5)
+        file["seg"] = np.zeros(3)
+    assert _segment(tmp_path, bundle, path, f"{output}:seg", "--overwrite") == 0
+    with h5py.File(output, "r") as file:
+        assert sorted(file) == ["keep", "seg"]
+        np.testing.assert_array_equal(file["keep"][:], np.arange(5))
+        assert adapted_rand_error(labels, file["seg"][:])[0] == 0.0
+
+
+@pytest.mark.parametrize("normalize", ["zscore", "none"])
+def test_non_finite_input_is_refused_before_work(tmp_path, bundle, capsys, normalize):
+    image = voronoi_labels((40, 48, 48), 10, seed=5).astype(np.float32)
+    image[3, 4, 5] = np.nan
+    path = f"{tmp_path / 'nan.h5'}:raw"
+    write_volume(path, image)
+    assert _segment(tmp_path, bundle, path, tmp_path / "out.zarr", "--normalize", normalize) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "nan.h5:raw holds NaN or infinite values" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "nan.h5"]
+
+
+def test_truncated_inputs_are_one_line(tmp_path, bundle, capsys):
+    image = np.random.default_rng(0).random((40, 48, 48)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "cut.tif", image, compression="zlib")
+    content = (tmp_path / "cut.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(content[: len(content) // 2])
+    # compressed data of the first plane overwritten: the structure is intact, decompression fails
+    (tmp_path / "bad.tif").write_bytes(content[:300] + bytes(200) + content[500:])
+    write_volume(f"{tmp_path / 'cut.h5'}:raw", image)
+    content = (tmp_path / "cut.h5").read_bytes()
+    (tmp_path / "cut.h5").write_bytes(content[: len(content) // 2])
+    for path in (str(tmp_path / "cut.tif"), str(tmp_path / "bad.tif"), f"{tmp_path / 'cut.h5'}:raw"):
+        assert _segment(tmp_path, bundle, path, tmp_path / "out.zarr") == 1
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and path in error and "truncated or corrupt" in error, error
+
+
+def test_bad_checkpoints_are_one_line(tmp_path, bundle, volume, capsys):
+    path, _ = volume
+    (tmp_path / "notes.pt").write_text("hello\n")
+    torch.save(torch.nn.Conv2d(1, 4, 1, bias=False).state_dict(), tmp_path / "two_d.pt")
+    cases = (("notes.pt", "is not a PyTorch checkpoint"), ("two_d.pt", "for a 2D network, this run builds a 3D one"))
+    for checkpoint, message in cases:
+        assert _segment(tmp_path, bundle, path, tmp_path / "out.zarr", "--checkpoint", str(tmp_path / checkpoint)) == 1
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and checkpoint in error and message in error, error
+
+
+def test_concurrent_run_on_one_output_stops_at_once(tmp_path, bundle, volume, capsys):
+    path, labels = volume
+    output = tmp_path / "labels.zarr"
+    # the lock as another process holds it (a lock of this process would be re-entrant)
+    with open(f"{output}.spoco-work.lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other.write("pid 4242 on elsewhere")
+        other.flush()
+        assert _segment(tmp_path, bundle, path, output) == 1
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "another run (pid 4242 on elsewhere) is writing this output" in error
+        assert not output.exists()
+    assert _segment(tmp_path, bundle, path, output) == 0
+    with open_volume(output) as result:
+        assert adapted_rand_error(labels, result[:])[0] == 0.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "image.h5", "labels.zarr"]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import fcntl
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from inference_fakes import NUM_OBJECTS, OFFSETS_3D, VOLUME_SHAPE, LabelLookupNe
 from skimage.metrics import adapted_rand_error
 
 from spoco_monai.data.volume_io import open_volume, write_volume
-from spoco_monai.inferers import BlockGrid, segment_volume
+from spoco_monai.inferers import BlockGrid, WorkDirectoryLockedError, segment_volume
 from spoco_monai.inferers.segment_volume import WORK_DIRECTORY_SUFFIX
 
 ROI = (16, 32, 32)
@@ -198,3 +200,19 @@ def test_output_replacing_input_raises(tmp_path, image_3d):
     write_volume(path, image_3d)
     with pytest.raises(ValueError, match="replace the input"):
         segment(path, LabelLookupNetwork(NUM_OBJECTS), output=f"{tmp_path / 'volume.h5'}:labels", overwrite=True)
+
+
+def test_second_run_on_a_locked_output_stops_before_any_work(tmp_path, image_3d):
+    output = tmp_path / "labels.zarr"
+    network = LabelLookupNetwork(NUM_OBJECTS)
+    # the lock as another process holds it (a lock of this process would be re-entrant)
+    with open(f"{output}.spoco-work.lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other.write("pid 4242 on elsewhere")
+        other.flush()
+        with pytest.raises(WorkDirectoryLockedError, match=r"another run \(pid 4242 on elsewhere\) is writing"):
+            segment(image_3d, network, output=output)
+    assert network.calls == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["labels.zarr.spoco-work.lock"]
+    segment(image_3d, network, output=output)
+    assert [p.name for p in tmp_path.iterdir()] == ["labels.zarr"]

@@ -1,0 +1,76 @@
+"""A training killed and resumed is the run it continues: same losses, weights, best model and checkpoints."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from bundle_workflow import record_losses, workflow
+from ignite.engine import Events
+
+from spoco_monai.engines import latest_checkpoint
+
+# two training volumes (a data-loader pass of two batches, shuffled), validation and a checkpoint every 3 iterations:
+# the checkpoint at iteration 3 lies inside a data-loader pass and after a validation
+SETTINGS = {
+    "num_iterations": 6, "val_interval": 3, "checkpoint_interval": 3, "checkpoints_kept": 1,
+    "train#datalist": "$@datalist['training'] + @datalist['validation']",
+}
+
+
+def _run(dataset, output, kill_at=None):
+    flow = workflow(("train",), dataset_dir=str(dataset), output_dir=str(output), **SETTINGS)
+    losses = record_losses(flow)
+    trainer = flow.parser.get_parsed_content("train#trainer")
+    if kill_at is not None:
+
+        @trainer.on(Events.ITERATION_COMPLETED(once=kill_at))
+        def _kill(engine):
+            raise KeyboardInterrupt
+
+    flow.run()
+    evaluator = flow.parser.get_parsed_content("validate#evaluator")
+    return losses, trainer, evaluator
+
+
+def test_killed_and_resumed_training_is_bit_identical(tiny_dataset, tmp_path, capsys):
+    expected_losses, expected, _ = _run(tiny_dataset, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_dataset, tmp_path / "killed", kill_at=5)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    assert sorted(os.listdir(checkpoints)) == ["checkpoint_iteration=3.pt", "model.pt"]
+    capsys.readouterr()
+    losses, resumed, _ = _run(tiny_dataset, tmp_path / "killed")
+    assert "Engine run resuming from iteration 3," in capsys.readouterr().out
+    assert losses == expected_losses[3:]
+    for name, value in expected.network.state_dict().items():
+        assert torch.equal(resumed.network.state_dict()[name], value), name
+    for name, value in expected.teacher.state_dict().items():
+        assert torch.equal(resumed.teacher.state_dict()[name], value), name
+    whole_best = torch.load(tmp_path / "whole" / "checkpoints" / "model.pt", weights_only=True)
+    best = torch.load(checkpoints / "model.pt", weights_only=True)
+    assert all(torch.equal(best[name], value) for name, value in whole_best.items())
+    # only the newest checkpoint is kept, the one of the interrupted run is gone
+    assert sorted(os.listdir(checkpoints)) == [
+        "checkpoint_final_iteration=6.pt", "checkpoint_iteration=6.pt", "model.pt"
+    ]
+
+
+def test_resume_restores_the_best_metric(tiny_dataset, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _, _, evaluator = _run(tiny_dataset, tmp_path, kill_at=4)
+    saved = torch.load(latest_checkpoint(tmp_path / "checkpoints"), weights_only=True)
+    record = saved["best_model_saver"]
+    assert record["best_metric_epoch"] == 1 and record["saved"][0][0] == pytest.approx(record["best_metric"])
+    flow = workflow(("train",), dataset_dir=str(tiny_dataset), output_dir=str(tmp_path), **SETTINGS)
+    evaluator = flow.parser.get_parsed_content("validate#evaluator")
+    trainer = flow.parser.get_parsed_content("train#trainer")
+    started = {}
+
+    @trainer.on(Events.STARTED)
+    def _best_at_start(engine):
+        started.update(best=evaluator.state.best_metric, epoch=evaluator.state.best_metric_epoch)
+
+    flow.run()
+    assert started == {"best": record["best_metric"], "epoch": 1}

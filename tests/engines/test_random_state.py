@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from monai.transforms import Compose, RandAxisFlipd, RandGaussianNoised
+from torch import nn
+
+from spoco_monai.engines.random_state import capture_random_state, find_generators, restore_random_state
+
+
+class _Sampler(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Module()
+        self.inner.generator = torch.Generator().manual_seed(3)
+
+
+def _draw(transforms: Compose, module: _Sampler) -> list[float]:
+    flip, noise = transforms.transforms
+    return [
+        float(torch.rand(1)), float(np.random.rand()), random.random(), float(flip.R.rand()), float(noise.R.rand()),
+        float(torch.rand(1, generator=module.inner.generator)),
+    ]
+
+
+def test_restored_state_draws_the_same_numbers_after_a_weights_only_round_trip(tmp_path):
+    transforms = Compose([RandAxisFlipd("image", prob=0.5), RandGaussianNoised("image", prob=0.5)]).set_random_state(1)
+    module = _Sampler()
+    generators = find_generators(transforms, module)
+    # the dictionary transforms and the array transforms inside them, then the module's generator
+    assert all(isinstance(g, np.random.RandomState) for g in generators[:-1]) and len(generators) >= 3
+    assert generators[-1] is module.inner.generator
+    _draw(transforms, module)
+    torch.save(capture_random_state(generators), tmp_path / "state.pt")
+    expected = _draw(transforms, module)
+    _draw(transforms, module)
+    restore_random_state(torch.load(tmp_path / "state.pt", weights_only=True), generators)
+    assert _draw(transforms, module) == expected
+
+
+def test_state_of_another_configuration_is_refused():
+    transforms = Compose([RandAxisFlipd("image", prob=0.5)])
+    state = capture_random_state(find_generators(transforms))
+    with pytest.raises(ValueError, match="generators but this configuration has 0"):
+        restore_random_state(state, [])
