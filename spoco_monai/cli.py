@@ -8,10 +8,12 @@ the blocks; rank 0 writes the output and prints its path.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from monai.bundle import ConfigParser
@@ -78,6 +80,64 @@ def load_bundle_network(
     return network.to(device).eval(), parser
 
 
+DEFAULT_MODEL = "model"
+
+
+def bundle_model(bundle: str | Path, name: str = DEFAULT_MODEL) -> dict[str, Any]:
+    """The configs, weights and description of a model the bundle ships, by name, from its ``metadata.json``.
+
+    ``"model"`` is the bundle's default model (``configs/inference.json``, ``models/model.pt``); other names are
+    the keys of ``additional_models``, each with its ``inference_config`` (a file or a list of files layered on
+    ``configs/inference.json``) and ``model_path``.
+
+    Returns:
+        ``{"name", "configs" (paths relative to the bundle), "model_path", "description", "data_source"}``.
+
+    Raises:
+        FileNotFoundError: the bundle has no ``configs/metadata.json`` (needed for any model but the default).
+        ValueError: no model of that name; the message lists the names there are.
+    """
+    metadata_path = Path(bundle) / "configs" / "metadata.json"
+    if not metadata_path.is_file() and name != DEFAULT_MODEL:
+        raise FileNotFoundError(f"{metadata_path} not found: --model {name} needs the bundle's metadata.json.")
+    metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+    models = metadata.get("additional_models", {})
+    if name == DEFAULT_MODEL:
+        entry = {**metadata, "inference_config": [], "model_path": "models/model.pt"}
+    elif name in models:
+        entry = models[name]
+    else:
+        raise ValueError(
+            f"the bundle {bundle} ships no model named {name!r}; choose one of {[DEFAULT_MODEL, *sorted(models)]}."
+        )
+    extra = entry["inference_config"]
+    extra = [extra] if isinstance(extra, str) else list(extra)
+    return {
+        "name": name,
+        "configs": ["configs/inference.json", *[c for c in extra if c != "configs/inference.json"]],
+        "model_path": entry["model_path"],
+        "description": entry.get("description", ""),
+        "data_source": entry.get("data_source", ""),
+    }
+
+
+def input_mismatch_warnings(volume_shape: Sequence[int], config: ConfigParser) -> list[str]:
+    """Warnings for an input unlike the model's training data: other dimensionality or channel count."""
+    dims = int(config.get_parsed_content("spatial_dims")) if "spatial_dims" in config else None
+    channels = int(config.get_parsed_content("in_channels")) if "in_channels" in config else None
+    warnings = []
+    if dims is not None and len(volume_shape) not in (dims, dims + 1):
+        warnings.append(
+            f"the input has shape {tuple(volume_shape)}, the model segments {dims}D images "
+            f"({'(C, Y, X)' if dims == 2 else '(C, Z, Y, X)'}): choose a {len(volume_shape)}D model with --model."
+        )
+    elif dims is not None and channels is not None:
+        found = volume_shape[0] if len(volume_shape) == dims + 1 else 1
+        if found != channels:
+            warnings.append(f"the input has {found} channel(s), the model was trained on {channels}.")
+    return warnings
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``spoco-monai`` command."""
     parser = argparse.ArgumentParser(prog="spoco-monai", description="SPOCO instance segmentation with MONAI.")
@@ -94,22 +154,32 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("input", help="input volume, (C, *S) or (*S)")
     segment.add_argument("output", help="output volume (must not exist unless --overwrite)")
     segment.add_argument("--bundle", required=True, help="MONAI bundle directory")
-    segment.add_argument("--checkpoint", help="weights (default BUNDLE/models/model.pt)")
     segment.add_argument(
-        "--config", nargs="+", default=["configs/inference.json"], help="bundle config files defining network_def"
+        "--model",
+        default=DEFAULT_MODEL,
+        help="a model the bundle ships, by name (its metadata.json: 'model' or a key of additional_models, e.g. "
+        "dsb2018_nuclei_2d); sets the configs and weights, with the model's settings (default: model)",
     )
+    segment.add_argument("--checkpoint", help="weights (default: the model's, e.g. BUNDLE/models/model.pt)")
+    segment.add_argument("--config", nargs="+", help="bundle config files defining network_def (default: the model's)")
     segment.add_argument(
         "--roi-size",
         nargs="+",
         type=int,
         help=f"window size per axis (default: the bundle's {' / '.join(ROI_SIZE_KEYS)})",
     )
-    segment.add_argument("--overlap", type=float, default=0.5, help="window overlap in [0, 1) (default 0.5)")
+    segment.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default: the bundle's)")
     segment.add_argument("--block-shape", nargs="+", type=int, help="block core size per axis (default ~128^3)")
     segment.add_argument("--halo", nargs="+", type=int, help="minimum block halo per axis in voxels")
     segment.add_argument("--mode", choices=SEGMENT_MODES, default="affinities", help="default: affinities")
     segment.add_argument("--clustering", choices=CLUSTERINGS, default="mws", help="labels mode only (default mws)")
-    segment.add_argument("--min-size", type=int, help="minimum object size passed to the clustering")
+    segment.add_argument("--min-size", type=int, help="minimum object size (default: the bundle's clustering_kwargs)")
+    segment.add_argument(
+        "--foreground",
+        choices=("none", "network", "intensity"),
+        help="where objects may be: everywhere, the network's foreground channel, or above the Otsu threshold "
+        "(default: the bundle's foreground)",
+    )
     segment.add_argument("--delta-dist", type=float, default=2.0, help="push margin delta_d (default 2.0)")
     segment.add_argument(
         "--normalize",
@@ -148,15 +218,29 @@ def _segment(args: argparse.Namespace, device: str) -> int:
         ):
             # before reading the whole input: a second run on this output stops at once
             lock = WorkDirectoryLock(f"{parse_volume_path(args.output).file}{WORK_DIRECTORY_SUFFIX}")
-        network, config = load_bundle_network(args.bundle, args.checkpoint, args.config, device)
+        model = bundle_model(args.bundle, args.model)
+        checkpoint = args.checkpoint or Path(args.bundle) / model["model_path"]
+        network, config = load_bundle_network(args.bundle, checkpoint, args.config or model["configs"], device)
         roi_size = args.roi_size or _bundle_roi_size(config)
         statistics = input_statistics(args.input)
+        print(
+            f"spoco-monai segment: model {model['name']} ({checkpoint}): {model['description']}"
+            + (f" Trained on: {model['data_source']}." if model["data_source"] else ""),
+            file=sys.stderr,
+        )
+        with open_volume(args.input) as volume:
+            for warning in input_mismatch_warnings(volume.shape, config):
+                print(f"spoco-monai segment: warning: {warning}", file=sys.stderr)
         normalize = statistics if args.normalize == "zscore" else None
+        clustering_kwargs = dict(_bundle_value(config, "clustering_kwargs", {}))
+        if args.min_size is not None:
+            clustering_kwargs["min_size"] = args.min_size
+        foreground = _bundle_value(config, "foreground", None) if args.foreground is None else args.foreground
         result = segment_volume(
             args.input,
             network,
             roi_size,
-            overlap=args.overlap,
+            overlap=_bundle_value(config, "sliding_window_overlap", 0.5) if args.overlap is None else args.overlap,
             block_shape=_one_or_many(args.block_shape),
             mode=args.mode,
             output=args.output,
@@ -164,9 +248,12 @@ def _segment(args: argparse.Namespace, device: str) -> int:
             halo=_one_or_many(args.halo),
             sw_batch_size=args.sw_batch_size,
             delta_dist=args.delta_dist,
+            offsets=_bundle_value(config, "mws_offsets", None),
             normalize=normalize,
             clustering=args.clustering,
-            clustering_kwargs=None if args.min_size is None else {"min_size": args.min_size},
+            clustering_kwargs=clustering_kwargs,
+            foreground=None if foreground == "none" else foreground,
+            whole_image_max_voxels=_bundle_value(config, "whole_image_max_voxels", None),
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )
@@ -209,6 +296,10 @@ def _bundle_roi_size(config: ConfigParser) -> list[int]:
         if key in config:
             return [int(v) for v in config.get_parsed_content(key)]
     raise ValueError(f"pass --roi-size: the bundle config defines none of {ROI_SIZE_KEYS}.")
+
+
+def _bundle_value(config: ConfigParser, key: str, default: Any) -> Any:
+    return config.get_parsed_content(key) if key in config else default
 
 
 def _one_or_many(values: list[int] | None) -> int | list[int] | None:

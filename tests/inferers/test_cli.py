@@ -167,3 +167,52 @@ def test_concurrent_run_on_one_output_stops_at_once(tmp_path, bundle, volume, ca
     with open_volume(output) as result:
         assert adapted_rand_error(labels, result[:])[0] == 0.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "image.h5", "labels.zarr"]
+
+
+def _add_model(bundle, name, weight_scale, spatial_dims=3):
+    """A second model in the bundle's metadata, with its own weights and an overlay config."""
+    torch.save({"weight": weight_scale * WEIGHT}, bundle / "models" / f"{name}.pt")
+    (bundle / "configs" / f"{name}.json").write_text(json.dumps({"spatial_dims": spatial_dims, "in_channels": 1}))
+    metadata = {
+        "description": "default",
+        "additional_models": {
+            name: {
+                "model_path": f"models/{name}.pt",
+                "inference_config": f"configs/{name}.json",
+                "description": f"the {name} model.",
+                "data_source": "hand-made volumes",
+            }
+        },
+    }
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata))
+
+
+def test_model_by_name_picks_its_weights_and_says_what_runs(tmp_path, bundle, volume, capsys):
+    path, labels = volume
+    # weights of zero put every voxel on one embedding: one object, unlike the default model
+    _add_model(bundle, "flat", 0.0)
+    assert main(["segment", path, str(tmp_path / "a.zarr"), "--bundle", str(bundle), "--model", "flat",
+                 "--device", "cpu", "--no-progress"]) == 0
+    error = capsys.readouterr().err
+    assert "model flat (" in error and "the flat model. Trained on: hand-made volumes." in error
+    assert "warning" not in error
+    with open_volume(str(tmp_path / "a.zarr")) as result:
+        assert np.unique(result[...]).tolist() == [1]
+
+
+def test_unknown_model_lists_the_shipped_ones(tmp_path, bundle, volume, capsys):
+    _add_model(bundle, "flat", 0.0)
+    assert main(["segment", volume[0], str(tmp_path / "a.zarr"), "--bundle", str(bundle), "--model", "nope"]) == 1
+    assert "ships no model named 'nope'; choose one of ['model', 'flat']" in capsys.readouterr().err
+
+
+def test_input_unlike_the_training_data_is_warned_about_before_work(tmp_path, bundle, capsys):
+    _add_model(bundle, "flat", 1.0)
+    path = f"{tmp_path / 'two_channels.h5'}:raw"
+    write_volume(path, np.ones((2, 40, 48, 48), dtype=np.float32))
+    main(["segment", path, str(tmp_path / "a.zarr"), "--bundle", str(bundle), "--model", "flat", "--no-progress"])
+    assert "warning: the input has 2 channel(s), the model was trained on 1." in capsys.readouterr().err
+    path = f"{tmp_path / 'flat_image.h5'}:raw"
+    write_volume(path, np.ones((48, 48), dtype=np.float32))
+    main(["segment", path, str(tmp_path / "b.zarr"), "--bundle", str(bundle), "--model", "flat", "--no-progress"])
+    assert "warning: the input has shape (48, 48), the model segments 3D images" in capsys.readouterr().err
