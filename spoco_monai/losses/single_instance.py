@@ -8,7 +8,7 @@ from torch import nn
 from spoco_monai.losses.chunking import pixel_chunk_size, pixel_slices
 from spoco_monai.losses.discriminative import per_object_mean
 from spoco_monai.losses.kernel import dice_loss_from_sums, kernel_sigma_squared
-from spoco_monai.losses.objects import ObjectIndex, means_and_pull
+from spoco_monai.losses.objects import ObjectIndex, means_and_pull, per_pixel
 from spoco_monai.losses.pairwise import (
     LOG_CAP,
     GaussianKernel,
@@ -106,12 +106,11 @@ class SingleInstanceLoss(nn.Module):
         """
         batch, channels, num_pixels = embeddings.shape
         num_slots = objects.num_slots
-        index = objects.slots.unsqueeze(1).expand(-1, channels, -1)
         with torch.no_grad():
             padded_means = nn.functional.pad(means.transpose(1, 2), (0, 1))
             near = torch.empty(batch, num_pixels, dtype=torch.bool, device=embeddings.device)
             for part in pixel_slices(num_pixels, pixel_chunk_size(batch, channels)):
-                squared = (embeddings[..., part] - padded_means.gather(2, index[..., part])).square().sum(dim=1)
+                squared = (embeddings[..., part] - per_pixel(padded_means, objects.slots[:, part])).square().sum(dim=1)
                 near[:, part] = squared < self.delta_var**2
             priorities = random_priorities(batch, num_pixels, self.generator, embeddings.device)
             pixels, found = pick_per_group(objects.slots, near, num_slots, priorities)
@@ -144,9 +143,7 @@ class SingleInstanceLoss(nn.Module):
         column_of_slot = torch.full((batch, num_slots + 1), num_chosen, dtype=torch.int64, device=anchors.device)
         column_of_slot.scatter_(1, chosen, torch.arange(num_chosen, device=anchors.device).expand(batch, -1))
         column = column_of_slot.gather(1, objects.slots)
-        own_anchor = nn.functional.pad(chosen_anchors.transpose(1, 2), (0, 1)).gather(
-            2, column.unsqueeze(1).expand(-1, channels, -1)
-        )
+        own_anchor = per_pixel(nn.functional.pad(chosen_anchors.transpose(1, 2), (0, 1)), column)
         own_squared = (embeddings - own_anchor).square().sum(dim=1)
         rate = 0.5 / self.sigma_sq
         origin = centre_of_valid_pixels(embeddings, valid)
