@@ -7,8 +7,8 @@ from torch import nn
 
 from spoco_monai.losses.chunking import pixel_slices
 from spoco_monai.losses.discriminative import per_object_mean
-from spoco_monai.losses.objects import per_pixel
 from spoco_monai.losses.kernel import dice_loss_from_sums, kernel_sigma_squared
+from spoco_monai.losses.objects import per_pixel
 from spoco_monai.losses.pairwise import (
     augmented_centres,
     augmented_chunks,
@@ -42,7 +42,10 @@ class _MaskOverlapSums(torch.autograd.Function):
         student_centres = augmented_centres(anchors - student_origin.unsqueeze(1))
         teacher_centres = augmented_centres(teacher_anchors - teacher_origin.unsqueeze(1))
         sums = anchors.new_zeros(*anchors.shape[:2], 3)
-        chunks = zip(augmented_chunks(embeddings, student_origin, chunk_size), augmented_chunks(teacher, teacher_origin, chunk_size))
+        chunks = zip(
+            augmented_chunks(embeddings, student_origin, chunk_size),
+            augmented_chunks(teacher, teacher_origin, chunk_size),
+        )
         for (part, local), (_, teacher_local) in chunks:
             weights = valid[:, part].unsqueeze(-1)
             student = squared_distances(student_centres, local).mul_(-rate).exp_()
@@ -69,7 +72,10 @@ class _MaskOverlapSums(torch.autograd.Function):
         centre_sums = anchors.new_zeros(*anchors.shape[:2], channels + 1)
         grad_embeddings = torch.empty_like(embeddings)
         chunk_size = ctx.chunk_size
-        chunks = zip(augmented_chunks(embeddings, student_origin, chunk_size), augmented_chunks(teacher, teacher_origin, chunk_size))
+        chunks = zip(
+            augmented_chunks(embeddings, student_origin, chunk_size),
+            augmented_chunks(teacher, teacher_origin, chunk_size),
+        )
         for (part, local), (_, teacher_local) in chunks:
             student = squared_distances(student_centres, local).mul_(-rate).exp_()
             teacher_masks = squared_distances(teacher_centres, teacher_local)

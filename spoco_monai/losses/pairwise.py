@@ -54,10 +54,15 @@ def augmented_centres(centers: torch.Tensor) -> torch.Tensor:
     return torch.cat([-2.0 * centers, centers.square().sum(-1, keepdim=True), ones], dim=-1)
 
 
-def augmented_points(points: torch.Tensor) -> torch.Tensor:
-    """(B, E, P) points x to (B, E + 2, P) columns [x, 1, ||x||^2], see :func:`squared_distances`."""
-    ones = torch.ones_like(points[:, :1])
-    return torch.cat([points, ones, points.square().sum(1, keepdim=True)], dim=1)
+def augmented_points(points: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
+    """(B, E, P) points x, centred on the (B, E) origin o, to (B, E + 2, P) columns [x - o, 1, ||x - o||^2], see
+    :func:`squared_distances`."""
+    channels = points.shape[1]
+    augmented = points.new_empty(points.shape[0], channels + 2, points.shape[2])
+    centred = torch.sub(points, origin.unsqueeze(-1), out=augmented[:, :channels])
+    augmented[:, channels] = 1.0
+    torch.sum(centred.square(), dim=1, out=augmented[:, channels + 1])
+    return augmented
 
 
 #: Pixels for which the centred, augmented points are prepared at once: wider than a cache-sized chunk, so that
@@ -65,7 +70,9 @@ def augmented_points(points: torch.Tensor) -> torch.Tensor:
 BLOCK_PIXELS = 2**15
 
 
-def augmented_chunks(points: torch.Tensor, origin: torch.Tensor, chunk_size: int) -> Iterator[tuple[slice, torch.Tensor]]:
+def augmented_chunks(
+    points: torch.Tensor, origin: torch.Tensor, chunk_size: int
+) -> Iterator[tuple[slice, torch.Tensor]]:
     """Augmented points centred on ``origin``, chunk by chunk.
 
     Args:
@@ -78,7 +85,7 @@ def augmented_chunks(points: torch.Tensor, origin: torch.Tensor, chunk_size: int
     """
     block = max(chunk_size, BLOCK_PIXELS // chunk_size * chunk_size)
     for outer in pixel_slices(points.shape[-1], block):
-        local = augmented_points(points[..., outer] - origin.unsqueeze(-1))
+        local = augmented_points(points[..., outer], origin)
         for inner in pixel_slices(local.shape[-1], chunk_size):
             yield slice(outer.start + inner.start, outer.start + inner.stop), local[..., inner]
 
@@ -264,7 +271,8 @@ class _KernelSums(torch.autograd.Function):
                 sample, centre, pixel = pairs
                 slopes = ctx.kernel.derivative_(squared[pairs].clamp_min_(0.0))
                 slopes *= chunk_weights[sample, 0, pixel] * grad_total[sample, centre]
-                differences = (local[sample, :channels, pixel] - centred[sample, centre]).mul_(2.0 * slopes.unsqueeze(1))
+                differences = local[sample, :channels, pixel] - centred[sample, centre]
+                differences.mul_(2.0 * slopes.unsqueeze(1))
                 grad_centers.index_put_((sample, centre), differences.neg(), accumulate=True)
                 if grad_points is not None:
                     chunk_grad = grad_points[..., part].zero_().transpose(1, 2)
@@ -273,7 +281,8 @@ class _KernelSums(torch.autograd.Function):
             slopes = ctx.kernel.derivative_(squared.clamp_min_(0.0))
             weighted = local[:, : channels + 1] * chunk_weights
             centre_sums = torch.bmm(slopes, weighted.transpose(1, 2))
-            grad_centers += (centred * centre_sums[..., channels:] - centre_sums[..., :channels]).mul_(2.0 * grad_total.unsqueeze(-1))
+            centre_grad = centred * centre_sums[..., channels:] - centre_sums[..., :channels]
+            grad_centers += centre_grad.mul_(2.0 * grad_total.unsqueeze(-1))
             if grad_points is not None:
                 point_sums = torch.bmm(scaled_centres, slopes)
                 point_grad = local[:, :channels] * point_sums[:, channels:] - point_sums[:, :channels]
