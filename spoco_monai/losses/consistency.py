@@ -31,14 +31,17 @@ class _MaskOverlapSums(torch.autograd.Function):
     The teacher side is a constant. The backward pass recomputes each chunk and needs no (anchors x pixels)
     tensor kept from the forward pass: with rate = 1 / (2 sigma^2) and s the student's squared distances,
     d/ds [g_I S_f S_g + g_P S_f^2] = -rate S_f (g_I S_g + 2 g_P S_f). The slopes G_ai of the squared distances
-    then give the gradients by two matrix products per chunk (see :mod:`~spoco_monai.losses.pairwise`).
+    then give the gradients by two matrix products per chunk (see :mod:`~spoco_monai.losses.pairwise`). The
+    anchors are given as pixel indices: their gradient is added to the embeddings' gradient at those pixels, so
+    that no second (B, E, N) gradient is created for them.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, anchors, embeddings, teacher_anchors, teacher, valid, origins, rate, chunk_size
+        ctx, embeddings, teacher, pixels, valid, origins, rate, chunk_size
     ):
         student_origin, teacher_origin = origins
+        anchors, teacher_anchors = per_pixel(embeddings, pixels).mT, per_pixel(teacher, pixels).mT
         student_centres = augmented_centres(anchors - student_origin.unsqueeze(1))
         teacher_centres = augmented_centres(teacher_anchors - teacher_origin.unsqueeze(1))
         sums = anchors.new_zeros(*anchors.shape[:2], 3)
@@ -54,14 +57,15 @@ class _MaskOverlapSums(torch.autograd.Function):
             sums[..., 2] += torch.bmm(teacher_masks.square(), weights).squeeze(-1)
             sums[..., 1] += torch.bmm(student.square(), weights).squeeze(-1)
             sums[..., 0] += torch.bmm(student.mul_(teacher_masks), weights).squeeze(-1)
-        ctx.save_for_backward(anchors, embeddings, teacher_anchors, teacher, valid, student_origin, teacher_origin)
+        ctx.save_for_backward(embeddings, teacher, pixels, valid, student_origin, teacher_origin)
         ctx.rate, ctx.chunk_size = rate, chunk_size
         return sums
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_sums):  # type: ignore[override]
-        anchors, embeddings, teacher_anchors, teacher, valid, student_origin, teacher_origin = ctx.saved_tensors
+        embeddings, teacher, pixels, valid, student_origin, teacher_origin = ctx.saved_tensors
+        anchors, teacher_anchors = per_pixel(embeddings, pixels).mT, per_pixel(teacher, pixels).mT
         rate = ctx.rate
         channels = anchors.shape[-1]
         centred = anchors - student_origin.unsqueeze(1)
@@ -86,7 +90,9 @@ class _MaskOverlapSums(torch.autograd.Function):
             point_grad = local[:, :channels] * point_sums[:, channels:] - point_sums[:, :channels]
             grad_embeddings[..., part] = point_grad.mul_(2.0)
         grad_anchors = (centred * centre_sums[..., channels:] - centre_sums[..., :channels]).mul_(2.0)
-        return grad_anchors, grad_embeddings, None, None, None, None, None, None
+        for sample_grad, sample_pixels, sample_anchors_grad in zip(grad_embeddings, pixels, grad_anchors):
+            sample_grad.index_add_(1, sample_pixels, sample_anchors_grad.T)
+        return grad_embeddings, None, None, None, None, None, None
 
 
 class EmbeddingConsistencyLoss(nn.Module):
@@ -233,16 +239,11 @@ class EmbeddingConsistencyLoss(nn.Module):
         """
         teacher = teacher.detach()
         pixels, active = self.choose_anchors(embeddings.detach(), region)
-        index = pixels.unsqueeze(1).expand(-1, embeddings.shape[1], -1)
-        student_anchors = embeddings.gather(2, index).transpose(1, 2)
-        teacher_anchors = teacher.gather(2, index).transpose(1, 2)
         origins = (centre_of_valid_pixels(embeddings, valid), centre_of_valid_pixels(teacher, valid))
         chunk_size = cached_chunk_size(embeddings.shape[0], pixels.shape[1])
         rate = 0.5 / self.sigma_sq
         weights = valid.to(embeddings.dtype)
-        sums = _MaskOverlapSums.apply(
-            student_anchors, embeddings, teacher_anchors, teacher, weights, origins, rate, chunk_size
-        )
+        sums = _MaskOverlapSums.apply(embeddings, teacher, pixels, weights, origins, rate, chunk_size)
         # Unused anchor slots get a denominator of at least 1 so their (discarded) Dice has no 0/0 in its gradient.
         teacher_sq = torch.where(active, sums[..., 2], torch.ones_like(sums[..., 2]))
         per_anchor = dice_loss_from_sums(sums[..., 0], sums[..., 1], teacher_sq)

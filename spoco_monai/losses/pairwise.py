@@ -10,7 +10,9 @@ G_mi = grad_m w_i phi'(s_mi),
 
 two batched matrix products per chunk. Chunks are sized to stay in cache (``CACHE_ELEMENTS``), and the norms are
 folded into the matrix products (augmented coordinates), so that each chunk costs one matrix product and the
-kernel's own elementwise passes in the forward pass, and three matrix products in the backward pass.
+kernel's own elementwise passes in the forward pass, and three matrix products in the backward pass. A kernel
+with a bounded support (the hinge: value and derivative exactly 0 beyond the margin) is evaluated only on the
+pairs inside it when they are few (``SPARSE_FRACTION`` of a chunk), which skips the backward products.
 """
 
 from __future__ import annotations

@@ -146,8 +146,8 @@ class SingleInstanceLoss(nn.Module):
             padded_means = nn.functional.pad(means.transpose(1, 2), (0, 1))
             near = torch.empty(batch, num_pixels, dtype=torch.bool, device=embeddings.device)
             for part in pixel_slices(num_pixels, pixel_chunk_size(batch, channels)):
-                squared = (embeddings[..., part] - per_pixel(padded_means, objects.slots[:, part])).square().sum(dim=1)
-                near[:, part] = squared < self.delta_var**2
+                own_means = per_pixel(padded_means, objects.slots[:, part])
+                near[:, part] = (embeddings[..., part] - own_means).square().sum(dim=1) < self.delta_var**2
             priorities = random_priorities(batch, num_pixels, self.generator, embeddings.device)
             pixels, found = pick_per_group(objects.slots, near, num_slots, priorities)
         picked = embeddings.gather(2, pixels.unsqueeze(1).expand(-1, channels, -1)).transpose(1, 2)

@@ -60,7 +60,8 @@ class UnlabeledPushLoss(nn.Module):
             unlabeled: (B, N) bool unlabeled pixels.
         """
         # Only unlabeled pixels contribute: gather them first (padded to the largest count of a sample) so that
-        # the (objects x pixels) work scales with the unlabeled area, not with the patch.
+        # the (objects x pixels) work scales with the unlabeled area, not with the patch. nonzero lists them in pixel
+        # order without sorting the patch (a loop over the samples of the batch).
         num_unlabeled = unlabeled.sum(dim=1)
         width = int(num_unlabeled.max())
         pixels = torch.zeros(unlabeled.shape[0], width, dtype=torch.int64, device=embeddings.device)
