@@ -205,7 +205,7 @@ class EmbeddingConsistencyLoss(nn.Module):
                 taken.append(take)
             if bool((found < self.max_anchors).any()):
                 chosen_pixels, chosen_taken = torch.stack(chosen, dim=1), torch.stack(taken, dim=1)
-                for part in pixel_slices(num_pixels, cached_chunk_size(batch, chosen_pixels.shape[1])):
+                for part in pixel_slices(num_pixels, cached_chunk_size(batch, chosen_pixels.shape[1], device)):
                     covered = self._covered(embeddings, squared_norms, chosen_pixels, part) & chosen_taken.unsqueeze(-1)
                     remaining[:, part] &= ~covered.any(dim=1)
                 remaining[rows.unsqueeze(1).expand_as(chosen_pixels)[chosen_taken], chosen_pixels[chosen_taken]] = False
@@ -240,7 +240,7 @@ class EmbeddingConsistencyLoss(nn.Module):
         teacher = teacher.detach()
         pixels, active = self.choose_anchors(embeddings.detach(), region)
         origins = (centre_of_valid_pixels(embeddings, valid), centre_of_valid_pixels(teacher, valid))
-        chunk_size = cached_chunk_size(embeddings.shape[0], pixels.shape[1])
+        chunk_size = cached_chunk_size(embeddings.shape[0], pixels.shape[1], embeddings.device)
         rate = 0.5 / self.sigma_sq
         weights = valid.to(embeddings.dtype)
         sums = _MaskOverlapSums.apply(embeddings, teacher, pixels, weights, origins, rate, chunk_size)

@@ -45,8 +45,12 @@ __all__ = [
 MIN_CHUNK = 256
 
 
-def cached_chunk_size(batch: int, width: int) -> int:
-    """Pixels per chunk of a (batch, width, chunk) tensor sized to stay in cache, at least ``MIN_CHUNK``."""
+def cached_chunk_size(batch: int, width: int, device: torch.device) -> int:
+    """Pixels per chunk of a (batch, width, chunk) tensor: sized to stay in a CPU core's cache (at least
+    ``MIN_CHUNK``); on an accelerator, where each operation has a launch cost and no such cache to fit, sized by
+    ``CHUNK_ELEMENTS``."""
+    if device.type != "cpu":
+        return pixel_chunk_size(batch, width)
     return max(MIN_CHUNK, pixel_chunk_size(batch, width, CACHE_ELEMENTS))
 
 
@@ -307,5 +311,5 @@ def kernel_sums(
     Returns:
         (B, M) sums.
     """
-    chunk_size = cached_chunk_size(points.shape[0], centers.shape[1])
+    chunk_size = cached_chunk_size(points.shape[0], centers.shape[1], points.device)
     return _KernelSums.apply(centers, points, weights.to(points.dtype), origin.detach(), kernel, chunk_size)
