@@ -25,7 +25,13 @@ def per_pixel(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, C, P) with out[b, :, p] = table[b, :, index[b, p]].
     """
-    return torch.stack([rows.index_select(1, columns) for rows, columns in zip(table, index)])
+    if torch.is_grad_enabled() and table.requires_grad:
+        return torch.stack([rows.index_select(1, columns) for rows, columns in zip(table, index)])
+    # Without autograd, each sample's columns are written in place (no stacking copy).
+    looked_up = table.new_empty(table.shape[0], table.shape[1], index.shape[1])
+    for rows, columns, out in zip(table, index, looked_up):
+        torch.index_select(rows, 1, columns, out=out)
+    return looked_up
 
 
 @dataclass(frozen=True)
