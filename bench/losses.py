@@ -1,7 +1,8 @@
 """Benchmark of the SPOCO losses on a 3D patch, against a U-Net step and a one-hot formulation.
 
 Run as ``python bench/losses.py`` (options: ``--objects 50 200``, ``--repeats 2``, ``--threads 1``,
-``--max-instances N`` for SpocoLoss, ``--device cpu|cuda``). About 5 minutes on 2 idle CPU cores.
+``--max-instances N`` for SpocoLoss, ``--device cpu|cuda``, ``--case 3d|dsb2d``). About 5 minutes on 2 idle
+CPU cores.
 
 Patch: B=2, E=16, 64x128x128. Labels: Voronoi cells of random seeds (scipy's Euclidean distance transform
 gives every voxel its nearest seed); per sample, the requested number of cells are labeled objects and a
@@ -13,6 +14,13 @@ Measured, each as forward + backward:
   on the same patch (loss: mean of the squared output);
 - pull/push/regulariser (``DiscriminativeLoss``, segment sums) against the same terms computed with a
   (objects x pixels) one-hot matrix (means and per-pixel own means as one-hot matrix products).
+
+``--case dsb2d`` instead splits a 2D training step of the DSB2018 setting: a MONAI
+``UNet(spatial_dims=2, in_channels=1, out_channels=16, channels=(16, 32, 64, 128), strides=(2, 2, 2),
+num_res_units=1, norm="batch")`` on 4 patches of 128x128 (forward + backward, loss: mean of the squared output),
+the teacher's forward pass (the same network without gradients), and ``SpocoLoss(sparse=False)`` with teacher
+embeddings (forward + backward). Labels: 10-30 random disks (nuclei) per patch on a background that is an object
+of its own (dense labels).
 
 Method: every measurement runs in fresh subprocesses, so that no allocation of another measurement is
 reused. Time is the best of ``--repeats`` runs in one subprocess (the first run pays one-time costs). Peak
@@ -44,6 +52,8 @@ from scipy import ndimage
 PATCH = (64, 128, 128)
 BATCH = 2
 EMBEDDING_DIM = 16
+DSB_PATCH = (128, 128)
+DSB_BATCH = 4
 
 
 def voronoi_labels(num_objects: int, seed: int) -> np.ndarray:
@@ -61,15 +71,31 @@ def voronoi_labels(num_objects: int, seed: int) -> np.ndarray:
     return ids[cells]
 
 
-def make_inputs(num_objects: int, device: torch.device) -> dict[str, torch.Tensor]:
+def nuclei_labels(seed: int) -> np.ndarray:
+    """Dense 2D labels: background id 1 and 10-30 random disks of radius 4-12 (ids 2..), later disks on top."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.indices(DSB_PATCH)
+    labels = np.ones(DSB_PATCH, dtype=np.int64)
+    for index in range(int(rng.integers(10, 31))):
+        centre, radius = rng.uniform(0, DSB_PATCH[0], size=2), rng.uniform(4, 12)
+        labels[(rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 < radius**2] = index + 2
+    return labels
+
+
+def make_inputs(num_objects: int, device: torch.device, case: str = "3d") -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(num_objects)
-    labels = np.stack([voronoi_labels(num_objects, seed) for seed in range(BATCH)])[:, None]
-    shape = (BATCH, EMBEDDING_DIM, *PATCH)
+    if case == "dsb2d":
+        batch, patch = DSB_BATCH, DSB_PATCH
+        labels = np.stack([nuclei_labels(seed) for seed in range(batch)])[:, None]
+    else:
+        batch, patch = BATCH, PATCH
+        labels = np.stack([voronoi_labels(num_objects, seed) for seed in range(batch)])[:, None]
+    shape = (batch, EMBEDDING_DIM, *patch)
     return {
         "target": torch.from_numpy(labels).to(device),
         "embeddings": torch.randn(shape, generator=generator).to(device).requires_grad_(),
         "teacher": torch.randn(shape, generator=generator).to(device),
-        "image": torch.randn((BATCH, 1, *PATCH), generator=generator).to(device),
+        "image": torch.randn((batch, 1, *patch), generator=generator).to(device),
     }
 
 
@@ -95,6 +121,25 @@ def build_step(kind: str, inputs: dict[str, torch.Tensor], device: torch.device,
     from spoco_monai.losses import DiscriminativeLoss, SpocoLoss
 
     embeddings, target = inputs["embeddings"], inputs["target"]
+    if kind in ("unet2d", "teacher2d"):
+        network = UNet(
+            2, 1, EMBEDDING_DIM, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1, norm="batch"
+        ).to(device)
+        if kind == "unet2d":
+            return lambda: network(inputs["image"]).square().mean()
+
+        # A scalar with a (trivial) gradient path, so that the common measurement code can call backward.
+        anchor = torch.zeros((), device=device, requires_grad=True)
+
+        def teacher_forward() -> torch.Tensor:
+            with torch.no_grad():
+                network(inputs["image"])
+            return anchor * 1.0
+
+        return teacher_forward
+    if kind == "spoco2d":
+        spoco = SpocoLoss(sparse=False, max_instances=max_instances)
+        return lambda: spoco(embeddings, target, inputs["teacher"])
     if kind == "unet":
         network = UNet(3, 1, EMBEDDING_DIM, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2)).to(device)
         return lambda: network(inputs["image"]).square().mean()
@@ -118,7 +163,7 @@ def measure(kind: str, num_objects: int, repeats: int, args: argparse.Namespace)
     """Best time of ``repeats`` forward + backward steps or, for 0 repeats, the peak extra memory (MiB) of one."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    inputs = make_inputs(num_objects, device)
+    inputs = make_inputs(num_objects, device, "dsb2d" if kind.endswith("2d") else "3d")
     step = build_step(kind, inputs, device, args.max_instances)
 
     def run() -> float:
@@ -165,6 +210,22 @@ def run_isolated(kind: str, num_objects: int, args: argparse.Namespace) -> dict[
     return {"seconds": timed["seconds"], "peak_mib": measured["peak_mib"], "value": timed["value"]}
 
 
+def dsb_step_split(args: argparse.Namespace) -> None:
+    """Print the split of a 2D DSB training step between the network, the teacher and SpocoLoss."""
+    print(f"device {args.device}, torch threads {args.threads}, ", end="")
+    print(f"2D DSB step: B={DSB_BATCH} E={EMBEDDING_DIM} {DSB_PATCH}, ", end="")
+    print(f"dense labels, SpocoLoss(sparse=False, max_instances={args.max_instances}) with teacher embeddings\n")
+    network = run_isolated("unet2d", args.objects[0], args)
+    teacher = run_isolated("teacher2d", args.objects[0], args)
+    loss = run_isolated("spoco2d", args.objects[0], args)
+    total = network["seconds"] + teacher["seconds"] + loss["seconds"]
+    print("| part | time (s) | share of step | peak (MiB) |")
+    print("|---|---|---|---|")
+    for name, result in [("U-Net forward + backward", network), ("teacher forward", teacher), ("SpocoLoss", loss)]:
+        print(f"| {name} | {result['seconds']:.3f} | {result['seconds'] / total:.0%} | {result['peak_mib']:.0f} |")
+    print(f"\nSpocoLoss / U-Net forward + backward: {loss['seconds'] / network['seconds']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, nargs="+", default=[50, 200])
@@ -172,10 +233,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-instances", type=int, default=None, help="SpocoLoss max_instances (default: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--measure", choices=["unet", "spoco", "pullpush", "onehot"], help=argparse.SUPPRESS)
+    parser.add_argument("--case", choices=["3d", "dsb2d"], default="3d", help="3D patch table or 2D DSB step split")
+    kinds = ["unet", "spoco", "pullpush", "onehot", "unet2d", "teacher2d", "spoco2d"]
+    parser.add_argument("--measure", choices=kinds, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args.objects[0], args.repeats, args)))
+        return
+    if args.case == "dsb2d":
+        dsb_step_split(args)
         return
     unet = run_isolated("unet", args.objects[0], args)
     print(f"device {args.device}, torch threads {args.threads}, patch B={BATCH} E={EMBEDDING_DIM} {PATCH}, ", end="")

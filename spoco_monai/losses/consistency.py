@@ -5,14 +5,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spoco_monai.losses.chunking import pixel_chunk_size, pixel_slices
+from spoco_monai.losses.chunking import pixel_slices
 from spoco_monai.losses.discriminative import per_object_mean
 from spoco_monai.losses.kernel import dice_loss_from_sums, kernel_sigma_squared
-from spoco_monai.losses.pairwise import centre_of_valid_pixels, distance_gradients, squared_distances
+from spoco_monai.losses.objects import per_pixel
+from spoco_monai.losses.pairwise import (
+    augmented_centres,
+    augmented_chunks,
+    cached_chunk_size,
+    centre_of_valid_pixels,
+    squared_distances,
+)
 from spoco_monai.losses.sampling import random_priorities
 from spoco_monai.losses.validation import check_int, check_positive_int, check_unit_interval, flatten_loss_inputs
 
 __all__ = ["EmbeddingConsistencyLoss"]
+
+#: Candidate pixels per anchor examined at once when drawing anchors.
+CANDIDATES_PER_ANCHOR = 16
 
 
 class _MaskOverlapSums(torch.autograd.Function):
@@ -20,49 +30,69 @@ class _MaskOverlapSums(torch.autograd.Function):
 
     The teacher side is a constant. The backward pass recomputes each chunk and needs no (anchors x pixels)
     tensor kept from the forward pass: with rate = 1 / (2 sigma^2) and s the student's squared distances,
-    d/ds [g_I S_f S_g + g_P S_f^2] = -rate S_f (g_I S_g + 2 g_P S_f).
+    d/ds [g_I S_f S_g + g_P S_f^2] = -rate S_f (g_I S_g + 2 g_P S_f). The slopes G_ai of the squared distances
+    then give the gradients by two matrix products per chunk (see :mod:`~spoco_monai.losses.pairwise`). The
+    anchors are given as pixel indices: their gradient is added to the embeddings' gradient at those pixels, so
+    that no second (B, E, N) gradient is created for them.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, anchors, embeddings, teacher_anchors, teacher, valid, origins, rate, chunk_size
+        ctx, embeddings, teacher, pixels, valid, origins, rate, chunk_size
     ):
         student_origin, teacher_origin = origins
-        centred = anchors - student_origin.unsqueeze(1)
-        teacher_centred = teacher_anchors - teacher_origin.unsqueeze(1)
+        anchors, teacher_anchors = per_pixel(embeddings, pixels).mT, per_pixel(teacher, pixels).mT
+        student_centres = augmented_centres(anchors - student_origin.unsqueeze(1))
+        teacher_centres = augmented_centres(teacher_anchors - teacher_origin.unsqueeze(1))
         sums = anchors.new_zeros(*anchors.shape[:2], 3)
-        for part in pixel_slices(embeddings.shape[-1], chunk_size):
+        chunks = zip(
+            augmented_chunks(embeddings, student_origin, chunk_size),
+            augmented_chunks(teacher, teacher_origin, chunk_size),
+        )
+        for (part, local), (_, teacher_local) in chunks:
             weights = valid[:, part].unsqueeze(-1)
-            student = squared_distances(centred, embeddings[..., part] - student_origin.unsqueeze(-1))
-            student = student.mul_(-rate).exp_()
-            teacher_masks = squared_distances(teacher_centred, teacher[..., part] - teacher_origin.unsqueeze(-1))
+            student = squared_distances(student_centres, local).mul_(-rate).exp_()
+            teacher_masks = squared_distances(teacher_centres, teacher_local)
             teacher_masks = teacher_masks.mul_(-rate).exp_()
             sums[..., 2] += torch.bmm(teacher_masks.square(), weights).squeeze(-1)
             sums[..., 1] += torch.bmm(student.square(), weights).squeeze(-1)
             sums[..., 0] += torch.bmm(student.mul_(teacher_masks), weights).squeeze(-1)
-        ctx.save_for_backward(anchors, embeddings, teacher_anchors, teacher, valid, student_origin, teacher_origin)
+        ctx.save_for_backward(embeddings, teacher, pixels, valid, student_origin, teacher_origin)
         ctx.rate, ctx.chunk_size = rate, chunk_size
         return sums
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_sums):  # type: ignore[override]
-        anchors, embeddings, teacher_anchors, teacher, valid, student_origin, teacher_origin = ctx.saved_tensors
+        embeddings, teacher, pixels, valid, student_origin, teacher_origin = ctx.saved_tensors
+        anchors, teacher_anchors = per_pixel(embeddings, pixels).mT, per_pixel(teacher, pixels).mT
         rate = ctx.rate
+        channels = anchors.shape[-1]
         centred = anchors - student_origin.unsqueeze(1)
-        teacher_centred = teacher_anchors - teacher_origin.unsqueeze(1)
+        student_centres = augmented_centres(centred)
+        teacher_centres = augmented_centres(teacher_anchors - teacher_origin.unsqueeze(1))
+        centre_columns = torch.cat([centred, torch.ones_like(centred[..., :1])], dim=-1).transpose(1, 2)
         grad_overlap, grad_student_sq = grad_sums[..., 0:1], grad_sums[..., 1:2]
-        grad_anchors = torch.zeros_like(anchors)
+        centre_sums = anchors.new_zeros(*anchors.shape[:2], channels + 1)
         grad_embeddings = torch.empty_like(embeddings)
-        for part in pixel_slices(embeddings.shape[-1], ctx.chunk_size):
-            local = embeddings[..., part] - student_origin.unsqueeze(-1)
-            student = squared_distances(centred, local).mul_(-rate).exp_()
-            teacher_masks = squared_distances(teacher_centred, teacher[..., part] - teacher_origin.unsqueeze(-1))
+        chunk_size = ctx.chunk_size
+        chunks = zip(
+            augmented_chunks(embeddings, student_origin, chunk_size),
+            augmented_chunks(teacher, teacher_origin, chunk_size),
+        )
+        for (part, local), (_, teacher_local) in chunks:
+            student = squared_distances(student_centres, local).mul_(-rate).exp_()
+            teacher_masks = squared_distances(teacher_centres, teacher_local)
             slopes = teacher_masks.mul_(-rate).exp_().mul_(grad_overlap).add_(student * (2.0 * grad_student_sq))
             slopes.mul_(student).mul_(valid[:, part].unsqueeze(1) * -rate)
-            anchors_part, grad_embeddings[..., part] = distance_gradients(slopes, centred, local)
-            grad_anchors += anchors_part
-        return grad_anchors, grad_embeddings, None, None, None, None, None, None
+            centre_sums += torch.bmm(slopes, local[:, : channels + 1].transpose(1, 2))
+            point_sums = torch.bmm(centre_columns, slopes)
+            point_grad = local[:, :channels] * point_sums[:, channels:] - point_sums[:, :channels]
+            grad_embeddings[..., part] = point_grad.mul_(2.0)
+        grad_anchors = (centred * centre_sums[..., channels:] - centre_sums[..., :channels]).mul_(2.0)
+        for sample_grad, sample_pixels, sample_anchors_grad in zip(grad_embeddings, pixels, grad_anchors):
+            sample_grad.index_add_(1, sample_pixels, sample_anchors_grad.T)
+        return grad_embeddings, None, None, None, None, None, None
 
 
 class EmbeddingConsistencyLoss(nn.Module):
@@ -138,31 +168,63 @@ class EmbeddingConsistencyLoss(nn.Module):
         Returns:
             (B, A) int64 anchor pixels and (B, A) bool, whether the anchor exists, A <= max_anchors.
         """
-        batch, channels, num_pixels = embeddings.shape
+        batch, _, num_pixels = embeddings.shape
+        device = embeddings.device
         applies = region.sum(dim=1) >= self.min_unlabeled_fraction * num_pixels
         remaining = region & applies.unsqueeze(1)
-        priorities = random_priorities(batch, num_pixels, self.generator, embeddings.device)
+        priorities = random_priorities(batch, num_pixels, self.generator, device)
         # The coverage test only compares with delta_v^2, so the plain distance expansion is precise enough.
         squared_norms = embeddings.square().sum(dim=1)
-        pixels, active = [], []
-        # Each anchor depends on what the previous ones covered, so anchors are drawn in sequence: a Python loop
-        # bounded by max_anchors, each step vectorised over the batch and the pixels.
-        for _ in range(self.max_anchors):
-            open_samples = remaining.any(dim=1)
+        pixels = torch.zeros(batch, self.max_anchors, dtype=torch.int64, device=device)
+        found = torch.zeros(batch, dtype=torch.int64, device=device)
+        rows = torch.arange(batch, device=device)
+        num_candidates = min(num_pixels, CANDIDATES_PER_ANCHOR * self.max_anchors)
+        # Anchor k is the pixel of highest priority not covered by anchors 1..k-1. Among the pixels of highest
+        # priority still uncovered (the candidates), that sequence only needs the (candidates x candidates)
+        # coverage; the whole region is updated only when the candidates run out before max_anchors anchors.
+        # Both loops are bounded by max_anchors and vectorised over the batch.
+        while True:
+            open_samples = remaining.any(dim=1) & (found < self.max_anchors)
             if not bool(open_samples.any()):
                 break
-            pixel = torch.where(remaining, priorities, torch.full_like(priorities, -1)).argmax(dim=1)
-            anchor = embeddings.gather(2, pixel.view(batch, 1, 1).expand(-1, channels, -1))
-            products = torch.bmm(anchor.transpose(1, 2), embeddings)[:, 0]
-            squared = squared_norms + anchor.square().sum(dim=1) - 2.0 * products
-            remaining &= squared >= self.delta_var**2
-            remaining.scatter_(1, pixel.unsqueeze(1), False)
-            pixels.append(pixel)
-            active.append(open_samples)
-        if not pixels:
-            empty = torch.zeros(batch, 0, dtype=torch.int64, device=embeddings.device)
-            return empty, empty.bool()
-        return torch.stack(pixels, dim=1), torch.stack(active, dim=1)
+            keys, candidates = torch.where(remaining, priorities, -1).topk(num_candidates, dim=1)
+            free = (keys >= 0) & open_samples.unsqueeze(1)
+            near = self._covered(embeddings, squared_norms, candidates, candidates)
+            chosen, taken = [], []
+            while True:
+                take = free.any(dim=1) & (found < self.max_anchors)
+                if not bool(take.any()):
+                    break
+                first = free.to(torch.uint8).argmax(dim=1)
+                pixel = candidates[rows, first]
+                pixels[rows[take], found[take]] = pixel[take]
+                free &= ~near[rows, first]
+                free[rows, first] = False
+                found += take
+                chosen.append(pixel)
+                taken.append(take)
+            if bool((found < self.max_anchors).any()):
+                chosen_pixels, chosen_taken = torch.stack(chosen, dim=1), torch.stack(taken, dim=1)
+                for part in pixel_slices(num_pixels, cached_chunk_size(batch, chosen_pixels.shape[1], device)):
+                    covered = self._covered(embeddings, squared_norms, chosen_pixels, part) & chosen_taken.unsqueeze(-1)
+                    remaining[:, part] &= ~covered.any(dim=1)
+                remaining[rows.unsqueeze(1).expand_as(chosen_pixels)[chosen_taken], chosen_pixels[chosen_taken]] = False
+        num_anchors = int(found.max())
+        active = torch.arange(num_anchors, device=device) < found.unsqueeze(1)
+        return pixels[:, :num_anchors], active
+
+    def _covered(
+        self, embeddings: torch.Tensor, squared_norms: torch.Tensor, anchors: torch.Tensor, pixels: torch.Tensor | slice
+    ) -> torch.Tensor:
+        """(B, A, P) bool: whether pixel p lies within delta_v of anchor a, for (B, A) anchor pixel indices and
+        (B, P) pixel indices or a slice of pixels."""
+        if isinstance(pixels, slice):
+            points, point_norms = embeddings[..., pixels], squared_norms[:, pixels]
+        else:
+            points, point_norms = per_pixel(embeddings, pixels), squared_norms.gather(1, pixels)
+        products = torch.bmm(per_pixel(embeddings, anchors).transpose(1, 2), points)
+        squared = point_norms.unsqueeze(1) + squared_norms.gather(1, anchors).unsqueeze(2) - 2.0 * products
+        return squared < self.delta_var**2
 
     def term(
         self, embeddings: torch.Tensor, teacher: torch.Tensor, region: torch.Tensor, valid: torch.Tensor
@@ -177,16 +239,11 @@ class EmbeddingConsistencyLoss(nn.Module):
         """
         teacher = teacher.detach()
         pixels, active = self.choose_anchors(embeddings.detach(), region)
-        index = pixels.unsqueeze(1).expand(-1, embeddings.shape[1], -1)
-        student_anchors = embeddings.gather(2, index).transpose(1, 2)
-        teacher_anchors = teacher.gather(2, index).transpose(1, 2)
         origins = (centre_of_valid_pixels(embeddings, valid), centre_of_valid_pixels(teacher, valid))
-        chunk_size = pixel_chunk_size(embeddings.shape[0], pixels.shape[1])
+        chunk_size = cached_chunk_size(embeddings.shape[0], pixels.shape[1], embeddings.device)
         rate = 0.5 / self.sigma_sq
         weights = valid.to(embeddings.dtype)
-        sums = _MaskOverlapSums.apply(
-            student_anchors, embeddings, teacher_anchors, teacher, weights, origins, rate, chunk_size
-        )
+        sums = _MaskOverlapSums.apply(embeddings, teacher, pixels, weights, origins, rate, chunk_size)
         # Unused anchor slots get a denominator of at least 1 so their (discarded) Dice has no 0/0 in its gradient.
         teacher_sq = torch.where(active, sums[..., 2], torch.ones_like(sums[..., 2]))
         per_anchor = dice_loss_from_sums(sums[..., 0], sums[..., 1], teacher_sq)

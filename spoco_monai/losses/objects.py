@@ -8,7 +8,30 @@ import torch
 
 from spoco_monai.losses.chunking import CHUNK_ELEMENTS, pixel_chunk_size, pixel_slices
 
-__all__ = ["ObjectIndex", "means_and_pull"]
+__all__ = ["ObjectIndex", "means_and_pull", "per_pixel"]
+
+
+def per_pixel(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Look up a column of a small per-sample table for every pixel, differentiably.
+
+    Same as ``table.gather(2, index.unsqueeze(1).expand(-1, C, -1))``; ``index_select`` per sample copies each
+    looked-up column at once and is several times faster on CPU than ``gather`` with an expanded index (a Python
+    loop bounded by the batch size).
+
+    Args:
+        table: (B, C, T).
+        index: (B, P) int64 in [0, T).
+
+    Returns:
+        (B, C, P) with out[b, :, p] = table[b, :, index[b, p]].
+    """
+    if torch.is_grad_enabled() and table.requires_grad:
+        return torch.stack([rows.index_select(1, columns) for rows, columns in zip(table, index)])
+    # Without autograd, each sample's columns are written in place (no stacking copy).
+    looked_up = table.new_empty(table.shape[0], table.shape[1], index.shape[1])
+    for rows, columns, out in zip(table, index, looked_up):
+        torch.index_select(rows, 1, columns, out=out)
+    return looked_up
 
 
 @dataclass(frozen=True)
@@ -42,14 +65,35 @@ class ObjectIndex:
     def from_target(cls, target: torch.Tensor) -> ObjectIndex:
         """Index the objects of a flattened target.
 
-        Ids are compacted with ``torch.unique`` (first over the ids, then over (sample, id) pairs), so ids of
-        any size are handled without a per-object loop.
+        Slots follow the order of the ids in each sample. Ids up to about the number of pixels are compacted
+        with a (B, largest id + 1) count table; larger ids with ``torch.unique`` (first over the ids, then over
+        (sample, id) pairs), so ids of any size are handled without a per-object loop.
 
         Args:
             target: (B, N) int64, id > 0 object, 0 unlabeled, -1 ignore.
         """
         batch, num_pixels = target.shape
         labeled = target > 0
+        largest_id = max(int(target.max()), 0) if target.numel() else 0
+        if batch * (largest_id + 1) > max(target.numel(), 2**16):
+            return cls._from_sparse_ids(target, labeled)
+        # Ids small enough for a (B, largest id + 1) table: counts and slots by bincount and cumsum (no sort).
+        width = largest_id + 1
+        keys = target.clamp_min(0) + width * torch.arange(batch, device=target.device).unsqueeze(1)
+        id_counts = torch.bincount(keys.flatten(), minlength=batch * width).view(batch, width)
+        id_counts[:, 0] = 0
+        present = id_counts > 0
+        slot_of_id = torch.cumsum(present, dim=1) - 1
+        num_slots = int(present.sum(dim=1).max())
+        slots = torch.where(labeled, slot_of_id.flatten()[keys], num_slots)
+        counts = torch.zeros(batch, num_slots + 1, dtype=torch.int64, device=target.device)
+        counts.scatter_(1, torch.where(present, slot_of_id, num_slots), id_counts)
+        return cls(slots=slots, counts=counts[:, :num_slots].contiguous())
+
+    @classmethod
+    def _from_sparse_ids(cls, target: torch.Tensor, labeled: torch.Tensor) -> ObjectIndex:
+        """:meth:`from_target` for ids too large for a table: ids compacted by ``torch.unique``."""
+        batch, num_pixels = target.shape
         ids = target[labeled]
         sample = torch.arange(batch, device=target.device).repeat_interleave(labeled.sum(dim=1))
         distinct_ids, id_rank = torch.unique(ids, return_inverse=True)
@@ -89,7 +133,7 @@ class _MeansAndPull(torch.autograd.Function):
         means[..., num_slots] = 0.0
         hinge = embeddings.new_empty(batch, num_pixels)
         for part in pixel_slices(num_pixels, chunk_size):
-            own_mean = means.gather(2, index[..., part])
+            own_mean = per_pixel(means, slots[:, part])
             distance = (embeddings[..., part] - own_mean).square_().sum(dim=1).sqrt_()
             hinge[:, part] = (distance - delta_var).clamp_min_(0.0).square_()
         pull_sums = embeddings.new_zeros(batch, num_slots + 1).scatter_add_(1, slots, hinge)[:, :num_slots]
@@ -108,7 +152,7 @@ class _MeansAndPull(torch.autograd.Function):
         grad_means = embeddings.new_zeros(batch, num_slots, channels) if grad_means is None else grad_means
         grad = torch.empty_like(embeddings)
         for part in pixel_slices(num_pixels, ctx.chunk_size):
-            difference = embeddings[..., part] - means.gather(2, index[..., part])
+            difference = embeddings[..., part] - per_pixel(means, slots[:, part])
             distance = difference.square().sum(dim=1, keepdim=True).sqrt_()
             distance_floor = distance.clamp_min(torch.finfo(distance.dtype).tiny)
             slope = (distance - ctx.delta_var).clamp_min_(0.0).div_(distance_floor)
@@ -120,7 +164,7 @@ class _MeansAndPull(torch.autograd.Function):
         through_means = torch.nn.functional.pad(through_means, (0, 1))
         for part in pixel_slices(num_pixels, ctx.chunk_size):
             own_pull = padded_pull.gather(1, slots[:, part]).unsqueeze(1)
-            grad[..., part].mul_(own_pull).add_(through_means.gather(2, index[..., part]))
+            grad[..., part].mul_(own_pull).add_(per_pixel(through_means, slots[:, part]))
         return grad, None, None, None, None
 
 

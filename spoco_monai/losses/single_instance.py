@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spoco_monai.losses.chunking import pixel_chunk_size, pixel_slices
+from spoco_monai.losses.chunking import CHUNK_ELEMENTS, pixel_chunk_size, pixel_slices
 from spoco_monai.losses.discriminative import per_object_mean
 from spoco_monai.losses.kernel import dice_loss_from_sums, kernel_sigma_squared
-from spoco_monai.losses.objects import ObjectIndex, means_and_pull
+from spoco_monai.losses.objects import ObjectIndex, means_and_pull, per_pixel
 from spoco_monai.losses.pairwise import (
     LOG_CAP,
     GaussianKernel,
@@ -24,6 +24,42 @@ __all__ = ["SingleInstanceLoss", "INSTANCE_LOSSES"]
 
 #: Per-object losses between a soft mask and a ground-truth mask.
 INSTANCE_LOSSES = ("dice", "bce")
+
+
+class _OwnGaussianSums(torch.autograd.Function):
+    """out[b, m] = sum over the pixels i with column[b, i] = m of exp(-rate ||e_i - a_m||^2), chunk by chunk.
+
+    The intersection sum(S_c g_c) of the Dice. Written with autograd it would keep several (B, E, N) tensors
+    (each a fresh allocation, costly for large patches); the backward pass here recomputes each chunk and
+    allocates only the (B, E, N) gradient: with v_i the value at pixel i of member m = column_i and g_m the incoming
+    gradient, grad e_i = -2 rate g_m v_i (e_i - a_m) and grad a_m = -sum_{i of m} grad e_i.
+    """
+
+    @staticmethod
+    def forward(ctx, embeddings, anchors, column, rate):  # type: ignore[override]
+        chunk_size = pixel_chunk_size(embeddings.shape[0], embeddings.shape[1], CHUNK_ELEMENTS // 8)
+        sums = embeddings.new_zeros(anchors.shape[0], anchors.shape[2])
+        for part in pixel_slices(embeddings.shape[-1], chunk_size):
+            difference = embeddings[..., part] - per_pixel(anchors, column[:, part])
+            sums.scatter_add_(1, column[:, part], difference.square_().sum(dim=1).mul_(-rate).exp_())
+        ctx.save_for_backward(embeddings, anchors, column)
+        ctx.rate, ctx.chunk_size = rate, chunk_size
+        return sums
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_sums):  # type: ignore[override]
+        embeddings, anchors, column = ctx.saved_tensors
+        grad_embeddings = torch.empty_like(embeddings)
+        grad_anchors = torch.zeros_like(anchors)
+        for part in pixel_slices(embeddings.shape[-1], ctx.chunk_size):
+            difference = embeddings[..., part] - per_pixel(anchors, column[:, part])
+            values = difference.square().sum(dim=1).mul_(-ctx.rate).exp_()
+            values.mul_(grad_sums.gather(1, column[:, part])).mul_(-2.0 * ctx.rate)
+            grad_embeddings[..., part] = difference.mul_(values.unsqueeze(1))
+            index = column[:, part].unsqueeze(1).expand_as(difference)
+            grad_anchors.scatter_add_(2, index, grad_embeddings[..., part])
+        return grad_embeddings, grad_anchors.neg_(), None, None
 
 
 class SingleInstanceLoss(nn.Module):
@@ -106,13 +142,12 @@ class SingleInstanceLoss(nn.Module):
         """
         batch, channels, num_pixels = embeddings.shape
         num_slots = objects.num_slots
-        index = objects.slots.unsqueeze(1).expand(-1, channels, -1)
         with torch.no_grad():
             padded_means = nn.functional.pad(means.transpose(1, 2), (0, 1))
             near = torch.empty(batch, num_pixels, dtype=torch.bool, device=embeddings.device)
             for part in pixel_slices(num_pixels, pixel_chunk_size(batch, channels)):
-                squared = (embeddings[..., part] - padded_means.gather(2, index[..., part])).square().sum(dim=1)
-                near[:, part] = squared < self.delta_var**2
+                own_means = per_pixel(padded_means, objects.slots[:, part])
+                near[:, part] = (embeddings[..., part] - own_means).square().sum(dim=1) < self.delta_var**2
             priorities = random_priorities(batch, num_pixels, self.generator, embeddings.device)
             pixels, found = pick_per_group(objects.slots, near, num_slots, priorities)
         picked = embeddings.gather(2, pixels.unsqueeze(1).expand(-1, channels, -1)).transpose(1, 2)
@@ -144,10 +179,7 @@ class SingleInstanceLoss(nn.Module):
         column_of_slot = torch.full((batch, num_slots + 1), num_chosen, dtype=torch.int64, device=anchors.device)
         column_of_slot.scatter_(1, chosen, torch.arange(num_chosen, device=anchors.device).expand(batch, -1))
         column = column_of_slot.gather(1, objects.slots)
-        own_anchor = nn.functional.pad(chosen_anchors.transpose(1, 2), (0, 1)).gather(
-            2, column.unsqueeze(1).expand(-1, channels, -1)
-        )
-        own_squared = (embeddings - own_anchor).square().sum(dim=1)
+        padded_anchors = nn.functional.pad(chosen_anchors.transpose(1, 2), (0, 1))
         rate = 0.5 / self.sigma_sq
         origin = centre_of_valid_pixels(embeddings, valid)
 
@@ -155,12 +187,13 @@ class SingleInstanceLoss(nn.Module):
             return values.new_zeros(batch, num_chosen + 1).scatter_add(1, column, values)[:, :num_chosen]
 
         if self.loss == "dice":
-            intersection = per_member_sum(torch.exp(-rate * own_squared))
+            intersection = _OwnGaussianSums.apply(embeddings, padded_anchors, column, rate)[:, :num_chosen]
             mask_sq = kernel_sums(chosen_anchors, embeddings, valid, origin, GaussianKernel(2.0 * rate))
             # Absent slots get size 1 instead of 0 so that their (discarded) Dice has no 0/0 in its gradient.
             sizes = objects.counts.gather(1, chosen).clamp_min(1).to(embeddings.dtype)
             per_object = dice_loss_from_sums(intersection, mask_sq, sizes)
         else:
+            own_squared = (embeddings - per_pixel(padded_anchors, column)).square().sum(dim=1)
             outside = NegativeLogComplementKernel(rate)
             # Inside the object the BCE is -log S = rate * s; the sum over all pixels of -log(1 - S) counted
             # the object's own pixels, which are taken back out.

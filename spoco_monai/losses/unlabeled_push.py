@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from spoco_monai.losses.discriminative import per_object_mean
-from spoco_monai.losses.objects import ObjectIndex, means_and_pull
+from spoco_monai.losses.objects import ObjectIndex, means_and_pull, per_pixel
 from spoco_monai.losses.pairwise import HingeKernel, centre_of_valid_pixels, kernel_sums
 from spoco_monai.losses.validation import check_positive, flatten_loss_inputs
 
@@ -60,11 +60,15 @@ class UnlabeledPushLoss(nn.Module):
             unlabeled: (B, N) bool unlabeled pixels.
         """
         # Only unlabeled pixels contribute: gather them first (padded to the largest count of a sample) so that
-        # the (objects x pixels) work scales with the unlabeled area, not with the patch.
+        # the (objects x pixels) work scales with the unlabeled area, not with the patch. nonzero lists them in pixel
+        # order without sorting the patch (a loop over the samples of the batch).
         num_unlabeled = unlabeled.sum(dim=1)
         width = int(num_unlabeled.max())
-        pixels = torch.argsort(unlabeled.logical_not().to(torch.uint8), dim=1, stable=True)[:, :width]
-        points = embeddings.gather(2, pixels.unsqueeze(1).expand(-1, embeddings.shape[1], -1))
+        pixels = torch.zeros(unlabeled.shape[0], width, dtype=torch.int64, device=embeddings.device)
+        for sample_pixels, sample_unlabeled in zip(pixels, unlabeled):
+            found = sample_unlabeled.nonzero().squeeze(1)
+            sample_pixels[: found.numel()] = found
+        points = per_pixel(embeddings, pixels)
         weights = torch.arange(width, device=embeddings.device) < num_unlabeled.unsqueeze(1)
         origin = centre_of_valid_pixels(embeddings, unlabeled)
         sums = kernel_sums(means, points, weights, origin, HingeKernel(self.delta_dist))
