@@ -152,8 +152,10 @@ def run_setting(name: str, args: argparse.Namespace, common: dict[str, object]) 
         clustering_overrides = CLUSTERINGS[clustering]
         evaluation = folder / f"evaluate_{clustering.lower()}"
         if clustering not in timings["eval_s"] or not (evaluation / "metrics.csv").is_file():
+            # the setting's own overrides decide the network (a foreground channel with dense labels) and its mask
             evaluate_overrides = {
-                **common, **clustering_overrides, "output_dir": str(evaluation), "model_path": str(network_path),
+                **common, **SETTINGS[name], **clustering_overrides, "output_dir": str(evaluation),
+                "model_path": str(network_path),
             }
             log_path = folder / f"{evaluation.name}.log"
             timings["eval_s"][clustering] = _run_bundle(EVALUATE_CONFIGS, evaluate_overrides, log_path)

@@ -28,9 +28,11 @@ def _scaled(value: float, element_size: Sequence[float] | None, ndim: int) -> tu
     return tuple(float(value) * finest / float(e) for e in element_size)
 
 
-def _seeds(
-    distance: np.ndarray, min_distance: float, element_size: Sequence[float] | None, region: np.ndarray
-) -> np.ndarray:
+def _distance_seeds(
+    region: np.ndarray, min_distance: float, element_size: Sequence[float] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The physical distance to the region's border, and seeds at its maxima at least ``min_distance`` apart."""
+    distance = ndimage.distance_transform_edt(region, sampling=element_size)
     radius = [max(1, int(round(r))) for r in _scaled(min_distance, element_size, distance.ndim)]
     if len(set(radius)) == 1:
         peaks = peak_local_max(
@@ -46,16 +48,16 @@ def _seeds(
     marker = np.zeros(distance.shape, dtype=bool)
     marker[tuple(peaks.T)] = True
     # equal maxima on a plateau are adjacent peaks: one seed per plateau
-    return connected_components(marker)
+    return distance, connected_components(marker)
 
 
-def _check_image(image: np.ndarray) -> np.ndarray:
+def _smoothed(image: np.ndarray, sigma: float, element_size: Sequence[float] | None) -> np.ndarray:
     image = np.asarray(image, dtype=np.float32)
     if image.ndim not in (2, 3):
         raise ValueError(f"image must be a 2D or 3D array without channel axis, got shape {image.shape}.")
     if not np.isfinite(image).all():
         raise ValueError("image holds NaN or infinite values.")
-    return image
+    return gaussian(image, sigma=_scaled(sigma, element_size, image.ndim), preserve_range=True)
 
 
 def nuclei_watershed(
@@ -85,14 +87,12 @@ def nuclei_watershed(
     Raises:
         ValueError: for an image that is not 2D/3D or not finite, or invalid element sizes.
     """
-    image = _check_image(image)
-    smoothed = gaussian(image, sigma=_scaled(sigma, element_size, image.ndim), preserve_range=True)
+    smoothed = _smoothed(image, sigma, element_size)
     if smoothed.min() == smoothed.max():
-        return np.zeros(image.shape, dtype=np.int32)
+        return np.zeros(smoothed.shape, dtype=np.int32)
     mask = ndimage.binary_fill_holes(smoothed > threshold_otsu(smoothed))
     mask = remove_small_objects(mask, max_size=min_size - 1) if min_size > 1 else mask
-    distance = ndimage.distance_transform_edt(mask, sampling=element_size)
-    markers = _seeds(distance, min_distance, element_size, mask)
+    distance, markers = _distance_seeds(mask, min_distance, element_size)
     return watershed(-distance, markers, mask=mask).astype(np.int32)
 
 
@@ -120,11 +120,8 @@ def membrane_watershed(
     Raises:
         ValueError: for an image that is not 2D/3D or not finite, or invalid element sizes.
     """
-    image = _check_image(image)
-    smoothed = gaussian(image, sigma=_scaled(sigma, element_size, image.ndim), preserve_range=True)
+    smoothed = _smoothed(image, sigma, element_size)
     if smoothed.min() == smoothed.max():
-        return np.ones(image.shape, dtype=np.int32)
-    interior = smoothed < threshold_otsu(smoothed)
-    distance = ndimage.distance_transform_edt(interior, sampling=element_size)
-    markers = _seeds(distance, min_distance, element_size, interior)
+        return np.ones(smoothed.shape, dtype=np.int32)
+    _, markers = _distance_seeds(smoothed < threshold_otsu(smoothed), min_distance, element_size)
     return watershed(smoothed, markers).astype(np.int32)
