@@ -11,6 +11,7 @@ import tifffile
 from bundle_workflow import config, workflow
 from monai.bundle import ConfigWorkflow
 
+from spoco_monai.cli import main
 from spoco_monai.metrics import average_precision, symmetric_best_dice
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -82,7 +83,7 @@ def test_nuclei_overlay_masks_the_clustering_with_a_foreground(tiny_dataset, sma
 # overlays of each shipped 2D model, and its scores on the validation image 6b72b61b80060a9e (191 nuclei) as
 # measured by bench/sparse_dsb.py's evaluation when it was shipped
 SHIPPED_2D_MODELS = {
-    "dsb2018_nuclei_2d": (("inference", "dsb2018_inference"), DENSE_SBD, DENSE_AP50),
+    "dsb2018_nuclei_2d": (("inference", "dsb2018_inference"), 0.7323, 0.5657),
     "dsb2018_nuclei_2d_sparse": (("inference", "dsb2018_inference", "dsb2018_sparse_inference"), 0.7338, 0.5296),
 }
 
@@ -107,3 +108,9 @@ def test_shipped_nuclei_model_segments_a_validation_image(tmp_path, model):
     # inference and the evaluation of the table run the same path: the same scores to float precision
     assert symmetric_best_dice(labels, truth) == pytest.approx(sbd, abs=1e-3)
     assert average_precision(labels, truth, iou_threshold=0.5) == pytest.approx(ap50, abs=1e-3)
+    # the command line picks the model by name and runs the same settings: the very same labels
+    cli_output = tmp_path / "cli.tif"
+    bundle_dir = Path(__file__).resolve().parents[2] / "bundle"
+    assert main(["segment", str(DSB / "val" / "images" / name), str(cli_output), "--bundle", str(bundle_dir),
+                 "--model", model, "--device", "cpu", "--no-progress"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(cli_output), labels)
