@@ -1,0 +1,160 @@
+"""The 3D sample models against classical watersheds, on data their training did not see.
+
+Run as ``python bench/models3d.py [--models lm3d_nuclei lm3d_membranes em3d_neurons] [--weights-dir DIR]`` from
+the repository root. For every overlay (``bundle/configs/<name>.json`` layered on ``train.json``) the script
+builds the overlay's validation data and inferer exactly as the bundle does (``validate#dataset`` and
+``validate#inferer``: the report volume or half, the overlay's offsets, clustering options and foreground rule),
+loads ``<weights-dir>/<name>.pt`` (default ``bundle/models``) and segments the report data. Beside it, the
+classical watershed of :mod:`spoco_monai.baselines` a user would try first segments the same data:
+
+* ``lm3d_nuclei``: :func:`~spoco_monai.baselines.nuclei_watershed` (Otsu mask, distance-transform seeds);
+* ``lm3d_membranes``: :func:`~spoco_monai.baselines.membrane_watershed` on the bright membranes;
+* ``em3d_neurons``: the same on the negated FIB-SEM intensities (membranes are dark in EM).
+
+The baselines' one free parameter, ``min_distance`` between seeds, is chosen by adapted Rand error on the
+overlay's *training* data (the training volume or half), with the overlay's voxel size. The table lists the
+adapted Rand error (ARand), the variation of information split into its split and merge parts (VOI), the
+symmetric best Dice (SBD), AP@0.5, mAP over IoU 0.5:0.05:0.95, the number of segments against the number of
+ground-truth objects, and the seconds each method took on the report data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+from monai.data import Dataset
+from monai.transforms import Compose
+
+from spoco_monai.baselines import membrane_watershed, nuclei_watershed
+from spoco_monai.engines import load_network_weights
+from spoco_monai.metrics import (
+    adapted_rand_error_from_overlap,
+    average_precision_from_overlap,
+    label_overlap,
+    mean_average_precision_from_overlap,
+    symmetric_best_dice_from_overlap,
+    variation_of_information_from_overlap,
+)
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+CONFIGS = REPOSITORY / "bundle" / "configs"
+MODELS = ("lm3d_nuclei", "lm3d_membranes", "em3d_neurons")
+MIN_DISTANCES = (2, 3, 4, 6, 8, 10, 12, 16, 20, 24)
+BASELINES: dict[str, tuple[str, Callable[..., np.ndarray], float]] = {
+    # model: (name in the table, function, sign applied to the intensities)
+    "lm3d_nuclei": ("Otsu + distance watershed", nuclei_watershed, 1.0),
+    "lm3d_membranes": ("seeded membrane watershed", membrane_watershed, 1.0),
+    "em3d_neurons": ("seeded membrane watershed (inverted EM)", membrane_watershed, -1.0),
+}
+
+
+def parse_overlay(name: str) -> ConfigParser:
+    """``train.json`` with the overlay ``name`` layered on it, as ``python -m monai.bundle run`` reads them."""
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / f"{name}.json")])
+    parser["bundle_root"] = str(REPOSITORY / "bundle")
+    return parser
+
+
+def scores(prediction: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """ARand, VOI split/merge, SBD, AP@0.5, mAP and the segment counts of one labelled volume."""
+    overlap = label_overlap(torch.as_tensor(prediction, dtype=torch.int64), torch.as_tensor(label, dtype=torch.int64))
+    split, merge = variation_of_information_from_overlap(overlap)
+    return {
+        "arand": adapted_rand_error_from_overlap(overlap),
+        "voi_split": split,
+        "voi_merge": merge,
+        "sbd": symmetric_best_dice_from_overlap(overlap),
+        "ap50": average_precision_from_overlap(overlap, 0.5),
+        "map": mean_average_precision_from_overlap(overlap),
+        "segments": int(np.count_nonzero(np.unique(prediction))),
+        "objects": int(np.count_nonzero(np.unique(label))),
+    }
+
+
+def _volumes(dataset) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, label) arrays (Z, Y, X) of every item of a bundle dataset, after its transforms."""
+    items = [dataset[index] for index in range(len(dataset))]
+    return [(np.asarray(item["image"][0], dtype=np.float32), np.asarray(item["label"][0])) for item in items]
+
+
+def baseline_min_distance(name: str, parser: ConfigParser) -> tuple[int, dict[int, float]]:
+    """The ``min_distance`` of the overlay's baseline with the lowest adapted Rand error on its training data."""
+    _, segment, sign = BASELINES[name]
+    element_size = parser.get_parsed_content("element_size")
+    load = Compose(parser.get_parsed_content("train#load"))
+    training = _volumes(Dataset(parser.get_parsed_content("train#datalist"), load))
+    errors = {}
+    for min_distance in MIN_DISTANCES:
+        per_volume = [
+            scores(segment(sign * image, min_distance=min_distance, element_size=element_size), label)["arand"]
+            for image, label in training
+        ]
+        errors[min_distance] = float(np.mean(per_volume))
+    return min(errors, key=errors.get), errors
+
+
+def run_model(name: str, weights: Path, device: torch.device) -> dict[str, dict[str, float]]:
+    """Scores of the model and of its baseline on the overlay's report data (summed over its volumes)."""
+    parser = parse_overlay(name)
+    network = load_network_weights(parser.get_parsed_content("network_def"), str(weights)).to(device).eval()
+    inferer = parser.get_parsed_content("validate#inferer")
+    report = _volumes(parser.get_parsed_content("validate#dataset"))
+    min_distance, _ = baseline_min_distance(name, parser)
+    method, segment, sign = BASELINES[name]
+    element_size = parser.get_parsed_content("element_size")
+    rows = {}
+    start = time.perf_counter()
+    with torch.no_grad():
+        predictions = [
+            np.asarray(inferer(torch.as_tensor(image)[None, None].to(device), network)[0, 0].cpu())
+            for image, _ in report
+        ]
+    rows["SPOCO"] = _mean([scores(p, label) for p, (_, label) in zip(predictions, report)])
+    rows["SPOCO"]["seconds"] = time.perf_counter() - start
+    start = time.perf_counter()
+    classical = [segment(sign * image, min_distance=min_distance, element_size=element_size) for image, _ in report]
+    rows[f"{method}, min_distance {min_distance}"] = _mean(
+        [scores(p, label) for p, (_, label) in zip(classical, report)]
+    )
+    rows[f"{method}, min_distance {min_distance}"]["seconds"] = time.perf_counter() - start
+    return rows
+
+
+def _mean(per_volume: list[dict[str, float]]) -> dict[str, float]:
+    return {key: float(np.mean([entry[key] for entry in per_volume])) for key in per_volume[0]}
+
+
+def markdown_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    lines = [
+        "| model | method | ARand | VOI split | VOI merge | SBD | AP@0.5 | mAP | segments / objects | s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model, rows in results.items():
+        for method, row in rows.items():
+            lines.append(
+                f"| {model} | {method} | {row['arand']:.3f} | {row['voi_split']:.3f} | {row['voi_merge']:.3f} | "
+                f"{row['sbd']:.3f} | {row['ap50']:.3f} | {row['map']:.3f} | {row['segments']:.0f} / "
+                f"{row['objects']:.0f} | {row['seconds']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--weights-dir", type=Path, default=REPOSITORY / "bundle" / "models")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    results = {name: run_model(name, args.weights_dir / f"{name}.pt", device) for name in args.models}
+    print(markdown_table(results))
+
+
+if __name__ == "__main__":
+    main()
