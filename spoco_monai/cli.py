@@ -180,7 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where objects may be: everywhere, the network's foreground channel, or above the Otsu threshold "
         "(default: the bundle's foreground)",
     )
-    segment.add_argument("--delta-dist", type=float, default=2.0, help="push margin delta_d (default 2.0)")
+    segment.add_argument(
+        "--delta-dist",
+        type=float,
+        help="delta_d of the embedding affinities (default: the bundle's affinity_delta_dist, else 2.0)",
+    )
     segment.add_argument(
         "--normalize",
         choices=("zscore", "none"),
@@ -247,7 +251,7 @@ def _segment(args: argparse.Namespace, device: str) -> int:
             device=device,
             halo=_one_or_many(args.halo),
             sw_batch_size=args.sw_batch_size,
-            delta_dist=args.delta_dist,
+            delta_dist=_bundle_value(config, "affinity_delta_dist", 2.0) if args.delta_dist is None else args.delta_dist,
             offsets=_bundle_value(config, "mws_offsets", None),
             normalize=normalize,
             clustering=args.clustering,

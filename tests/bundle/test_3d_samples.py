@@ -15,14 +15,19 @@ from spoco_monai.data import volume_file
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-# overlay -> (training file, validation file, spatial shape (Z, Y, X), objects in the training / validation label,
-# whether the clustering uses the intensity foreground)
+# overlay -> (training file, validation file, training and validation shape (Z, Y, X) after the overlay's crop,
+# objects in the training / validation label, whether the clustering uses the intensity foreground)
 SAMPLES = {
-    "lm3d_nuclei": ("lm3d/gonuclear_1135.h5", "lm3d/gonuclear_1136.h5", (100, 100, 100), 54, 32, True),
-    "lm3d_membranes": (
-        "lm3d/plantseg_ovule_sample.h5", "lm3d/plantseg_ovule_sample.h5", (32, 128, 128), 50, 50, False,
+    "lm3d_nuclei": (
+        "lm3d/gonuclear_1135.h5", "lm3d/gonuclear_1136.h5", (100, 100, 100), (100, 100, 100), 54, 32, True,
     ),
-    "em3d_neurons": ("em3d/gala_fibsem_train.h5", "em3d/gala_fibsem_train.h5", (50, 100, 200), 87, 87, False),
+    "lm3d_membranes": (
+        "lm3d/plantseg_ovule_sample.h5", "lm3d/plantseg_ovule_sample.h5", (32, 128, 64), (32, 128, 64), 34, 31,
+        False,
+    ),
+    "em3d_neurons": (
+        "em3d/gala_fibsem_train.h5", "em3d/gala_fibsem_train.h5", (50, 100, 100), (50, 100, 100), 47, 48, False,
+    ),
 }
 
 
@@ -53,18 +58,21 @@ def test_overlay_lists_the_sample_volumes(overlay):
 
 @pytest.mark.parametrize("overlay", sorted(SAMPLES))
 def test_overlay_settings_fit_the_volumes(overlay):
-    _, _, shape, train_objects, _, intensity_foreground = SAMPLES[overlay]
+    _, _, shape, _, train_objects, _, intensity_foreground = SAMPLES[overlay]
     parser = _parser(overlay)
     patch = parser.get_parsed_content("patch_size")
     assert parser.get_parsed_content("spatial_dims") == 3
-    assert parser.get_parsed_content("sparse_fraction") == 0.1
+    # the shipped 3D models are trained on every object of their training data
+    assert parser.get_parsed_content("sparse_fraction") == 1.0
     assert parser.get_parsed_content("norm")[0] == "group"
     assert parser.get_parsed_content("foreground") == ("intensity" if intensity_foreground else None)
     assert all(p <= s for p, s in zip(patch, shape))
     # the UNet halves every axis once per stride
     assert all(p % 2 ** len(parser.get_parsed_content("network_strides")) == 0 for p in patch)
     # the validation window (the patch) must hold the longest Mutex Watershed offset
-    assert all(p > max(abs(o[axis]) for o in default_offsets(3)) for axis, p in enumerate(patch))
+    offsets = parser.get_parsed_content("mws_offsets")
+    assert offsets == default_offsets(3, parser.get_parsed_content("object_diameter"), parser["element_size"])
+    assert all(p > max(abs(o[axis]) for o in offsets) for axis, p in enumerate(patch))
     # the size filter must keep a typical object: at most a tenth of the mean object size
     min_size = parser.get_parsed_content("clustering_kwargs")["min_size"]
     assert 0 < min_size <= 0.1 * shape[0] * shape[1] * shape[2] / train_objects
@@ -72,11 +80,12 @@ def test_overlay_settings_fit_the_volumes(overlay):
 
 @pytest.mark.parametrize("overlay", sorted(SAMPLES))
 def test_overlay_sample_loads(overlay):
-    _, _, shape, train_objects, val_objects, _ = SAMPLES[overlay]
+    _, _, train_shape, val_shape, train_objects, val_objects, _ = SAMPLES[overlay]
     parser = _parser(overlay)
-    load = Compose(parser.get_parsed_content("validate#preprocessing#transforms"))
-    for split, objects in (("train#datalist", train_objects), ("validate#datalist", val_objects)):
-        sample = load(parser.get_parsed_content(split)[0])
+    to_labels = parser.get_parsed_content("validate#to_labels")
+    for split, shape, objects in (("train", train_shape, train_objects), ("validate", val_shape, val_objects)):
+        load = Compose(parser.get_parsed_content(f"{split}#load") + to_labels)
+        sample = load(parser.get_parsed_content(f"{split}#datalist")[0])
         assert tuple(sample["image"].shape) == (1, *shape)
         assert tuple(sample["label"].shape) == (1, *shape)
         assert sample["label"].dtype == torch.int64
@@ -99,3 +108,14 @@ def test_overlay_check_data_names_missing_volume(overlay, tmp_path):
         parser.get_parsed_content("check_data")
     message = str(error.value.__cause__)
     assert "file not found" in message and str(tmp_path / Path(SAMPLES[overlay][0]).name) in message
+
+
+@pytest.mark.parametrize("overlay", ["lm3d_membranes", "em3d_neurons"])
+def test_single_volume_overlays_report_on_voxels_training_never_sees(overlay):
+    parser = _parser(overlay)
+    file_shape = {"lm3d_membranes": (32, 128, 128), "em3d_neurons": (50, 100, 200)}[overlay]
+    seen = torch.zeros(file_shape, dtype=torch.int64)
+    for region in ("train_region", "report_region"):
+        seen[parser.get_parsed_content(region)] += 1
+    # the two regions tile the volume without overlap
+    assert int(seen.min()) == 1 and int(seen.max()) == 1
