@@ -16,17 +16,17 @@ from spoco_monai.data import volume_file
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 # overlay -> (training file, validation file, training and validation shape (Z, Y, X) after the overlay's crop,
-# objects in the training / validation label, whether the clustering uses the intensity foreground)
+# objects in the training / validation label, the clustering's foreground rule)
 SAMPLES = {
     "lm3d_nuclei": (
-        "lm3d/gonuclear_1135.h5", "lm3d/gonuclear_1136.h5", (100, 100, 100), (100, 100, 100), 54, 32, True,
+        "lm3d/gonuclear_1135.h5", "lm3d/gonuclear_1136.h5", (100, 100, 100), (100, 100, 100), 54, 32, "network",
     ),
     "lm3d_membranes": (
         "lm3d/plantseg_ovule_sample.h5", "lm3d/plantseg_ovule_sample.h5", (32, 128, 64), (32, 128, 64), 34, 31,
-        False,
+        None,
     ),
     "em3d_neurons": (
-        "em3d/gala_fibsem_train.h5", "em3d/gala_fibsem_train.h5", (50, 100, 100), (50, 100, 100), 47, 48, False,
+        "em3d/gala_fibsem_train.h5", "em3d/gala_fibsem_train.h5", (50, 100, 100), (50, 100, 100), 47, 48, None,
     ),
 }
 
@@ -58,14 +58,16 @@ def test_overlay_lists_the_sample_volumes(overlay):
 
 @pytest.mark.parametrize("overlay", sorted(SAMPLES))
 def test_overlay_settings_fit_the_volumes(overlay):
-    _, _, shape, _, train_objects, _, intensity_foreground = SAMPLES[overlay]
+    _, _, shape, _, train_objects, _, foreground = SAMPLES[overlay]
     parser = _parser(overlay)
     patch = parser.get_parsed_content("patch_size")
     assert parser.get_parsed_content("spatial_dims") == 3
     # the shipped 3D models are trained on every object of their training data
     assert parser.get_parsed_content("sparse_fraction") == 1.0
-    assert parser.get_parsed_content("norm")[0] == "group"
-    assert parser.get_parsed_content("foreground") == ("intensity" if intensity_foreground else None)
+    assert parser.get_parsed_content("foreground") == foreground
+    # a learned foreground is the network's last output channel, trained from the dense labels
+    assert parser.get_parsed_content("foreground_head") == (foreground == "network")
+    assert parser.get_parsed_content("network_def").out_channels == 16 + (foreground == "network")
     assert all(p <= s for p, s in zip(patch, shape))
     # the UNet halves every axis once per stride
     assert all(p % 2 ** len(parser.get_parsed_content("network_strides")) == 0 for p in patch)
@@ -94,8 +96,9 @@ def test_overlay_sample_loads(overlay):
 
 
 @pytest.mark.parametrize("overlay", sorted(SAMPLES))
-def test_overlay_check_data_passes(overlay):
-    parser = _parser(overlay)
+def test_overlay_check_data_passes(overlay, tmp_path):
+    # a fresh output folder: a training run of the overlay may have left a sparse-annotation manifest
+    parser = _parser(overlay, output_dir=str(tmp_path))
     checked_train, checked_val, *_ = parser.get_parsed_content("check_data")
     assert checked_train == parser.get_parsed_content("train#datalist")
     assert checked_val == parser.get_parsed_content("validate#datalist")
