@@ -38,17 +38,27 @@ class MaskCritic(nn.Module):
     There is no normalisation layer: the gradient penalty is taken per mask, which batch statistics would couple
     (Gulrajani et al. 2017, section 4).
 
+    With a ``seed``, the initial weights are drawn from it inside a fork of torch's global generator, which is left
+    as it was: adding a critic to a training then changes no other random draw (network initialisation, data order).
+
     Args:
         spatial_dims: 2 or 3.
         channels: widths of the convolution blocks, each >= 1.
         in_channels: channels of the input masks.
+        seed: None (draw from torch's global generator) or the seed of the initial weights.
 
     Raises:
         TypeError: an option of the wrong type.
         ValueError: ``spatial_dims`` not 2 or 3, or no or non-positive widths.
     """
 
-    def __init__(self, spatial_dims: int = 3, channels: Sequence[int] = (64, 128, 256, 512), in_channels: int = 1):
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        channels: Sequence[int] = (64, 128, 256, 512),
+        in_channels: int = 1,
+        seed: int | None = None,
+    ) -> None:
         super().__init__()
         if check_int("spatial_dims", spatial_dims) not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, found {spatial_dims}.")
@@ -60,14 +70,18 @@ class MaskCritic(nn.Module):
         self.min_size = 2 ** (len(widths) - 1)
         layers: list[nn.Module] = []
         previous = check_positive_int("in_channels", in_channels)
-        for index, width in enumerate(widths):
-            layers += [Conv[Conv.CONV, spatial_dims](previous, width, 3, padding=1), nn.LeakyReLU(0.2)]
-            if index < len(widths) - 1:
-                layers.append(Pool[Pool.MAX, spatial_dims](2))
-            previous = width
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(check_int("seed", seed))
+            for index, width in enumerate(widths):
+                layers += [Conv[Conv.CONV, spatial_dims](previous, width, 3, padding=1), nn.LeakyReLU(0.2)]
+                if index < len(widths) - 1:
+                    layers.append(Pool[Pool.MAX, spatial_dims](2))
+                previous = width
+            score = nn.Linear(previous, 1)
         self.features = nn.Sequential(*layers)
         self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
-        self.score = nn.Linear(previous, 1)
+        self.score = score
 
     def forward(self, masks: torch.Tensor) -> torch.Tensor:
         """Score masks.
@@ -116,8 +130,9 @@ def object_box_masks(chosen: ChosenObjects, box_size: Sequence[int]) -> tuple[to
     embeddings, anchors = chosen.embeddings, chosen.anchors
     batch, num_chosen = chosen.slots.shape
     device = embeddings.device
-    # Squared distances of every pixel to every chosen anchor, (B, M, N), by one batched product; cut to the boxes
-    # below. Computing only inside the boxes would need the (B, E, M, box) embeddings, E times larger for small boxes.
+    # Squared distances of every pixel to every chosen anchor, (B, M, N), by one batched product, then cut to the
+    # boxes: computing inside the boxes only would gather (B, E, M, P) embeddings, E P / N times as many values
+    # (2 for E = 16 and a 3D box of half the patch).
     squared = anchors.square().sum(dim=2, keepdim=True) + embeddings.square().sum(dim=1).unsqueeze(1)
     squared = (squared - 2.0 * torch.bmm(anchors, embeddings)).clamp_min(0.0)
 

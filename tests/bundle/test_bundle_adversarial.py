@@ -7,8 +7,7 @@ import sys
 
 import pytest
 import torch
-from bundle_workflow import CONFIGS, TINY, config, record_losses, workflow
-from ignite.engine import Events
+from bundle_workflow import CONFIGS, TINY, config, run_recorded
 
 from spoco_monai.engines import AdversarialSpocoTrainer
 
@@ -47,18 +46,15 @@ SETTINGS = {
 }
 
 
-def _run(dataset, output, kill_at=None):
-    flow = workflow(("train", "adversarial"), dataset_dir=str(dataset), output_dir=str(output), **SETTINGS)
-    losses = record_losses(flow)
-    trainer = flow.parser.get_parsed_content("train#trainer")
-    if kill_at is not None:
+def _run(dataset, output, kill_at=None, names=("train", "adversarial")):
+    flow, losses = run_recorded(names, kill_at, dataset_dir=str(dataset), output_dir=str(output), **SETTINGS)
+    return losses, flow.parser.get_parsed_content("train#trainer")
 
-        @trainer.on(Events.ITERATION_COMPLETED(once=kill_at))
-        def _kill(engine):
-            raise KeyboardInterrupt
 
-    flow.run()
-    return losses, trainer
+@pytest.fixture(scope="module")
+def whole_run(tiny_dataset, tmp_path_factory):
+    """Losses and trainer of an uninterrupted run of the overlay with SETTINGS."""
+    return _run(tiny_dataset, tmp_path_factory.mktemp("whole"))
 
 
 def _assert_same_state(first: dict, second: dict) -> None:
@@ -72,14 +68,22 @@ def _assert_same_state(first: dict, second: dict) -> None:
             assert value == second[name], name
 
 
-def test_killed_and_resumed_critic_is_bit_identical(tiny_dataset, tmp_path):
-    expected_losses, expected = _run(tiny_dataset, tmp_path / "whole")
+def test_killed_and_resumed_critic_is_bit_identical(tiny_dataset, tmp_path, whole_run):
+    expected_losses, expected = whole_run
     assert isinstance(expected, AdversarialSpocoTrainer)
     with pytest.raises(KeyboardInterrupt):
-        _run(tiny_dataset, tmp_path / "killed", kill_at=5)
-    losses, resumed = _run(tiny_dataset, tmp_path / "killed")
+        _run(tiny_dataset, tmp_path, kill_at=5)
+    losses, resumed = _run(tiny_dataset, tmp_path)
     assert losses == expected_losses[3:]
     _assert_same_state(expected.critic.state_dict(), resumed.critic.state_dict())
     _assert_same_state(expected.critic_optimizer.state_dict(), resumed.critic_optimizer.state_dict())
     _assert_same_state(expected.network.state_dict(), resumed.network.state_dict())
     assert resumed.state.output["loss_terms"]["adversarial"] != 0.0
+
+
+def test_warm_up_trains_as_without_the_critic(tiny_dataset, tmp_path, whole_run):
+    # the seeded critic leaves every other random draw alone, and the warm-up loss is the SPOCO loss itself
+    adversarial_losses, _ = whole_run
+    plain_losses, _ = _run(tiny_dataset, tmp_path, names=("train",))
+    assert adversarial_losses[:4] == plain_losses[:4]
+    assert adversarial_losses[4] != plain_losses[4]

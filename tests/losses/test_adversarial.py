@@ -187,6 +187,7 @@ def test_mask_critic_rejects_masks_it_cannot_take(masks, message):
         ({"channels": []}, ValueError, "non-empty sequence of widths"),
         ({"channels": [8, 0]}, ValueError, "channels must be >= 1, found 0"),
         ({"channels": [8, 2.5]}, TypeError, "channels must be an int"),
+        ({"seed": 0.5}, TypeError, "seed must be an int"),
     ],
 )
 def test_mask_critic_invalid_options(kwargs, error, message):
@@ -222,3 +223,14 @@ def test_box_of_another_dimensionality_is_rejected(random_batch):
     with pytest.raises(ValueError, match=r"box_size \(2, 2, 2\) must have one size per spatial axis"):
         WassersteinMaskLoss((2, 2, 2)).masks(spoco.last_chosen)
     assert math.prod(spoco.last_chosen.spatial_shape) == spoco.last_chosen.embeddings.shape[-1]
+
+
+def test_seeded_critic_leaves_the_global_generator_alone():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    first = MaskCritic(2, (2, 4), seed=1)
+    assert torch.equal(torch.rand(3), expected)
+    second = MaskCritic(2, (2, 4), seed=1)
+    assert all(torch.equal(value, second.state_dict()[name]) for name, value in first.state_dict().items())
+    assert not torch.equal(MaskCritic(2, (2, 4), seed=2).score.weight, first.score.weight)
