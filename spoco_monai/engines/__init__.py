@@ -1,8 +1,9 @@
-"""engines: the SPOCO trainer (student f, EMA teacher g, two views) and its checkpoint and logging helpers
-(loss terms, learning rate and embedding pictures for TensorBoard)."""
+"""engines: the SPOCO trainer (student f, EMA teacher g, two views), its variant with the adversarial mask critic, and
+their checkpoint and logging helpers (loss terms, learning rate and embedding pictures for TensorBoard)."""
 
 from __future__ import annotations
 
+from spoco_monai.engines.adversarial import ADVERSARIAL_TERMS, AdversarialSpocoTrainer
 from spoco_monai.engines.checkpoint import (
     AtomicCheckpointSaver,
     AtomicDiskSaver,
@@ -19,9 +20,11 @@ from spoco_monai.engines.outputs import loss_and_terms
 from spoco_monai.engines.trainer import LOSS_TERMS, TEACHER_PRED, SpocoTrainer
 
 __all__ = [
+    "ADVERSARIAL_TERMS",
     "LEARNING_RATE_TAG",
     "LOSS_TERMS",
     "TEACHER_PRED",
+    "AdversarialSpocoTrainer",
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
     "EmbeddingImageHandler",

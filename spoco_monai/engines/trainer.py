@@ -178,6 +178,10 @@ class SpocoTrainer(SupervisedTrainer):
             self._batches_drawn = resume["batches_drawn"]
             restore_random_state(resume["random_state"], generators)
 
+    def _network_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss of the network's step, from the loss function's value: that value here; subclasses add terms."""
+        return loss
+
     def _iteration(self, engine: SpocoTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         """One SPOCO step on ``batchdata``; returns the output dict described in the class docstring.
 
@@ -213,7 +217,7 @@ class SpocoTrainer(SupervisedTrainer):
             loss = engine.loss_function(
                 engine.state.output[Keys.PRED], targets, engine.state.output[TEACHER_PRED], **loss_kwargs
             )
-            engine.state.output[Keys.LOSS] = loss.mean()
+            engine.state.output[Keys.LOSS] = engine._network_loss(loss.mean())
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
             return engine.state.output[Keys.LOSS]
 

@@ -1,21 +1,27 @@
-"""SPOCO losses: discriminative terms, single-instance term, unlabeled push, embedding consistency."""
+"""SPOCO losses: discriminative terms, single-instance term, unlabeled push, embedding consistency, adversarial
+mask term (critic and WGAN-GP objectives)."""
 
 from __future__ import annotations
 
+from spoco_monai.losses.adversarial import MaskCritic, WassersteinMaskLoss, object_box_masks
 from spoco_monai.losses.consistency import EmbeddingConsistencyLoss
 from spoco_monai.losses.discriminative import DiscriminativeLoss
 from spoco_monai.losses.foreground import ForegroundLoss
 from spoco_monai.losses.kernel import kernel_sigma_squared
-from spoco_monai.losses.single_instance import SingleInstanceLoss
+from spoco_monai.losses.single_instance import ChosenObjects, SingleInstanceLoss
 from spoco_monai.losses.spoco import SpocoLoss
 from spoco_monai.losses.unlabeled_push import UnlabeledPushLoss
 
 __all__ = [
+    "ChosenObjects",
     "DiscriminativeLoss",
     "EmbeddingConsistencyLoss",
     "ForegroundLoss",
+    "MaskCritic",
     "SingleInstanceLoss",
     "SpocoLoss",
     "UnlabeledPushLoss",
+    "WassersteinMaskLoss",
     "kernel_sigma_squared",
+    "object_box_masks",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -20,7 +22,7 @@ from spoco_monai.losses.pairwise import (
 from spoco_monai.losses.sampling import pick_per_group, random_priorities, random_subset
 from spoco_monai.losses.validation import check_int, check_positive_int, flatten_loss_inputs
 
-__all__ = ["SingleInstanceLoss", "INSTANCE_LOSSES"]
+__all__ = ["ChosenObjects", "SingleInstanceLoss", "INSTANCE_LOSSES"]
 
 #: Per-object losses between a soft mask and a ground-truth mask.
 INSTANCE_LOSSES = ("dice", "bce")
@@ -60,6 +62,35 @@ class _OwnGaussianSums(torch.autograd.Function):
             index = column[:, part].unsqueeze(1).expand_as(difference)
             grad_anchors.scatter_add_(2, index, grad_embeddings[..., part])
         return grad_embeddings, grad_anchors.neg_(), None, None
+
+
+@dataclass(frozen=True)
+class ChosenObjects:
+    """The objects whose soft masks the single-instance term compares with their ground truth, and their anchors.
+
+    The soft mask of chosen object m of sample b is S(i) = exp(-rate ||e_i - anchors[b, m]||^2) on the valid pixels
+    i (0 on ignored ones), its ground truth the pixels with ``objects.slots[b, i] == slots[b, m]``.
+
+    Attributes:
+        embeddings: (B, E, N) embeddings of the term (float32, or float64 for float64 inputs; without a
+            foreground channel).
+        spatial_shape: the spatial shape S of the patch, prod(S) = N.
+        objects: object index of the batch.
+        valid: (B, N) bool, non-ignored pixels.
+        slots: (B, M) int64 object slot of each chosen object.
+        present: (B, M) bool, whether the chosen slot holds an object (samples with fewer objects are padded).
+        anchors: (B, M, E) anchor embeddings, differentiable with respect to ``embeddings``.
+        rate: 1 / (2 sigma^2) of the kernel.
+    """
+
+    embeddings: torch.Tensor
+    spatial_shape: tuple[int, ...]
+    objects: ObjectIndex
+    valid: torch.Tensor
+    slots: torch.Tensor
+    present: torch.Tensor
+    anchors: torch.Tensor
+    rate: float
 
 
 class SingleInstanceLoss(nn.Module):
@@ -127,7 +158,8 @@ class SingleInstanceLoss(nn.Module):
         with torch.autocast(device_type=flat_embeddings.device.type, enabled=False):
             objects = ObjectIndex.from_target(flat_target)
             means, _ = means_and_pull(flat_embeddings, objects, self.delta_var)
-            return self.term(flat_embeddings, objects, means, flat_target >= 0)
+            chosen = self.choose(flat_embeddings, objects, means, flat_target >= 0, tuple(embeddings.shape[2:]))
+            return self.chosen_term(chosen)
 
     def anchors(self, embeddings: torch.Tensor, objects: ObjectIndex, means: torch.Tensor) -> torch.Tensor:
         """Anchor embedding of every object slot: a random pixel within delta_v of the mean, else the mean.
@@ -153,16 +185,22 @@ class SingleInstanceLoss(nn.Module):
         picked = embeddings.gather(2, pixels.unsqueeze(1).expand(-1, channels, -1)).transpose(1, 2)
         return torch.where(found.unsqueeze(-1), picked, means)
 
-    def term(
-        self, embeddings: torch.Tensor, objects: ObjectIndex, means: torch.Tensor, valid: torch.Tensor
-    ) -> torch.Tensor:
-        """Single-instance loss, batch mean.
+    def choose(
+        self,
+        embeddings: torch.Tensor,
+        objects: ObjectIndex,
+        means: torch.Tensor,
+        valid: torch.Tensor,
+        spatial_shape: tuple[int, ...],
+    ) -> ChosenObjects:
+        """Draw the anchors and, with ``max_instances``, the subset of objects of the term.
 
         Args:
             embeddings: (B, E, N).
             objects: object index of the batch.
             means: (B, K, E) object means from :func:`~spoco_monai.losses.objects.means_and_pull`.
             valid: (B, N) bool non-ignored pixels.
+            spatial_shape: spatial shape of the patch, prod = N.
         """
         anchors = self.anchors(embeddings, objects, means)
         batch, channels, _ = embeddings.shape
@@ -172,15 +210,30 @@ class SingleInstanceLoss(nn.Module):
             chosen_present = objects.present
         else:
             chosen, chosen_present = random_subset(objects.present, self.max_instances, self.generator)
-        num_chosen = chosen.shape[1]
         chosen_anchors = anchors.gather(1, chosen.unsqueeze(-1).expand(-1, -1, channels))
+        return ChosenObjects(
+            embeddings=embeddings,
+            spatial_shape=tuple(spatial_shape),
+            objects=objects,
+            valid=valid,
+            slots=chosen,
+            present=chosen_present,
+            anchors=chosen_anchors,
+            rate=0.5 / self.sigma_sq,
+        )
+
+    def chosen_term(self, chosen: ChosenObjects) -> torch.Tensor:
+        """Single-instance loss of the objects drawn by :meth:`choose`, batch mean."""
+        embeddings, objects, valid, rate = chosen.embeddings, chosen.objects, chosen.valid, chosen.rate
+        batch = embeddings.shape[0]
+        num_slots = objects.num_slots
+        num_chosen = chosen.slots.shape[1]
 
         # Squared distance of each pixel to the anchor of its own object (column num_chosen: not chosen).
-        column_of_slot = torch.full((batch, num_slots + 1), num_chosen, dtype=torch.int64, device=anchors.device)
-        column_of_slot.scatter_(1, chosen, torch.arange(num_chosen, device=anchors.device).expand(batch, -1))
+        column_of_slot = torch.full((batch, num_slots + 1), num_chosen, dtype=torch.int64, device=embeddings.device)
+        column_of_slot.scatter_(1, chosen.slots, torch.arange(num_chosen, device=embeddings.device).expand(batch, -1))
         column = column_of_slot.gather(1, objects.slots)
-        padded_anchors = nn.functional.pad(chosen_anchors.transpose(1, 2), (0, 1))
-        rate = 0.5 / self.sigma_sq
+        padded_anchors = nn.functional.pad(chosen.anchors.transpose(1, 2), (0, 1))
         origin = centre_of_valid_pixels(embeddings, valid)
 
         def per_member_sum(values: torch.Tensor) -> torch.Tensor:
@@ -188,9 +241,9 @@ class SingleInstanceLoss(nn.Module):
 
         if self.loss == "dice":
             intersection = _OwnGaussianSums.apply(embeddings, padded_anchors, column, rate)[:, :num_chosen]
-            mask_sq = kernel_sums(chosen_anchors, embeddings, valid, origin, GaussianKernel(2.0 * rate))
+            mask_sq = kernel_sums(chosen.anchors, embeddings, valid, origin, GaussianKernel(2.0 * rate))
             # Absent slots get size 1 instead of 0 so that their (discarded) Dice has no 0/0 in its gradient.
-            sizes = objects.counts.gather(1, chosen).clamp_min(1).to(embeddings.dtype)
+            sizes = objects.counts.gather(1, chosen.slots).clamp_min(1).to(embeddings.dtype)
             per_object = dice_loss_from_sums(intersection, mask_sq, sizes)
         else:
             own_squared = (embeddings - per_pixel(padded_anchors, column)).square().sum(dim=1)
@@ -198,6 +251,6 @@ class SingleInstanceLoss(nn.Module):
             # Inside the object the BCE is -log S = rate * s; the sum over all pixels of -log(1 - S) counted
             # the object's own pixels, which are taken back out.
             inside = (rate * own_squared).clamp_max(LOG_CAP) - kernel_values(own_squared, outside)
-            everywhere = kernel_sums(chosen_anchors, embeddings, valid, origin, outside)
+            everywhere = kernel_sums(chosen.anchors, embeddings, valid, origin, outside)
             per_object = (per_member_sum(inside) + everywhere) / valid.sum(dim=1, keepdim=True).clamp_min(1)
-        return per_object_mean(per_object, chosen_present).mean()
+        return per_object_mean(per_object, chosen.present).mean()

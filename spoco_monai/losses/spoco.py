@@ -9,7 +9,7 @@ from spoco_monai.losses.consistency import EmbeddingConsistencyLoss
 from spoco_monai.losses.discriminative import DiscriminativeLoss
 from spoco_monai.losses.foreground import ForegroundLoss
 from spoco_monai.losses.objects import ObjectIndex, means_and_pull
-from spoco_monai.losses.single_instance import SingleInstanceLoss
+from spoco_monai.losses.single_instance import ChosenObjects, SingleInstanceLoss
 from spoco_monai.losses.unlabeled_push import UnlabeledPushLoss
 from spoco_monai.losses.validation import check_non_negative, flatten_loss_inputs
 
@@ -43,7 +43,10 @@ class SpocoLoss(nn.Module):
     logit is trained by :class:`~spoco_monai.losses.foreground.ForegroundLoss` against the ``foreground``
     target given to ``forward`` (1 foreground, 0 background, -1 unknown). The clustering then uses the learned
     foreground as its mask. With the default weight 0 nothing changes. After each forward, :attr:`last_terms`
-    holds the unweighted value of each term as a float, under the keys of ``TERM_NAMES``.
+    holds the unweighted value of each term as a float, under the keys of ``TERM_NAMES``, and :attr:`last_chosen`
+    the objects and anchors of the single-instance term (:class:`~spoco_monai.losses.single_instance.ChosenObjects`,
+    differentiable; ``None`` when the term's weight is 0): the adversarial term
+    (:mod:`~spoco_monai.losses.adversarial`) builds its soft masks from them.
 
     Wolny et al., "Sparse Object-level Supervision for Instance Segmentation with Pixel Embeddings", CVPR 2022.
 
@@ -100,6 +103,7 @@ class SpocoLoss(nn.Module):
         self.unlabeled_push = UnlabeledPushLoss(delta_dist)
         self.consistency = EmbeddingConsistencyLoss(delta_var, kernel_threshold, max_anchors, seed=seed + 1)
         self.last_terms: dict[str, float] = dict.fromkeys(TERM_NAMES, 0.0)
+        self.last_chosen: ChosenObjects | None = None
 
     def forward(
         self,
@@ -145,9 +149,12 @@ class SpocoLoss(nn.Module):
             means, pull_sums = means_and_pull(flat_embeddings, objects, self.discriminative.delta_var)
             zero = flat_embeddings.new_zeros(())
             terms = dict(zip(TERM_NAMES[:3], self.discriminative.terms(objects, means, pull_sums)))
-            terms["instance"] = (
-                self.single_instance.term(flat_embeddings, objects, means, valid) if self.instance_weight > 0 else zero
-            )
+            self.last_chosen = None
+            terms["instance"] = zero
+            if self.instance_weight > 0:
+                spatial_shape = tuple(embeddings.shape[2:])
+                self.last_chosen = self.single_instance.choose(flat_embeddings, objects, means, valid, spatial_shape)
+                terms["instance"] = self.single_instance.chosen_term(self.last_chosen)
             apply_unlabeled = self.sparse and self.unlabeled_weight > 0
             terms["unlabeled"] = (
                 self.unlabeled_push.term(flat_embeddings, objects, means, flat_target == 0) if apply_unlabeled else zero

@@ -51,3 +51,22 @@ def record_losses(flow: ConfigWorkflow) -> list[tuple[int, float]]:
         losses.append((engine.state.iteration, float(engine.state.output["loss"].detach())))
 
     return losses
+
+
+def run_recorded(
+    names: tuple[str, ...], kill_at: int | None = None, **overrides
+) -> tuple[ConfigWorkflow, list[tuple[int, float]]]:
+    """Run the workflow of ``names``, recording its losses; returns the workflow and the (iteration, loss) pairs.
+
+    With ``kill_at``, the run is killed after that iteration: ``KeyboardInterrupt`` propagates.
+    """
+    flow = workflow(names, **overrides)
+    losses = record_losses(flow)
+    if kill_at is not None:
+
+        @flow.parser.get_parsed_content("train#trainer").on(Events.ITERATION_COMPLETED(once=kill_at))
+        def _kill(engine):
+            raise KeyboardInterrupt
+
+    flow.run()
+    return flow, losses

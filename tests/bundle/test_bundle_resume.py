@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from bundle_workflow import record_losses, workflow
+from bundle_workflow import run_recorded, workflow
 from ignite.engine import Events
 
 from spoco_monai.engines import latest_checkpoint
@@ -20,18 +20,8 @@ SETTINGS = {
 
 
 def _run(dataset, output, kill_at=None):
-    flow = workflow(("train",), dataset_dir=str(dataset), output_dir=str(output), **SETTINGS)
-    losses = record_losses(flow)
-    trainer = flow.parser.get_parsed_content("train#trainer")
-    if kill_at is not None:
-
-        @trainer.on(Events.ITERATION_COMPLETED(once=kill_at))
-        def _kill(engine):
-            raise KeyboardInterrupt
-
-    flow.run()
-    evaluator = flow.parser.get_parsed_content("validate#evaluator")
-    return losses, trainer, evaluator
+    flow, losses = run_recorded(("train",), kill_at, dataset_dir=str(dataset), output_dir=str(output), **SETTINGS)
+    return losses, flow.parser.get_parsed_content("train#trainer"), flow.parser.get_parsed_content("validate#evaluator")
 
 
 def test_killed_and_resumed_training_is_bit_identical(tiny_dataset, tmp_path, capsys):
