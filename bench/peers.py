@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 from monai.transforms import NormalizeIntensity
-from skimage.measure import label as connected_components
+from skimage.measure import label as label_regions
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import find_boundaries, watershed
 
@@ -318,7 +318,7 @@ def seeded_watershed(probabilities: np.ndarray) -> np.ndarray:
     """
     seeds = remove_small_objects(probabilities[INTERIOR] > 0.5, max_size=MIN_SEED_PIXELS - 1)
     mask = 1.0 - probabilities[BACKGROUND] > 0.5
-    return watershed(probabilities[BACKGROUND], connected_components(seeds), mask=mask).astype(np.int32)
+    return watershed(probabilities[BACKGROUND], label_regions(seeds), mask=mask).astype(np.int32)
 
 
 def check_settings(saved: dict[str, Any], wanted: dict[str, Any], path: Path) -> None:

@@ -22,6 +22,8 @@ import torch
 from spoco_monai.data import write_synthetic_dataset
 from spoco_monai.data.volume_io import open_volume, write_volume
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 2
 ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'bundle'}"}

@@ -64,11 +64,13 @@ def test_notebook_is_stored_without_outputs() -> None:
     assert all(not cell.outputs and cell.execution_count is None for cell in code_cells)
 
 
+@pytest.mark.slow
 def test_notebook_runs_in_the_test_interpreter(executed_notebook: nbformat.NotebookNode) -> None:
     output = _stream_text(executed_notebook.cells[-1])
     assert output.strip() == f"{INTERPRETER_MARKER}{sys.executable}"
 
 
+@pytest.mark.slow
 def test_notebook_reads_the_small_setting(executed_notebook: nbformat.NotebookNode) -> None:
     text = "".join(_stream_text(cell) for cell in executed_notebook.cells if cell.cell_type == "code")
     assert "ITERATIONS=3 PATCH_SIZE=64 N_IMAGES=2" in text
@@ -76,6 +78,7 @@ def test_notebook_reads_the_small_setting(executed_notebook: nbformat.NotebookNo
     assert len(re.findall(r"^iteration\s+\d+: loss \d", text, re.MULTILINE)) == 3
 
 
+@pytest.mark.slow
 def test_notebook_reports_metrics_of_every_segmentation(executed_notebook: nbformat.NotebookNode) -> None:
     text = "".join(_stream_text(cell) for cell in executed_notebook.cells if cell.cell_type == "code")
     scores = {match["method"]: match for match in METRIC_LINE.finditer(text)}
@@ -87,6 +90,7 @@ def test_notebook_reports_metrics_of_every_segmentation(executed_notebook: nbfor
             assert 0.0 <= float(match[name]) <= 1.0
 
 
+@pytest.mark.slow
 def test_notebook_draws_the_figures(executed_notebook: nbformat.NotebookNode) -> None:
     code_cells = [cell for cell in executed_notebook.cells if cell.cell_type == "code"]
     # sparse-label figure, loss curve and the final panel figure (the cell before the interpreter check)

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
-from skimage.measure import label as connected_components
+from skimage.measure import label as label_regions
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import watershed
 
@@ -36,19 +36,19 @@ def _distance_seeds(
     radius = [max(1, int(round(r))) for r in _scaled(min_distance, element_size, distance.ndim)]
     if len(set(radius)) == 1:
         peaks = peak_local_max(
-            distance, min_distance=radius[0], labels=connected_components(region), exclude_border=False
+            distance, min_distance=radius[0], labels=label_regions(region), exclude_border=False
         )
     else:
         # peak_local_max's min_distance counts voxels alike on every axis; a footprint of min_distance in
         # physical units per axis keeps the seeds of an anisotropic volume as far apart along z as in-plane
         footprint = np.ones([2 * r + 1 for r in radius], dtype=bool)
         peaks = peak_local_max(
-            distance, footprint=footprint, labels=connected_components(region), exclude_border=False
+            distance, footprint=footprint, labels=label_regions(region), exclude_border=False
         )
     marker = np.zeros(distance.shape, dtype=bool)
     marker[tuple(peaks.T)] = True
     # equal maxima on a plateau are adjacent peaks: one seed per plateau
-    return distance, connected_components(marker)
+    return distance, label_regions(marker)
 
 
 def _smoothed(image: np.ndarray, sigma: float, element_size: Sequence[float] | None) -> np.ndarray:

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from bioimage_cpp.affinities import compute_embedding_distances
+from monai.utils import convert_to_tensor
 
-from .points import as_plain_tensor
-from .validation import check_embeddings, check_offsets, check_positive
+from spoco_monai.validation import check_positive
+
+from .inputs import check_embeddings, check_offsets
 
 LONG_RANGE_STEPS = (3, 9, 27)
 
@@ -46,7 +48,7 @@ def default_offsets(
     if object_diameter is None:
         steps = LONG_RANGE_STEPS
     else:
-        check_positive(object_diameter, "object_diameter")
+        check_positive("object_diameter", object_diameter)
         steps = tuple(3**k for k in range(1, 16) if k == 1 or 3**k <= object_diameter / 2)
     if element_size is None:
         scale = (1.0,) * spatial_dims
@@ -85,9 +87,9 @@ def embeddings_to_affinities(
     """
     check_embeddings(embeddings)
     offsets = check_offsets(offsets, embeddings.ndim - 1)
-    check_positive(delta_dist, "delta_dist")
+    check_positive("delta_dist", delta_dist)
     if isinstance(embeddings, torch.Tensor):
-        distances = _embedding_distances_torch(as_plain_tensor(embeddings), offsets)
+        distances = _embedding_distances_torch(convert_to_tensor(embeddings, track_meta=False).detach(), offsets)
     else:
         distances = torch.from_numpy(_embedding_distances_cpp(embeddings, offsets))
     # in place: the distance buffer becomes the affinity buffer, no further copy of the largest array

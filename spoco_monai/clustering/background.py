@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from bioimage_cpp.segmentation import relabel_sequential
+from monai.utils import convert_to_tensor
 
-from .points import as_plain_tensor
-from .validation import check_background_embedding
+from .inputs import check_background_embedding
 
 
 def drop_background_segment(
@@ -32,7 +32,7 @@ def drop_background_segment(
     Raises:
         ValueError: if ``background_embedding`` does not have shape ``(E,)`` or the shapes do not match.
     """
-    embeddings = as_plain_tensor(embeddings)
+    embeddings = convert_to_tensor(embeddings, track_meta=False).detach()
     check_background_embedding(background_embedding, embeddings.shape[0])
     if tuple(labels.shape) != tuple(embeddings.shape[1:]):
         raise ValueError(

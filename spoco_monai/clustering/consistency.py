@@ -8,10 +8,12 @@ import numpy as np
 import torch
 from bioimage_cpp.segmentation import relabel_sequential
 
+from spoco_monai.validation import check_positive, check_unit_interval
+
 from .background import drop_background_segment
+from .inputs import check_background_embedding, check_embeddings, check_mask
 from .mean_shift import mean_shift_clustering
 from .points import MAX_BLOCK_ELEMENTS, foreground_points
-from .validation import check_background_embedding, check_embeddings, check_mask, check_positive
 
 
 def consistency_clustering(
@@ -62,11 +64,10 @@ def consistency_clustering(
             "embeddings_f and embeddings_g must have the same spatial shape, got "
             f"{tuple(embeddings_f.shape[1:])} and {tuple(embeddings_g.shape[1:])}."
         )
-    if not 0 <= iou_threshold <= 1:
-        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}.")
-    check_positive(n_anchors, "n_anchors")
+    check_unit_interval("iou_threshold", iou_threshold)
+    check_positive("n_anchors", n_anchors)
     if max_iou_samples is not None:
-        check_positive(max_iou_samples, "max_iou_samples")
+        check_positive("max_iou_samples", max_iou_samples)
     mask = check_mask(mask, embeddings_f.shape[1:])
     check_background_embedding(background_embedding, embeddings_f.shape[0])
     labels = mean_shift_clustering(embeddings_f, bandwidth, mask=mask, seed=seed, **mean_shift_options)

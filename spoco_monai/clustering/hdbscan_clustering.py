@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import hdbscan
 import numpy as np
 import torch
 from bioimage_cpp.segmentation import relabel_sequential
-from skimage.measure import label as connected_components
+from monai.utils import convert_to_tensor
+from skimage.measure import label as label_regions
+
+from spoco_monai.validation import check_non_negative, check_positive
 
 from .affinities import default_offsets, embeddings_to_affinities
 from .background import drop_background_segment
-from .points import as_plain_tensor, foreground_points, labels_from_points, nearest_centre
+from .inputs import check_background_embedding, check_embeddings, check_mask
+from .points import foreground_points, labels_from_points, nearest_centre
 from .size_filter import merge_small_segments
-from .validation import (
-    check_background_embedding,
-    check_embeddings,
-    check_mask,
-    check_non_negative,
-    check_positive,
-)
 
 
 def hdbscan_clustering(
@@ -74,11 +70,11 @@ def hdbscan_clustering(
     check_embeddings(embeddings)
     if min_size < 2:
         raise ValueError(f"min_size must be at least 2 pixels, got {min_size}.")
-    check_non_negative(epsilon, "epsilon")
+    check_non_negative("epsilon", epsilon)
     if max_samples is not None:
-        check_positive(max_samples, "max_samples")
+        check_positive("max_samples", max_samples)
     if min_samples is not None:
-        check_positive(min_samples, "min_samples")
+        check_positive("min_samples", min_samples)
     mask = check_mask(mask, embeddings.shape[1:])
     check_background_embedding(background_embedding, embeddings.shape[0])
     points, flat_index = foreground_points(embeddings, mask)
@@ -104,6 +100,9 @@ def hdbscan_clustering(
 
 def _fit_hdbscan(points: np.ndarray, min_cluster_size: int, epsilon: float, min_samples: int | None) -> np.ndarray:
     """HDBSCAN labels of ``points``: 1-based clusters, 0 = noise."""
+    # imported here: only this clustering mode needs hdbscan, so importing the package does not load it
+    import hdbscan
+
     if points.shape[0] < min_cluster_size:
         return np.zeros(points.shape[0], dtype=np.int64)
     clusterer = hdbscan.HDBSCAN(
@@ -138,7 +137,7 @@ def _assign(points: torch.Tensor, sample: torch.Tensor, sample_labels: torch.Ten
 
 def _split_connected(labels: np.ndarray, embeddings: np.ndarray | torch.Tensor, min_size: int) -> np.ndarray:
     """Split clusters into face-connected pieces; merge pieces under ``min_size`` into their best neighbour."""
-    pieces = connected_components(labels, background=0, connectivity=1).astype(np.int64, copy=False)
+    pieces = label_regions(labels, background=0, connectivity=1).astype(np.int64, copy=False)
     offsets = default_offsets(labels.ndim)[: labels.ndim]
-    affinities = embeddings_to_affinities(as_plain_tensor(embeddings).float(), offsets)
+    affinities = embeddings_to_affinities(convert_to_tensor(embeddings, track_meta=False).detach().float(), offsets)
     return merge_small_segments(pieces, affinities.cpu().numpy(), offsets, min_size)

@@ -6,9 +6,11 @@ import numpy as np
 import torch
 from bioimage_cpp.segmentation import relabel_sequential
 
+from spoco_monai.validation import check_positive
+
 from .background import drop_background_segment
+from .inputs import check_background_embedding, check_embeddings, check_mask
 from .points import MAX_BLOCK_ELEMENTS, foreground_points, labels_from_points, nearest_centre
-from .validation import check_background_embedding, check_embeddings, check_mask, check_positive
 
 KERNELS = ("flat", "gaussian")
 # seeding rounds: later rounds only seed points no mode covers yet, so small objects are not missed
@@ -56,13 +58,13 @@ def mean_shift_clustering(
         TypeError, ValueError: for invalid embeddings, mask or parameters.
     """
     check_embeddings(embeddings)
-    check_positive(bandwidth, "bandwidth")
+    check_positive("bandwidth", bandwidth)
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}.")
-    check_positive(max_iter, "max_iter")
-    check_positive(n_seeds, "n_seeds")
+    check_positive("max_iter", max_iter)
+    check_positive("n_seeds", n_seeds)
     if max_samples is not None:
-        check_positive(max_samples, "max_samples")
+        check_positive("max_samples", max_samples)
     mask = check_mask(mask, embeddings.shape[1:])
     check_background_embedding(background_embedding, embeddings.shape[0])
     points, flat_index = foreground_points(embeddings, mask)

@@ -8,19 +8,15 @@ import numpy as np
 import torch
 from bioimage_cpp.segmentation import mutex_watershed as _bioimage_mutex_watershed
 from bioimage_cpp.segmentation import relabel_sequential
+from monai.utils import convert_to_tensor
+
+from spoco_monai.validation import check_non_negative
 
 from .affinities import default_offsets, embeddings_to_affinities
 from .background import drop_background_segment
-from .points import as_plain_tensor
+from .inputs import check_background_embedding, check_embeddings, check_mask, check_offsets
 from .region_mutex_watershed import region_mutex_watershed
 from .size_filter import merge_small_segments
-from .validation import (
-    check_background_embedding,
-    check_embeddings,
-    check_mask,
-    check_non_negative,
-    check_offsets,
-)
 
 
 def mutex_watershed_from_affinities(
@@ -64,7 +60,7 @@ def mutex_watershed_from_affinities(
     offsets = _check_channel_offsets(offsets, affinities.shape[0], len(spatial_shape))
     strides = _check_strides(strides, len(spatial_shape))
     mask = check_mask(mask, spatial_shape)
-    check_non_negative(min_size, "min_size")
+    check_non_negative("min_size", min_size)
     _check_presegment_threshold(presegment_threshold, strides)
     if isinstance(affinities, torch.Tensor):
         affinities = affinities.detach().cpu().numpy()
@@ -110,12 +106,12 @@ def mutex_watershed(
     offsets = _check_channel_offsets(offsets, len(offsets), spatial_dims)
     strides = _check_strides(strides, spatial_dims)
     mask = check_mask(mask, embeddings.shape[1:])
-    check_non_negative(min_size, "min_size")
+    check_non_negative("min_size", min_size)
     _check_presegment_threshold(presegment_threshold, strides)
     check_background_embedding(background_embedding, embeddings.shape[0])
     if isinstance(embeddings, torch.Tensor) and embeddings.device.type == "cpu":
         # the C++ distance kernel beats strided torch slicing on CPU; the view shares memory
-        embeddings = as_plain_tensor(embeddings).numpy()
+        embeddings = convert_to_tensor(embeddings, track_meta=False).detach().numpy()
     affinities = embeddings_to_affinities(embeddings, offsets, delta_dist)
     if isinstance(affinities, torch.Tensor):
         affinities = affinities.cpu().numpy()

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from monai.utils import convert_to_tensor
 
 # bound on the elements of one (points x centres) distance block, ~256 MB in float32
 MAX_BLOCK_ELEMENTS = 2**26
-
-
-def as_plain_tensor(values: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """A detached plain ``torch.Tensor`` view (no copy) of an array, tensor or MONAI MetaTensor."""
-    # MetaTensor would carry and update its metadata through every intermediate operation
-    return torch.as_tensor(values).detach().as_subclass(torch.Tensor)
 
 
 def foreground_points(
@@ -28,7 +23,8 @@ def foreground_points(
         ``(points, flat_index)``: float32 ``(N, E)`` points on the input's device and the int64 ``(N,)``
         flat pixel indices they come from (on the same device).
     """
-    embeddings = as_plain_tensor(embeddings)
+    # a plain tensor: a MetaTensor would carry and update its metadata through every intermediate operation
+    embeddings = convert_to_tensor(embeddings, track_meta=False).detach()
     flat = embeddings.reshape(embeddings.shape[0], -1).float()
     if mask is None:
         flat_index = torch.arange(flat.shape[1], device=flat.device)

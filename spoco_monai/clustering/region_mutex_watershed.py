@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from bioimage_cpp.graph import UndirectedGraph, connected_components, grid_graph, region_adjacency_graph
+from bioimage_cpp.graph import UndirectedGraph, grid_graph, region_adjacency_graph
+from bioimage_cpp.graph import connected_components as masked_graph_components
 from bioimage_cpp.graph.features import (
     affinity_features,
     grid_affinity_features,
@@ -88,7 +89,7 @@ def _join_similar_neighbours(
             affinities[(channel, *source)] *= mask[target]
     grid = grid_graph(spatial_shape)
     weights, valid = grid_affinity_features(grid, affinities, offsets)
-    regions = connected_components(grid, valid & (weights >= threshold)).reshape(spatial_shape) + np.uint64(1)
+    regions = masked_graph_components(grid, valid & (weights >= threshold)).reshape(spatial_shape) + np.uint64(1)
     if mask is not None:
         regions[~mask] = 0
     return relabel_sequential(regions)[0]

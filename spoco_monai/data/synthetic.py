@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from bioimage_cpp.segmentation import relabel_sequential
 from scipy.ndimage import gaussian_filter
 from scipy.spatial import cKDTree
-from skimage.segmentation import relabel_sequential
 
+from spoco_monai.data.atomic import write_atomically
 from spoco_monai.data.datalist import load_datalist
 from spoco_monai.data.volume_io import write_volume
+from spoco_monai.validation import check_non_negative, check_positive
 
 __all__ = ["make_synthetic_volume", "write_synthetic_dataset", "SYNTHETIC_FORMATS"]
 
@@ -72,13 +74,11 @@ def make_synthetic_volume(
         ValueError: when ``shape`` is not 2 or 3 positive sizes or a parameter is out of range.
     """
     shape = _validate_shape(shape)
-    for name, value, lower in (("mean_cell_size", mean_cell_size, 0.0), ("anisotropy", anisotropy, 0.0),
-                               ("membrane_width", membrane_width, 0.0)):
-        if not value > lower:
-            raise ValueError(f"{name} must be > {lower}, got {value}")
+    for name, value in (("mean_cell_size", mean_cell_size), ("anisotropy", anisotropy),
+                        ("membrane_width", membrane_width)):
+        check_positive(name, value)
     for name, value in (("noise", noise), ("blur", blur)):
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+        check_non_negative(name, value)
 
     rng = np.random.default_rng(seed)
     spacing = np.array((anisotropy, 1.0, 1.0)[3 - len(shape):], dtype=np.float64)
@@ -169,8 +169,6 @@ def write_synthetic_dataset(
 
     split = n_volumes - n_validation
     datalist_path = root / "datalist.json"
-    # Written under a temporary name and renamed, so a reader never sees a half-written datalist.
-    temporary = datalist_path.with_name(f".partial-{datalist_path.name}")
-    temporary.write_text(json.dumps({"training": items[:split], "validation": items[split:]}, indent=2))
-    os.replace(temporary, datalist_path)
+    with write_atomically(datalist_path) as temporary:
+        temporary.write_text(json.dumps({"training": items[:split], "validation": items[split:]}, indent=2))
     return load_datalist(datalist_path)

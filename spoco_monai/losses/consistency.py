@@ -17,7 +17,8 @@ from spoco_monai.losses.pairwise import (
     squared_distances,
 )
 from spoco_monai.losses.sampling import random_priorities
-from spoco_monai.losses.validation import check_int, check_positive_int, check_unit_interval, flatten_loss_inputs
+from spoco_monai.losses.inputs import flatten_loss_inputs
+from spoco_monai.validation import check_int, check_positive_int, check_unit_interval
 
 __all__ = ["EmbeddingConsistencyLoss"]
 

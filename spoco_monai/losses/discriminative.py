@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from spoco_monai.losses.objects import ObjectIndex, means_and_pull
-from spoco_monai.losses.validation import check_non_negative, check_positive, flatten_loss_inputs
+from spoco_monai.losses.inputs import flatten_loss_inputs
+from spoco_monai.validation import check_non_negative, check_positive
 
 __all__ = ["DiscriminativeLoss", "per_object_mean"]
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spoco_monai.validation import check_non_negative
+
 __all__ = ["ForegroundLoss"]
 
 
@@ -27,9 +29,7 @@ class ForegroundLoss(nn.Module):
 
     def __init__(self, dice_weight: float = 1.0) -> None:
         super().__init__()
-        if not dice_weight >= 0:
-            raise ValueError(f"dice_weight must be >= 0, found {dice_weight!r}.")
-        self.dice_weight = float(dice_weight)
+        self.dice_weight = check_non_negative("dice_weight", dice_weight)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Compute the term.

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from spoco_monai.losses.validation import check_open_unit_interval, check_positive
+from spoco_monai.validation import check_open_unit_interval, check_positive
 
 __all__ = ["kernel_sigma_squared", "dice_loss_from_sums"]
 

@@ -20,7 +20,8 @@ from spoco_monai.losses.pairwise import (
     kernel_values,
 )
 from spoco_monai.losses.sampling import pick_per_group, random_priorities, random_subset
-from spoco_monai.losses.validation import check_int, check_positive_int, flatten_loss_inputs
+from spoco_monai.losses.inputs import flatten_loss_inputs
+from spoco_monai.validation import check_int, check_positive_int
 
 __all__ = ["ChosenObjects", "SingleInstanceLoss", "INSTANCE_LOSSES"]
 

@@ -11,7 +11,8 @@ from spoco_monai.losses.foreground import ForegroundLoss
 from spoco_monai.losses.objects import ObjectIndex, means_and_pull
 from spoco_monai.losses.single_instance import ChosenObjects, SingleInstanceLoss
 from spoco_monai.losses.unlabeled_push import UnlabeledPushLoss
-from spoco_monai.losses.validation import check_non_negative, flatten_loss_inputs
+from spoco_monai.losses.inputs import flatten_loss_inputs
+from spoco_monai.validation import check_non_negative
 
 __all__ = ["SpocoLoss", "TERM_NAMES"]
 

@@ -8,7 +8,8 @@ from torch import nn
 from spoco_monai.losses.discriminative import per_object_mean
 from spoco_monai.losses.objects import ObjectIndex, means_and_pull, per_pixel
 from spoco_monai.losses.pairwise import HingeKernel, centre_of_valid_pixels, kernel_sums
-from spoco_monai.losses.validation import check_positive, flatten_loss_inputs
+from spoco_monai.losses.inputs import flatten_loss_inputs
+from spoco_monai.validation import check_positive
 
 __all__ = ["UnlabeledPushLoss"]
 

@@ -7,6 +7,7 @@ from typing import Union
 
 import numpy as np
 import torch
+from monai.utils import convert_to_tensor
 
 LabelArray = Union[np.ndarray, torch.Tensor]
 
@@ -80,7 +81,7 @@ def as_label_tensor(labels: LabelArray, name: str) -> torch.Tensor:
         ValueError: when an unsigned 64-bit id does not fit into int64.
     """
     if isinstance(labels, torch.Tensor):
-        tensor = labels.detach().as_subclass(torch.Tensor)
+        tensor = convert_to_tensor(labels, track_meta=False).detach()
         if tensor.dtype == torch.bool or tensor.dtype.is_floating_point or tensor.dtype.is_complex:
             raise TypeError(
                 f"{name} must be an integer label tensor, got dtype {tensor.dtype}; cast label images to an integer "

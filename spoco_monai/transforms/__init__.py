@@ -1,12 +1,13 @@
-"""Dictionary transforms for SPOCO training: sparse annotation simulation, patch sampling, two views."""
+"""Transforms for SPOCO training (array and dictionary versions): sparse annotation simulation, patch sampling,
+two views, foreground target; and the clustering post-transform."""
 
 from __future__ import annotations
 
 from spoco_monai.transforms.foreground_target import ForegroundTarget, ForegroundTargetd
-from spoco_monai.transforms.labeled_crop import RandCropByLabeledInstancesd
+from spoco_monai.transforms.labeled_crop import RandCropByLabeledInstances, RandCropByLabeledInstancesd
 from spoco_monai.transforms.sparse_manifest import SparseAnnotationManifest
-from spoco_monai.transforms.sparse_sampling import SparseInstanceSamplingd
-from spoco_monai.transforms.two_view import TwoViewIntensityAugmentd
+from spoco_monai.transforms.sparse_sampling import SparseInstanceSampling, SparseInstanceSamplingd
+from spoco_monai.transforms.two_view import TwoViewIntensityAugment, TwoViewIntensityAugmentd
 
 from .cluster import Clusterd
 
@@ -14,8 +15,11 @@ __all__ = [
     "Clusterd",
     "ForegroundTarget",
     "ForegroundTargetd",
+    "RandCropByLabeledInstances",
     "RandCropByLabeledInstancesd",
     "SparseAnnotationManifest",
+    "SparseInstanceSampling",
     "SparseInstanceSamplingd",
+    "TwoViewIntensityAugment",
     "TwoViewIntensityAugmentd",
 ]

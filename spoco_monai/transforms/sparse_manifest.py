@@ -5,8 +5,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from spoco_monai.data.atomic import write_atomically
 
 __all__ = ["SparseAnnotationManifest"]
 
@@ -15,9 +16,9 @@ class SparseAnnotationManifest:
     """A JSON file ``{identity: [kept ids, ascending], ...}`` that many processes may append to.
 
     Each :meth:`record` takes an exclusive ``fcntl`` lock on a sibling file ``<path>.lock``, re-reads the
-    manifest, merges the new entry and replaces the file atomically (a temporary file in the same folder
-    followed by ``os.replace``), so data-loader workers and distributed ranks writing at the same time
-    neither lose entries nor leave a half-written file behind. The lock is advisory and POSIX-only.
+    manifest, merges the new entry and replaces the file atomically (:func:`spoco_monai.data.atomic.write_atomically`),
+    so data-loader workers and distributed ranks writing at the same time neither lose entries nor leave a
+    half-written file behind. The lock is advisory and POSIX-only.
 
     Entries are immutable: recording an identity again with different ids raises, because the manifest
     must describe the single annotation that training used (a different subset means another seed or
@@ -72,7 +73,8 @@ class SparseAnnotationManifest:
                 if self._is_recorded(self._known, identity, kept_ids):
                     return
                 self._known[identity] = list(kept_ids)
-                self._replace(self._known)
+                with write_atomically(self.path) as temporary:
+                    temporary.write_text(json.dumps(dict(sorted(self._known.items())), indent=1))
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -88,16 +90,3 @@ class SparseAnnotationManifest:
                 "(give each a unique identity with `id_key`, or use a new manifest path)."
             )
         return True
-
-    def _replace(self, content: dict[str, list[int]]) -> None:
-        """Write ``content`` to a temporary file beside the manifest, then rename it over the manifest."""
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w") as file:
-                json.dump(dict(sorted(content.items())), file, indent=1)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            os.unlink(temporary)
-            raise

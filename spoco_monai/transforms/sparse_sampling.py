@@ -13,19 +13,19 @@ from typing import Any
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms import LoadImaged, MapTransform
+from monai.transforms import LoadImaged, MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type
 
 from spoco_monai.transforms.label_tensor import label_tensor
 from spoco_monai.transforms.sparse_manifest import SparseAnnotationManifest
 
-__all__ = ["SparseInstanceSamplingd", "KEPT_IDS_META_KEY", "IDENTITY_META_KEY"]
+__all__ = ["SparseInstanceSampling", "SparseInstanceSamplingd", "KEPT_IDS_META_KEY", "IDENTITY_META_KEY"]
 
 KEPT_IDS_META_KEY = "spoco_kept_ids"
 IDENTITY_META_KEY = "spoco_identity"
 
 
-class SparseInstanceSamplingd(MapTransform):
+class SparseInstanceSampling(Transform):
     """Turn dense instance labels into sparse positive-unlabeled labels, as an annotator of a fraction p would.
 
     For every label image with K objects (ids > 0 other than ``background_id``) it keeps ``round(p * K)``
@@ -40,10 +40,10 @@ class SparseInstanceSamplingd(MapTransform):
     p = 0.1 are among those kept at p = 0.4). The transform is deliberately not ``Randomizable``: it never
     consumes the pipeline's random state and may be cached (e.g. by ``CacheDataset``).
 
-    The identity of an image is ``str(data[id_key])`` when ``id_key`` is given, otherwise the file name
-    (``os.path.basename``, without folders) of the label MetaTensor's ``meta["filename_or_obj"]``, so that the
-    subset does not change when the data set moves. Two files with the same name in different folders then
-    share an identity; give them unique ids with ``id_key`` (the manifest refuses conflicting entries).
+    The identity of an image is the ``identity`` given with it, otherwise the file name (``os.path.basename``,
+    without folders) of the label MetaTensor's ``meta["filename_or_obj"]``, so that the subset does not change
+    when the data set moves. Two files with the same name in different folders then share an identity; give
+    them unique identities (the manifest refuses conflicting entries).
 
     Results are recorded:
         - in the meta data of a MetaTensor label: ``meta["spoco_kept_ids"]`` is the JSON string of the
@@ -62,14 +62,11 @@ class SparseInstanceSamplingd(MapTransform):
     dtype and device; floating labels (as ``LoadImaged`` gives by default) must hold integral values.
 
     Args:
-        keys: keys of the label images to sparsify.
         fraction: p, the fraction of objects to keep, in (0, 1].
         seed: selects the simulated annotation; the same seed always gives the same subsets.
         keep_background: with ``fraction=1.0``, label the background as an object of its own (dense mode).
         background_id: id of the background in the dense labels, >= 0; never counted among the objects.
         manifest_path: optional JSON file recording the kept ids of every image.
-        id_key: optional key of ``data`` holding each image's identity (e.g. a case name).
-        allow_missing_keys: don't raise if a key in ``keys`` is missing.
 
     Raises:
         TypeError: if ``fraction``, ``seed`` or ``background_id`` have the wrong type, or a label is boolean.
@@ -82,16 +79,12 @@ class SparseInstanceSamplingd(MapTransform):
 
     def __init__(
         self,
-        keys: KeysCollection,
         fraction: float,
         seed: int = 0,
         keep_background: bool = False,
         background_id: int = 0,
         manifest_path: str | os.PathLike | None = None,
-        id_key: Hashable | None = None,
-        allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
         if isinstance(fraction, bool) or not isinstance(fraction, Real):
             raise TypeError(f"fraction must be a real number in (0, 1], found {type(fraction).__name__}.")
         if not 0.0 < fraction <= 1.0:
@@ -110,47 +103,7 @@ class SparseInstanceSamplingd(MapTransform):
         self.seed = seed
         self.keep_background = keep_background
         self.background_id = background_id
-        self.id_key = id_key
         self.manifest = SparseAnnotationManifest(manifest_path) if manifest_path is not None else None
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self._sparsify(d[key], self._identity(d, key))
-        return d
-
-    def check_manifest(self, items: Sequence[Mapping], reader: Any = None) -> Sequence[Mapping]:
-        """Sparsify now the items the manifest already records, so that a mismatch stops a run at start-up.
-
-        A manifest written with other settings (an output folder reused with another seed or fraction) is then
-        reported by the bundle's start-up checks, before any data loader, thread or network exists, instead of
-        inside the data pipeline. Only labels whose identity (``id_key`` or file name) the manifest holds are read.
-
-        Args:
-            items: datalist items with the label paths under ``keys``.
-            reader: the reader ``LoadImaged`` uses for the labels (as in the training pipeline).
-
-        Returns:
-            ``items``, unchanged.
-
-        Raises:
-            ValueError: the manifest records other kept ids for one of the items (see
-                :class:`SparseAnnotationManifest`).
-        """
-        if self.manifest is None:
-            return items
-        recorded = self.manifest.read()
-        if not recorded:
-            return items
-        loader = LoadImaged(keys=self.keys, reader=reader, image_only=True, allow_missing_keys=True)
-        for item in items:
-            if self.id_key is not None and self.id_key in item:
-                identities = {str(item[self.id_key])}
-            else:
-                identities = {os.path.basename(str(item[key])) for key in self.keys if key in item}
-            if identities & recorded.keys():
-                self(loader(dict(item)))
-        return items
 
     def kept_count(self, num_objects: int) -> int:
         """Number of objects kept out of ``num_objects``: p * K rounded half up, at least 1 when K > 0."""
@@ -170,8 +123,14 @@ class SparseInstanceSamplingd(MapTransform):
         ranked = sorted(object_ids, key=lambda i: hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest())
         return sorted(ranked[:count])
 
-    def _sparsify(self, label: NdarrayOrTensor, identity: str | None) -> NdarrayOrTensor:
-        """Sparsify one label image (any shape) and record its kept ids; returns the same type as ``label``."""
+    def __call__(self, label: NdarrayOrTensor, identity: str | None = None) -> NdarrayOrTensor:
+        """Sparsify one label image (any shape) and record its kept ids; returns the same type as ``label``.
+
+        Args:
+            label: the dense instance label.
+            identity: the image's identity; None takes the file name of a MetaTensor label.
+        """
+        identity = self._identity(label) if identity is None else identity
         values = label_tensor(label)
         self._check_label(values)
         ids = torch.unique(values)
@@ -192,20 +151,16 @@ class SparseInstanceSamplingd(MapTransform):
             self.manifest.record(identity, kept)
         return out
 
-    def _identity(self, data: Mapping[Hashable, Any], key: Hashable) -> str | None:
-        """The identity of ``data[key]``, or None where none exists and none is needed."""
-        if self.id_key is not None:
-            if self.id_key not in data:
-                raise ValueError(f"id_key {self.id_key!r} is missing from the data, found keys {list(data)}.")
-            return str(data[self.id_key])
-        label = data[key]
+    def _identity(self, label: NdarrayOrTensor) -> str | None:
+        """The file name of ``label``, or None where it has none and none is needed."""
         filename = label.meta.get("filename_or_obj") if isinstance(label, MetaTensor) else None
         if filename not in (None, ""):
             return os.path.basename(str(filename))
         if self.fraction < 1.0 or self.manifest is not None:
             raise ValueError(
-                f"the label {key!r} has no identity: expected a MetaTensor with meta['filename_or_obj'] "
-                f"(e.g. from LoadImaged) or an `id_key`, found {type(label).__name__} without a file name."
+                "the label has no identity: expected a MetaTensor with meta['filename_or_obj'] (e.g. from "
+                f"LoadImaged) or an identity (`id_key` of SparseInstanceSamplingd), found {type(label).__name__} "
+                "without a file name."
             )
         return None
 
@@ -217,3 +172,89 @@ class SparseInstanceSamplingd(MapTransform):
             raise ValueError("label must hold integer ids (>= -1), found non-integral floating values.")
         if values.numel() and int(values.min()) < -1:
             raise ValueError(f"label ids must be >= -1 (-1 = ignore), found {int(values.min())}.")
+
+
+class SparseInstanceSamplingd(MapTransform):
+    """Dictionary version of :class:`SparseInstanceSampling`.
+
+    The identity of ``data[key]`` is ``str(data[id_key])`` when ``id_key`` is given, otherwise the label's
+    file name (see :class:`SparseInstanceSampling`).
+
+    Args:
+        keys: keys of the label images to sparsify.
+        fraction: p, the fraction of objects to keep, in (0, 1].
+        seed: selects the simulated annotation; the same seed always gives the same subsets.
+        keep_background: with ``fraction=1.0``, label the background as an object of its own (dense mode).
+        background_id: id of the background in the dense labels, >= 0; never counted among the objects.
+        manifest_path: optional JSON file recording the kept ids of every image.
+        id_key: optional key of ``data`` holding each image's identity (e.g. a case name).
+        allow_missing_keys: don't raise if a key in ``keys`` is missing.
+
+    Raises:
+        TypeError, ValueError: as :class:`SparseInstanceSampling`; ValueError also when ``id_key`` is missing
+            from the data.
+    """
+
+    backend = SparseInstanceSampling.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        fraction: float,
+        seed: int = 0,
+        keep_background: bool = False,
+        background_id: int = 0,
+        manifest_path: str | os.PathLike | None = None,
+        id_key: Hashable | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.sampling = SparseInstanceSampling(fraction, seed, keep_background, background_id, manifest_path)
+        self.id_key = id_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.sampling(d[key], self._identity(d))
+        return d
+
+    def _identity(self, data: Mapping[Hashable, Any]) -> str | None:
+        """``str(data[id_key])``, or None without ``id_key`` (the label's file name is then used)."""
+        if self.id_key is None:
+            return None
+        if self.id_key not in data:
+            raise ValueError(f"id_key {self.id_key!r} is missing from the data, found keys {list(data)}.")
+        return str(data[self.id_key])
+
+    def check_manifest(self, items: Sequence[Mapping], reader: Any = None) -> Sequence[Mapping]:
+        """Sparsify now the items the manifest already records, so that a mismatch stops a run at start-up.
+
+        A manifest written with other settings (an output folder reused with another seed or fraction) is then
+        reported by the bundle's start-up checks, before any data loader, thread or network exists, instead of
+        inside the data pipeline. Only labels whose identity (``id_key`` or file name) the manifest holds are read.
+
+        Args:
+            items: datalist items with the label paths under ``keys``.
+            reader: the reader ``LoadImaged`` uses for the labels (as in the training pipeline).
+
+        Returns:
+            ``items``, unchanged.
+
+        Raises:
+            ValueError: the manifest records other kept ids for one of the items (see
+                :class:`SparseAnnotationManifest`).
+        """
+        if self.sampling.manifest is None:
+            return items
+        recorded = self.sampling.manifest.read()
+        if not recorded:
+            return items
+        loader = LoadImaged(keys=self.keys, reader=reader, image_only=True, allow_missing_keys=True)
+        for item in items:
+            if self.id_key is not None and self.id_key in item:
+                identities = {str(item[self.id_key])}
+            else:
+                identities = {os.path.basename(str(item[key])) for key in self.keys if key in item}
+            if identities & recorded.keys():
+                self(loader(dict(item)))
+        return items

@@ -13,6 +13,8 @@ from monai.transforms import Compose
 from spoco_monai.clustering import default_offsets
 from spoco_monai.data import volume_file
 
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 # overlay -> (training file, validation file, training and validation shape (Z, Y, X) after the overlay's crop,

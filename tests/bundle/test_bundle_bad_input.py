@@ -16,6 +16,8 @@ from monai.networks.nets import UNet
 
 from spoco_monai.data import make_synthetic_volume
 
+pytestmark = pytest.mark.slow
+
 
 def _write(path: Path, array: np.ndarray) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,8 @@ from monai.bundle import ConfigWorkflow
 from spoco_monai.cli import main
 from spoco_monai.metrics import average_precision, symmetric_best_dice
 
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DSB = DATA / "dsb2018_fluo"
 

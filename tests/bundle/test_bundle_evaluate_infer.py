@@ -12,6 +12,9 @@ from monai.bundle import ConfigWorkflow
 from monai.networks.nets import UNet
 
 from spoco_monai import visualize
+from spoco_monai.metrics import adapted_rand_error
+
+pytestmark = pytest.mark.slow
 
 INFERENCE_TINY = {
     "device": "$torch.device('cpu')",
@@ -59,7 +62,9 @@ def test_inference_writes_labels_and_report(tiny_dataset, trained, tmp_path):
         "--config", config("inference")[0], "--model", str(trained),
         "--output-dir", str(tmp_path / "report"), *overrides,
     ])
-    assert 0.0 <= report["adapted_rand_error"] <= 1.0
+    ground_truth = np.asarray(nib.load(label_path).dataobj)
+    assert report["adapted_rand_error"] == float(adapted_rand_error(labels, ground_truth))
+    assert report["objects"] == len(np.unique(labels[labels > 0]))
     assert np.array_equal(tifffile.imread(report["labels_tiff"]), labels)
     assert (tmp_path / "report" / "synthetic_001_instances.png").stat().st_size > 0
 

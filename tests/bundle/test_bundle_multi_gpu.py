@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 import torch
 from bundle_workflow import workflow
+
+pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:

@@ -9,6 +9,8 @@ import h5py
 import pytest
 from bundle_workflow import workflow
 
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 OVULE = DATA / "lm3d" / "plantseg_ovule_sample.h5"
 

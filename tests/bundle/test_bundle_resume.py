@@ -11,6 +11,8 @@ from ignite.engine import Events
 
 from spoco_monai.engines import latest_checkpoint
 
+pytestmark = pytest.mark.slow
+
 # two training volumes (a data-loader pass of two batches, shuffled), validation and a checkpoint every 3 iterations:
 # the checkpoint at iteration 3 lies inside a data-loader pass and after a validation
 SETTINGS = {

@@ -5,6 +5,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from bundle_workflow import workflow
 
+pytestmark = pytest.mark.slow
+
 
 def test_training_logs_loss_terms_learning_rate_and_embedding_pictures(tiny_dataset, tmp_path):
     flow = workflow(

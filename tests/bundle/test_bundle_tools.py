@@ -13,6 +13,8 @@ from monai.bundle import ConfigParser
 
 from spoco_monai.engines import load_network_weights
 
+pytestmark = pytest.mark.slow
+
 MODEL = CONFIGS.parent / "models" / "model.pt"
 
 

@@ -10,6 +10,8 @@ from spoco_monai.engines import latest_checkpoint
 
 from bundle_workflow import record_losses, workflow
 
+pytestmark = pytest.mark.slow
+
 
 def test_train_two_iterations_with_validation_and_checkpoints(tiny_dataset, tmp_path):
     flow = workflow(("train",), dataset_dir=str(tiny_dataset), output_dir=str(tmp_path))

@@ -94,8 +94,8 @@ def test_same_object_gives_one_and_far_objects_zero(clean_embeddings):
         (np.zeros((2, 3, 3), np.float32), [(-1, 0, 0)], 2.0, ValueError, "2 integers"),
         (np.zeros((2, 3, 3), np.float32), [(0, 0)], 2.0, ValueError, "non-zero"),
         (np.zeros((2, 3, 3), np.float32), [], 2.0, ValueError, "must not be empty"),
-        (np.zeros((2, 3, 3), np.float32), [(-1, 0)], -1.0, ValueError, "delta_dist must be positive"),
-        (np.zeros((2, 3, 3), np.float32), [(-1, 0)], 0.0, ValueError, "delta_dist must be positive"),
+        (np.zeros((2, 3, 3), np.float32), [(-1, 0)], -1.0, ValueError, "delta_dist must be > 0"),
+        (np.zeros((2, 3, 3), np.float32), [(-1, 0)], 0.0, ValueError, "delta_dist must be > 0"),
     ],
 )
 def test_invalid_input(embeddings, offsets, delta_dist, error, match):

@@ -49,10 +49,10 @@ def test_threshold_zero_keeps_everything(clean_embeddings_2d):
     "kwargs, match",
     [
         ({"embeddings_g": np.zeros((3, 4, 5), np.float32)}, "same spatial shape"),
-        ({"iou_threshold": 1.5}, r"iou_threshold must be in \[0, 1\]"),
-        ({"n_anchors": 0}, "n_anchors must be positive"),
-        ({"max_iou_samples": 0}, "max_iou_samples must be positive"),
-        ({"bandwidth": -1.0}, "bandwidth must be positive"),
+        ({"iou_threshold": 1.5}, r"iou_threshold must lie in \[0, 1\]"),
+        ({"n_anchors": 0}, "n_anchors must be > 0"),
+        ({"max_iou_samples": 0}, "max_iou_samples must be > 0"),
+        ({"bandwidth": -1.0}, "bandwidth must be > 0"),
     ],
 )
 def test_invalid_input(kwargs, match):

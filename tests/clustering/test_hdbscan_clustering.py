@@ -59,9 +59,9 @@ def test_no_cluster_gives_all_zero():
     "kwargs, match",
     [
         ({"min_size": 1}, "min_size must be at least 2"),
-        ({"min_size": 10, "epsilon": -0.1}, "epsilon must be non-negative"),
-        ({"min_size": 10, "max_samples": 0}, "max_samples must be positive"),
-        ({"min_size": 10, "min_samples": 0}, "min_samples must be positive"),
+        ({"min_size": 10, "epsilon": -0.1}, "epsilon must be >= 0"),
+        ({"min_size": 10, "max_samples": 0}, "max_samples must be > 0"),
+        ({"min_size": 10, "min_samples": 0}, "min_samples must be > 0"),
         ({"min_size": 10, "mask": np.ones((2, 2), bool)}, "spatial shape"),
     ],
 )

@@ -50,11 +50,11 @@ def test_mask(clean_embeddings_2d):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"bandwidth": 0.0}, "bandwidth must be positive"),
+        ({"bandwidth": 0.0}, "bandwidth must be > 0"),
         ({"kernel": "epanechnikov"}, "kernel must be one of"),
-        ({"max_iter": 0}, "max_iter must be positive"),
-        ({"n_seeds": 0}, "n_seeds must be positive"),
-        ({"max_samples": 0}, "max_samples must be positive"),
+        ({"max_iter": 0}, "max_iter must be > 0"),
+        ({"n_seeds": 0}, "n_seeds must be > 0"),
+        ({"max_samples": 0}, "max_samples must be > 0"),
     ],
 )
 def test_invalid_input(kwargs, match):

@@ -56,6 +56,7 @@ def test_cell_intensities_vary_between_cells():
     assert np.std(sums / counts) > 0.02
 
 
+@pytest.mark.slow
 def test_default_volume_is_fast():
     start = time.perf_counter()
     image, _ = make_synthetic_volume(seed=0)

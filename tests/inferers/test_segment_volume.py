@@ -34,6 +34,7 @@ def whole_volume_labels(image_3d):
     return segment(image_3d, network, roi_size=VOLUME_SHAPE, block_shape=VOLUME_SHAPE)
 
 
+@pytest.mark.slow
 def test_reference_recovers_the_objects(whole_volume_labels, labels_3d):
     assert arand(labels_3d, whole_volume_labels) == 0.0
     assert whole_volume_labels.dtype == np.int32
@@ -51,6 +52,7 @@ def test_objects_cross_windows_and_blocks(labels_3d):
     assert sum(crossing) > NUM_OBJECTS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["affinities", "labels"])
 def test_seams_match_whole_volume(image_3d, whole_volume_labels, mode):
     labels = segment(image_3d, LabelLookupNetwork(NUM_OBJECTS, noise_scale=NOISE), mode=mode)
@@ -75,6 +77,7 @@ def test_embedding_shift_per_window_is_seamless_with_affinities(image_3d, labels
     assert arand(labels_3d, labels) < 0.01
 
 
+@pytest.mark.slow
 def test_embedding_shift_per_window_breaks_blended_embeddings(image_3d, labels_3d):
     # the control for the test above: blending shifted embeddings mixes unrelated vectors
     labels = segment(image_3d, LabelLookupNetwork(NUM_OBJECTS, shift_scale=20.0), mode="labels")
@@ -90,6 +93,7 @@ def test_labels_mode_with_hdbscan():
     assert arand(labels, result) < 0.01
 
 
+@pytest.mark.slow
 def test_volume_path_input_and_channelless_image(tmp_path, labels_3d):
     path = f"{tmp_path / 'image.h5'}:raw"
     write_volume(path, label_image(labels_3d))
@@ -106,6 +110,7 @@ def test_timings_are_reported(image_3d):
     assert all(value >= 0 for value in timings.values())
 
 
+@pytest.mark.slow
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, image_3d):
     network = LabelLookupNetwork(NUM_OBJECTS, noise_scale=NOISE)
     reference_path = segment(image_3d, network, output=tmp_path / "reference.zarr")
@@ -126,6 +131,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, image_3d):
         np.testing.assert_array_equal(result[:], reference[:])
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_raises(tmp_path, image_3d):
     output = tmp_path / "labels.zarr"
     with pytest.raises(RuntimeError):

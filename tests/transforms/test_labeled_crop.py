@@ -5,7 +5,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from spoco_monai.transforms import RandCropByLabeledInstancesd
+from spoco_monai.transforms import RandCropByLabeledInstances, RandCropByLabeledInstancesd
 
 
 def position_image(shape: tuple[int, ...]) -> np.ndarray:
@@ -46,6 +46,23 @@ def test_crops_are_aligned_windows_of_the_input(shape: tuple[int, ...], size: tu
         np.testing.assert_array_equal(patch["label"].numpy(), crop_of(label, start, size))
         assert patch["label"].meta["patch_index"] == index
         assert patch["name"] == "case"
+
+
+def test_array_transform_cuts_the_dictionary_patches() -> None:
+    shape, size = (6, 20), (8, 6)  # the label is padded with -1 to 8 rows, the image with 0
+    label = corner_label(shape)
+    image = position_image(shape) + 1
+    cropper = RandCropByLabeledInstances(size, num_samples=4, pos=0.5).set_random_state(3)
+    image_patches = cropper(image, label)
+    label_patches = cropper(label, randomize=False, pad_value=-1)
+    patches = RandCropByLabeledInstancesd(["image", "label"], "label", size, 4, 0.5).set_random_state(3)(
+        {"image": image, "label": label}
+    )
+    for image_patch, label_patch, patch in zip(image_patches, label_patches, patches, strict=True):
+        assert torch.equal(image_patch, patch["image"]) and torch.equal(label_patch, patch["label"])
+        assert int(image_patch.min()) == 0 and int(label_patch.min()) == -1
+    with pytest.raises(ValueError, match="a label is needed"):
+        cropper(image)
 
 
 @pytest.mark.parametrize("shape, size", [((40, 40), (9, 9)), ((16, 20, 20), (5, 7, 6))])
@@ -179,7 +196,7 @@ def test_cuda_input_stays_on_device() -> None:
         ({"spatial_size": (4, -1)}, ValueError, "spatial_size"),
         ({"spatial_size": (4.5, 4)}, ValueError, "spatial_size"),
         ({"num_samples": 0}, ValueError, "num_samples"),
-        ({"pos": 1.5}, ValueError, "pos must be in"),
+        ({"pos": 1.5}, ValueError, r"pos must lie in \[0, 1\]"),
         ({"pos": "high"}, TypeError, "pos"),
     ],
 )

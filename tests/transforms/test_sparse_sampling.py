@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset, MetaTensor
 
-from spoco_monai.transforms import SparseInstanceSamplingd
+from spoco_monai.transforms import SparseInstanceSampling, SparseInstanceSamplingd
 
 
 def object_label(num_objects: int, shape: tuple[int, ...] = (1, 12, 12)) -> np.ndarray:
@@ -48,6 +48,16 @@ def test_keeps_rounded_fraction_of_objects(fraction: float, num_objects: int, ex
     assert set(kept) <= set(range(1, num_objects + 1))
     result = out.numpy()
     np.testing.assert_array_equal(result, np.where(np.isin(label, kept), label, 0))
+
+
+def test_array_transform_gives_the_dictionary_labels() -> None:
+    label = object_label(10)
+    named = SparseInstanceSampling(0.3, seed=2)(label, identity="case")
+    by_file = SparseInstanceSampling(0.3, seed=2)(as_meta(label, "/elsewhere/case"))
+    keyed = SparseInstanceSamplingd("label", 0.3, seed=2, id_key="name")({"label": label, "name": "case"})["label"]
+    np.testing.assert_array_equal(named, keyed)
+    np.testing.assert_array_equal(by_file.numpy(), keyed)
+    assert kept_ids(by_file) == sorted(set(np.unique(keyed).tolist()) - {0}) and len(kept_ids(by_file)) == 3
 
 
 def test_hand_made_label_keeps_whole_objects() -> None:
@@ -244,6 +254,7 @@ def test_identical_across_epochs_and_data_loader_workers(tmp_path) -> None:
     assert recorded == {f"label_{i:03d}.tif": json.loads(ids) for i, ids in enumerate(single[0])}
 
 
+@pytest.mark.slow
 def test_identical_across_processes() -> None:
     script = (
         "import json, sys\n"

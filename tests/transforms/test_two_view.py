@@ -6,7 +6,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from spoco_monai.transforms import TwoViewIntensityAugmentd
+from spoco_monai.transforms import TwoViewIntensityAugment, TwoViewIntensityAugmentd
 
 
 def square_image(shape: tuple[int, ...]) -> MetaTensor:
@@ -61,6 +61,14 @@ def test_deterministic_with_set_random_state() -> None:
     assert not torch.equal(first, views(4)[0])
 
 
+def test_array_transform_gives_the_dictionary_views() -> None:
+    image = square_image((16, 16))
+    first, second = Compose([TwoViewIntensityAugment(prob=1.0)]).set_random_state(2)(image)
+    out = Compose([TwoViewIntensityAugmentd(prob=1.0)]).set_random_state(2)({"image": image})
+    assert torch.equal(first, out["image"]) and torch.equal(second, out["image_view2"])
+    assert not torch.equal(first, second)
+
+
 def test_seed_propagates_through_compose() -> None:
     image = square_image((16, 16))
     outputs = [
@@ -87,7 +95,7 @@ def test_each_view_applies_each_augmentation_with_probability_prob() -> None:
 @pytest.mark.parametrize(
     "options, error, message",
     [
-        ({"prob": 1.5}, ValueError, "prob must be in"),
+        ({"prob": 1.5}, ValueError, r"prob must lie in \[0, 1\]"),
         ({"prob": None}, TypeError, "prob"),
         ({"noise_std": -0.1}, ValueError, "noise_std must be >= 0"),
         ({"blur_sigma": (1.0, 0.5)}, ValueError, "blur_sigma must satisfy"),

@@ -73,18 +73,6 @@ def check_mask(mask: np.ndarray | torch.Tensor | None, spatial_shape: Sequence[i
     return mask.astype(bool, copy=False)
 
 
-def check_positive(value: float, name: str) -> None:
-    """Raise a ValueError unless ``value > 0``."""
-    if not value > 0:
-        raise ValueError(f"{name} must be positive, got {value}.")
-
-
-def check_non_negative(value: float, name: str) -> None:
-    """Raise a ValueError unless ``value >= 0``."""
-    if not value >= 0:
-        raise ValueError(f"{name} must be non-negative, got {value}.")
-
-
 def check_background_embedding(background_embedding: np.ndarray | torch.Tensor | None, embedding_dim: int) -> None:
     """Check that an optional background embedding is a vector of ``embedding_dim`` numbers.
 

@@ -1,0 +1,63 @@
+"""Atomic replacement of a file or folder: readers see the old content or the complete new one, never a part."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["write_atomically", "PARTIAL_PREFIX"]
+
+PARTIAL_PREFIX = ".partial-"
+
+
+@contextmanager
+def write_atomically(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; when the block ends without error, it replaces ``path``.
+
+    The temporary ``.partial-<name>`` lies in the folder of ``path``, because ``os.replace`` is atomic only within
+    one file system; one left over by an interrupted writer is removed first. A file is flushed to disk before
+    the rename, so that a crash leaves the previous file rather than an empty one. A folder (e.g. a zarr store)
+    cannot replace another in one step: the old folder is moved aside, the new one renamed, then the old one
+    deleted. On error the temporary is removed and ``path`` keeps its content. Writers of the same path share the
+    temporary name, so concurrent ones must hold a lock.
+
+    Example::
+
+        with write_atomically("datalist.json") as temporary:
+            temporary.write_text(json.dumps(datalist))
+
+    Args:
+        path: the file or folder to (re)place; its folder must exist.
+    """
+    target = Path(path)
+    temporary = target.with_name(PARTIAL_PREFIX + target.name)
+    _remove(temporary)
+    try:
+        yield temporary
+        if temporary.is_file():
+            descriptor = os.open(temporary, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        if target.is_dir() and not target.is_symlink():
+            retired = target.with_name(PARTIAL_PREFIX + "old-" + target.name)
+            _remove(retired)
+            os.replace(target, retired)
+            os.replace(temporary, target)
+            _remove(retired)
+        else:
+            os.replace(temporary, target)
+    except BaseException:
+        _remove(temporary)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
