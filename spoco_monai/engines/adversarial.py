@@ -14,7 +14,7 @@ from spoco_monai.engines.random_state import find_generators
 from spoco_monai.engines.trainer import LOSS_TERMS, SpocoTrainer
 from spoco_monai.losses.adversarial import MaskCritic, WassersteinMaskLoss
 from spoco_monai.losses.spoco import SpocoLoss
-from spoco_monai.losses.validation import check_int, check_non_negative, check_positive_int
+from spoco_monai.validation import check_int, check_non_negative, check_positive_int
 
 __all__ = ["ADVERSARIAL_TERMS", "AdversarialSpocoTrainer"]
 

@@ -24,7 +24,7 @@ from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 
 from spoco_monai.losses.single_instance import ChosenObjects
-from spoco_monai.losses.validation import check_int, check_non_negative, check_positive_int
+from spoco_monai.validation import check_int, check_non_negative, check_positive_int
 
 __all__ = ["MaskCritic", "WassersteinMaskLoss", "object_box_masks"]
 
