@@ -15,12 +15,14 @@ The baselines' one free parameter, ``min_distance`` between seeds, is chosen by 
 overlay's *training* data (the training volume or half), with the overlay's voxel size. The table lists the
 adapted Rand error (ARand), the variation of information split into its split and merge parts (VOI), the
 symmetric best Dice (SBD), AP@0.5, mAP over IoU 0.5:0.05:0.95, the number of segments against the number of
-ground-truth objects, and the seconds each method took on the report data.
+ground-truth objects, and the seconds each method took on the report data. ``--json`` also writes the scores.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -150,9 +152,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--weights-dir", type=Path, default=REPOSITORY / "bundle" / "models")
+    parser.add_argument("--json", type=Path, help="also write the scores to this JSON file")
     args = parser.parse_args(argv)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     results = {name: run_model(name, args.weights_dir / f"{name}.pt", device) for name in args.models}
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"device {device}, {torch.get_num_threads()} torch thread(s), load average {load}\n")
     print(markdown_table(results))
 
 
