@@ -10,7 +10,7 @@ from __future__ import annotations
 from spoco_monai import clustering, data, engines, inferers, losses, metrics, transforms
 from spoco_monai.clustering import hdbscan_clustering, mutex_watershed
 from spoco_monai.engines import SpocoTrainer
-from spoco_monai.inferers import SpocoSlidingWindowInferer, segment_volume
+from spoco_monai.inferers import SegmentationSettings, SpocoSlidingWindowInferer, segment_volume
 from spoco_monai.losses import SpocoLoss
 from spoco_monai.transforms import (
     Clusterd,
@@ -25,6 +25,7 @@ __all__ = [
     "Clusterd",
     "RandCropByLabeledInstancesd",
     "SparseInstanceSamplingd",
+    "SegmentationSettings",
     "SpocoLoss",
     "SpocoSlidingWindowInferer",
     "SpocoTrainer",

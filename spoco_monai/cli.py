@@ -8,27 +8,29 @@ the blocks; rank 0 writes the output and prints its path.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from monai.bundle import ConfigParser
 from torch import nn
 
-from .data.volume_io import open_volume, parse_volume_path, volume_mean_std
-from .engines.checkpoint import load_checked_state_dict, read_checkpoint
+from .data.volume_io import LazyVolume, open_volume, parse_volume_path
+from .engines.checkpoint import load_network_weights
 from .inferers.distributed import init_from_environment
-from .inferers.segment_volume import CLUSTERINGS, SEGMENT_MODES, WORK_DIRECTORY_SUFFIX, segment_volume
+from .inferers.segment_volume import WORK_DIRECTORY_SUFFIX, segment_volume
+from .inferers.settings import BLENDS, CLUSTERINGS, SegmentationSettings
 from .inferers.work_lock import WorkDirectoryLock, WorkDirectoryLockedError
 
-# where a bundle's inference config may define the sliding-window size, tried in this order
-ROI_SIZE_KEYS = ("roi_size", "inferer#roi_size", "patch_size")
-# keys under which a training checkpoint may nest the network's state dict
-STATE_DICT_KEYS = ("network", "model", "state_dict", "net")
+# the config entry holding the bundle's SegmentationSettings
+SETTINGS_KEY = "segmentation"
+# an input voxel size this many times larger or smaller than the model's, along some axis, is warned about
+ELEMENT_SIZE_TOLERANCE = 1.5
 
 
 def load_bundle_network(
@@ -41,8 +43,8 @@ def load_bundle_network(
 
     Args:
         bundle: the bundle directory (``bundle_root`` in its configs).
-        checkpoint: weights file (default ``<bundle>/models/model.pt``): a state dict, or a checkpoint
-            holding one under ``network``, ``model``, ``state_dict`` or ``net``.
+        checkpoint: weights file (default ``<bundle>/models/model.pt``), in any layout
+            :func:`~spoco_monai.engines.load_network_weights` reads.
         configs: config files relative to the bundle, merged in order.
         device: device to move the network to.
 
@@ -51,7 +53,7 @@ def load_bundle_network(
 
     Raises:
         FileNotFoundError: if a config or the checkpoint is missing.
-        ValueError: if the config has no ``network_def`` or the checkpoint holds no state dict.
+        ValueError: if the config has no ``network_def`` or the checkpoint holds no state dict that fits.
     """
     bundle = Path(bundle)
     files = [bundle / config for config in configs]
@@ -64,20 +66,28 @@ def load_bundle_network(
     if "network_def" not in parser:
         raise ValueError(f"the bundle configs {[str(f) for f in files]} define no 'network_def'.")
     network = parser.get_parsed_content("network_def")
-    checkpoint = Path(checkpoint) if checkpoint is not None else bundle / "models" / "model.pt"
-    state = read_checkpoint(checkpoint)
-    if not isinstance(state, dict):
-        raise ValueError(f"{checkpoint} holds a {type(state).__name__}, expected a state dict.")
-    if isinstance(state, dict) and not all(isinstance(value, torch.Tensor) for value in state.values()):
-        nested = next((state[key] for key in STATE_DICT_KEYS if key in state), None)
-        if nested is None:
-            raise ValueError(
-                f"{checkpoint} holds no state dict: expected tensors or one of the keys {STATE_DICT_KEYS}, "
-                f"got keys {sorted(state)}."
-            )
-        state = nested
-    load_checked_state_dict(network, state, checkpoint)
+    load_network_weights(network, Path(checkpoint) if checkpoint is not None else bundle / "models" / "model.pt")
     return network.to(device).eval(), parser
+
+
+def bundle_settings(config: ConfigParser) -> SegmentationSettings:
+    """The bundle's segmentation settings: its ``segmentation`` entry (see ``configs/inference.json``).
+
+    Raises:
+        ValueError: the config has no such entry, or it is not a :class:`~spoco_monai.inferers.SegmentationSettings`.
+    """
+    if SETTINGS_KEY not in config:
+        raise ValueError(
+            f"the bundle config defines no '{SETTINGS_KEY}' (a spoco_monai.inferers.SegmentationSettings); "
+            "pass --roi-size to segment with the default settings."
+        )
+    settings = config.get_parsed_content(SETTINGS_KEY)
+    if not isinstance(settings, SegmentationSettings):
+        raise ValueError(
+            f"the bundle config's '{SETTINGS_KEY}' is a {type(settings).__name__}, expected a "
+            "spoco_monai.inferers.SegmentationSettings."
+        )
+    return settings
 
 
 DEFAULT_MODEL = "model"
@@ -121,20 +131,34 @@ def bundle_model(bundle: str | Path, name: str = DEFAULT_MODEL) -> dict[str, Any
     }
 
 
-def input_mismatch_warnings(volume_shape: Sequence[int], config: ConfigParser) -> list[str]:
-    """Warnings for an input unlike the model's training data: other dimensionality or channel count."""
+def input_mismatch_warnings(volume: LazyVolume, config: ConfigParser) -> list[str]:
+    """Warnings for an input unlike the model's training data: dimensionality, channels or voxel size.
+
+    The voxel size is compared when the input file carries one (:attr:`~spoco_monai.data.LazyVolume.element_size`)
+    and the config has the model's ``element_size``.
+    """
     dims = int(config.get_parsed_content("spatial_dims")) if "spatial_dims" in config else None
     channels = int(config.get_parsed_content("in_channels")) if "in_channels" in config else None
+    trained_size = config.get_parsed_content("element_size") if "element_size" in config else None
+    shape = tuple(volume.shape)
+    if dims is not None and len(shape) not in (dims, dims + 1):
+        return [
+            f"the input has shape {shape}, the model segments {dims}D images "
+            f"({'(C, Y, X)' if dims == 2 else '(C, Z, Y, X)'}): choose a {len(shape)}D model with --model."
+        ]
     warnings = []
-    if dims is not None and len(volume_shape) not in (dims, dims + 1):
-        warnings.append(
-            f"the input has shape {tuple(volume_shape)}, the model segments {dims}D images "
-            f"({'(C, Y, X)' if dims == 2 else '(C, Z, Y, X)'}): choose a {len(volume_shape)}D model with --model."
-        )
-    elif dims is not None and channels is not None:
-        found = volume_shape[0] if len(volume_shape) == dims + 1 else 1
+    if dims is not None and channels is not None:
+        found = shape[0] if len(shape) == dims + 1 else 1
         if found != channels:
             warnings.append(f"the input has {found} channel(s), the model was trained on {channels}.")
+    if trained_size is not None and volume.element_size is not None and len(trained_size) == len(volume.element_size):
+        ratios = np.asarray(volume.element_size, dtype=float) / np.asarray(trained_size, dtype=float)
+        if np.any(ratios > ELEMENT_SIZE_TOLERANCE) or np.any(ratios < 1 / ELEMENT_SIZE_TOLERANCE):
+            warnings.append(
+                f"the input's voxel size {tuple(volume.element_size)} differs from the model's training voxel size "
+                f"{tuple(trained_size)} (its config's element_size): objects appear at another scale; resample the "
+                "input or fine-tune the model on data of this voxel size."
+            )
     return warnings
 
 
@@ -148,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Segment INPUT (NIfTI, TIFF, file.h5:dataset, zarr) with the network of a MONAI bundle and write "
             "the instance labels to OUTPUT (zarr or file.h5:dataset chunked; NIfTI or TIFF from memory). "
-            "An interrupted run resumes from OUTPUT.spoco-work when started again with the same settings."
+            f"The settings are the bundle's ('{SETTINGS_KEY}' in its inference config), so the labels are those "
+            "of the bundle's inference; every option below replaces one of them. An interrupted run resumes "
+            "from OUTPUT.spoco-work when started again with the same settings."
         ),
     )
     segment.add_argument("input", help="input volume, (C, *S) or (*S)")
@@ -162,56 +188,80 @@ def build_parser() -> argparse.ArgumentParser:
     )
     segment.add_argument("--checkpoint", help="weights (default: the model's, e.g. BUNDLE/models/model.pt)")
     segment.add_argument("--config", nargs="+", help="bundle config files defining network_def (default: the model's)")
-    segment.add_argument(
-        "--roi-size",
-        nargs="+",
-        type=int,
-        help=f"window size per axis (default: the bundle's {' / '.join(ROI_SIZE_KEYS)})",
-    )
-    segment.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default: the bundle's)")
-    segment.add_argument("--block-shape", nargs="+", type=int, help="block core size per axis (default ~128^3)")
-    segment.add_argument("--halo", nargs="+", type=int, help="minimum block halo per axis in voxels")
-    segment.add_argument("--mode", choices=SEGMENT_MODES, default="affinities", help="default: affinities")
-    segment.add_argument("--clustering", choices=CLUSTERINGS, default="mws", help="labels mode only (default mws)")
-    segment.add_argument("--min-size", type=int, help="minimum object size (default: the bundle's clustering_kwargs)")
+    bundle_default = "(default: the bundle's)"
+    segment.add_argument("--roi-size", nargs="+", type=int, help=f"window size per axis {bundle_default}")
+    segment.add_argument("--overlap", type=float, help=f"window overlap in [0, 1) {bundle_default}")
+    segment.add_argument("--block-shape", nargs="+", type=int, help=f"block core size per axis {bundle_default}")
+    segment.add_argument("--halo", nargs="+", type=int, help=f"minimum block halo per axis in voxels {bundle_default}")
+    segment.add_argument("--blend", choices=BLENDS, help=f"what the windows blend {bundle_default}")
+    segment.add_argument("--clustering", choices=CLUSTERINGS, help=f"with --blend embeddings {bundle_default}")
+    segment.add_argument("--min-size", type=int, help=f"minimum object size in voxels {bundle_default}")
     segment.add_argument(
         "--foreground",
         choices=("none", "network", "intensity"),
         help="where objects may be: everywhere, the network's foreground channel, or above the Otsu threshold "
-        "(default: the bundle's foreground)",
+        f"{bundle_default}",
     )
-    segment.add_argument(
-        "--delta-dist",
-        type=float,
-        help="delta_d of the embedding affinities (default: the bundle's affinity_delta_dist, else 2.0)",
-    )
+    segment.add_argument("--delta-dist", type=float, help=f"delta_d of the embedding affinities {bundle_default}")
     segment.add_argument(
         "--normalize",
         choices=("zscore", "none"),
-        default="zscore",
-        help="intensity normalisation before the network: zscore (default) uses the whole volume's mean and std, "
-        "as MONAI's NormalizeIntensityd in the bundle's preprocessing; none feeds the values as stored",
+        help="intensity normalisation before the network: zscore uses the whole volume's mean and std, as MONAI's "
+        f"NormalizeIntensity; none feeds the values as stored {bundle_default}",
     )
-    segment.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass (default 1)")
-    segment.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    segment.add_argument("--sw-batch-size", type=int, help=f"windows per forward pass {bundle_default}")
+    segment.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     segment.add_argument(
         "--overwrite",
         action="store_true",
         help="replace OUTPUT once the new one is complete (for file.h5:dataset or volume.zarr:array, that dataset only)",
     )
-    segment.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    segment.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spoco-monai`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    device, joined_group = init_from_environment(args.device)
+    device, joined_group = init_from_environment(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         return _segment(args, device)
     finally:
         if joined_group:
             torch.distributed.destroy_process_group()
+
+
+def command_line_settings(
+    args: argparse.Namespace, config: ConfigParser, device: str | torch.device
+) -> SegmentationSettings:
+    """The bundle's settings with the options given on the command line replacing theirs.
+
+    Raises:
+        ValueError: the bundle has no settings and no ``--roi-size`` is given, or an option is invalid.
+    """
+    if SETTINGS_KEY not in config and args.roi_size is not None:
+        settings = SegmentationSettings(args.roi_size)
+    else:
+        settings = bundle_settings(config)
+    given = {
+        "roi_size": args.roi_size,
+        "overlap": args.overlap,
+        "block_shape": _one_or_many(args.block_shape),
+        "halo": _one_or_many(args.halo),
+        "blend": args.blend,
+        "clustering": args.clustering,
+        "delta_dist": args.delta_dist,
+        "sw_batch_size": args.sw_batch_size,
+        "device": device,
+    }
+    changes: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+    if args.foreground is not None:
+        changes["foreground"] = None if args.foreground == "none" else args.foreground
+    if args.normalize is not None:
+        changes["normalize"] = args.normalize == "zscore"
+    if args.min_size is not None:
+        changes["clustering_kwargs"] = {**settings.clustering_kwargs, "min_size": args.min_size}
+    return dataclasses.replace(settings, **changes)
 
 
 def _segment(args: argparse.Namespace, device: str) -> int:
@@ -225,41 +275,18 @@ def _segment(args: argparse.Namespace, device: str) -> int:
         model = bundle_model(args.bundle, args.model)
         checkpoint = args.checkpoint or Path(args.bundle) / model["model_path"]
         network, config = load_bundle_network(args.bundle, checkpoint, args.config or model["configs"], device)
-        roi_size = args.roi_size or _bundle_roi_size(config)
-        statistics = input_statistics(args.input)
+        settings = command_line_settings(args, config, device)
+        with open_volume(args.input) as volume:
+            warnings = input_mismatch_warnings(volume, config)
         print(
             f"spoco-monai segment: model {model['name']} ({checkpoint}): {model['description']}"
             + (f" Trained on: {model['data_source']}." if model["data_source"] else ""),
             file=sys.stderr,
         )
-        with open_volume(args.input) as volume:
-            for warning in input_mismatch_warnings(volume.shape, config):
-                print(f"spoco-monai segment: warning: {warning}", file=sys.stderr)
-        normalize = statistics if args.normalize == "zscore" else None
-        clustering_kwargs = dict(_bundle_value(config, "clustering_kwargs", {}))
-        if args.min_size is not None:
-            clustering_kwargs["min_size"] = args.min_size
-        foreground = _bundle_value(config, "foreground", None) if args.foreground is None else args.foreground
+        for warning in warnings:
+            print(f"spoco-monai segment: warning: {warning}", file=sys.stderr)
         result = segment_volume(
-            args.input,
-            network,
-            roi_size,
-            overlap=_bundle_value(config, "sliding_window_overlap", 0.5) if args.overlap is None else args.overlap,
-            block_shape=_one_or_many(args.block_shape),
-            mode=args.mode,
-            output=args.output,
-            device=device,
-            halo=_one_or_many(args.halo),
-            sw_batch_size=args.sw_batch_size,
-            delta_dist=_bundle_value(config, "affinity_delta_dist", 2.0) if args.delta_dist is None else args.delta_dist,
-            offsets=_bundle_value(config, "mws_offsets", None),
-            normalize=normalize,
-            clustering=args.clustering,
-            clustering_kwargs=clustering_kwargs,
-            foreground=None if foreground == "none" else foreground,
-            whole_image_max_voxels=_bundle_value(config, "whole_image_max_voxels", None),
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
+            args.input, network, settings, output=args.output, overwrite=args.overwrite, progress=not args.no_progress
         )
     except (ValueError, TypeError, FileExistsError, FileNotFoundError, WorkDirectoryLockedError) as error:
         print(f"spoco-monai segment: error: {error}", file=sys.stderr)
@@ -272,41 +299,8 @@ def _segment(args: argparse.Namespace, device: str) -> int:
     return 0
 
 
-def input_statistics(path: str) -> tuple[float, float]:
-    """Mean and standard deviation of a volume, reading it whole once so that bad input stops the run before work.
-
-    Raises:
-        FileNotFoundError: the file or dataset does not exist.
-        ValueError: the file cannot be read to the end (truncated or corrupt), or holds NaN or infinite values.
-    """
-    try:
-        with open_volume(path) as volume:
-            statistics = volume_mean_std(volume)
-    except FileNotFoundError:
-        raise
-    except Exception as error:  # zlib, h5py, tifffile and nibabel raise their own types for a damaged file
-        if isinstance(error, ValueError) and str(parse_volume_path(path).file) in str(error):
-            raise  # already names the file
-        raise ValueError(
-            f"cannot read {path} ({type(error).__name__}: {error}); the file may be truncated or corrupt."
-        ) from error
-    if not all(math.isfinite(value) for value in statistics):
-        raise ValueError(f"{path} holds NaN or infinite values; expected finite intensities (fix or mask them first).")
-    return statistics
-
-
-def _bundle_roi_size(config: ConfigParser) -> list[int]:
-    for key in ROI_SIZE_KEYS:
-        if key in config:
-            return [int(v) for v in config.get_parsed_content(key)]
-    raise ValueError(f"pass --roi-size: the bundle config defines none of {ROI_SIZE_KEYS}.")
-
-
-def _bundle_value(config: ConfigParser, key: str, default: Any) -> Any:
-    return config.get_parsed_content(key) if key in config else default
-
-
 def _one_or_many(values: list[int] | None) -> int | list[int] | None:
+    """One value on the command line stands for every axis."""
     return values[0] if values is not None and len(values) == 1 else values
 
 

@@ -14,6 +14,7 @@ the classical seeded watershed of :mod:`spoco_monai.baselines` and prints its sc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import LoadImage
 
 from spoco_monai.baselines import membrane_watershed, nuclei_watershed
-from spoco_monai.data import HDF5Reader, TiffReader, ZarrReader
+from spoco_monai.data import default_readers
 from spoco_monai.data.volume_io import write_volume
 from spoco_monai.engines import embedding_pca_rgb, load_network_weights
 from spoco_monai.inferers import SpocoSlidingWindowInferer
@@ -115,7 +116,7 @@ def central_slab(image: torch.Tensor, depth: int) -> tuple[torch.Tensor, int]:
 
 
 def _read_volume(path: str) -> np.ndarray:
-    loader = LoadImage(reader=[HDF5Reader(), ZarrReader(), TiffReader()], image_only=True, dtype=None)
+    loader = LoadImage(reader=default_readers(), image_only=True, dtype=None)
     return np.asarray(loader(path))
 
 
@@ -134,7 +135,9 @@ def _report(args: argparse.Namespace) -> dict:
     roi_size = tuple(parser["patch_size"])
     image = parser.get_parsed_content("preprocessing")({"image": args.image})["image"].as_tensor()
     slab, index = central_slab(image, roi_size[0])
-    inferer = SpocoSlidingWindowInferer(roi_size, overlap=parser["sliding_window_overlap"], output="embeddings")
+    # the network runs on the CPU here, whatever device the config's settings name
+    settings = dataclasses.replace(parser.get_parsed_content("segmentation"), device=None)
+    inferer = SpocoSlidingWindowInferer(settings, output="embeddings")
     with torch.no_grad():
         embeddings = inferer(slab[None].float(), network)[0]
     labels = _read_volume(args.labels).astype(np.int64)

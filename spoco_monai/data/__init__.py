@@ -10,15 +10,18 @@ from spoco_monai.data.readers import (
     TiffReader,
     VolumeHandle,
     ZarrReader,
+    default_readers,
     volume_file,
 )
 from spoco_monai.data.synthetic import SYNTHETIC_FORMATS, make_synthetic_volume, write_synthetic_dataset
 from spoco_monai.data.volume_io import (
     LazyVolume,
+    UnreadableVolumeError,
     VolumePath,
     create_volume,
     open_volume,
     parse_volume_path,
+    volume_format,
     write_volume,
 )
 from spoco_monai.data.writer import ArrayFileWriter

@@ -24,7 +24,8 @@ from monai.data import FolderLayout, ImageReader
 from monai.transforms import LoadImage
 from monai.utils import ensure_tuple
 
-from spoco_monai.data.readers import ArrayFileReader, HDF5Reader, TiffReader, ZarrReader, volume_file
+from spoco_monai.data.readers import ArrayFileReader, default_readers, volume_file
+from spoco_monai.data.volume_io import UnreadableVolumeError
 
 __all__ = ["check_dataset", "check_new_outputs"]
 
@@ -35,15 +36,17 @@ _MAX_REPORTED = 20
 class _VolumeInspector:
     """Reads spatial shapes (headers only with this package's readers) and label content."""
 
-    def __init__(self, reader: ImageReader | str | type | None) -> None:
-        self.loader = LoadImage(reader=reader, image_only=True, dtype=None, ensure_channel_first=True)
-        self.reader = self.loader.readers[-1] if reader is not None else None
-        self.own_readers = (HDF5Reader(), ZarrReader(), TiffReader())
+    def __init__(self, reader: ImageReader | str | type | list | None) -> None:
+        self.loader = LoadImage(
+            reader=default_readers() if reader is None else reader, image_only=True, dtype=None,
+            ensure_channel_first=True,
+        )
+        # LoadImage tries the readers registered last first: the given ones, then MONAI's
+        self.readers = self.loader.readers[::-1]
 
     def _array_file_reader(self, filename: str) -> ArrayFileReader | None:
-        if self.reader is not None:
-            return self.reader if isinstance(self.reader, ArrayFileReader) else None
-        return next((reader for reader in self.own_readers if reader.verify_suffix(filename)), None)
+        reader = next((reader for reader in self.readers if reader.verify_suffix(filename)), None)
+        return reader if isinstance(reader, ArrayFileReader) else None
 
     def shape(self, filename: str) -> tuple[int, tuple[int, ...]]:
         """``(channels, spatial shape)``."""
@@ -66,6 +69,8 @@ def _files(value: Any) -> list[str]:
 
 
 def _read_error(name: str, error: Exception) -> str:
+    if isinstance(error, UnreadableVolumeError):
+        return str(error)  # names the file and the cause already
     if isinstance(error, (ValueError, FileNotFoundError)):
         return f"cannot read {name}: {error}"
     # decompression (zlib), HDF5 and NIfTI libraries raise their own types for a truncated or corrupt file
@@ -162,7 +167,7 @@ def _check_item(
 def check_dataset(
     datalist_items: Sequence[Mapping],
     spatial_dims: int,
-    reader: ImageReader | str | type | None = None,
+    reader: ImageReader | str | type | list | None = None,
     image_key: str = "image",
     label_key: str | None = "label",
     require_objects: bool = True,
@@ -180,8 +185,8 @@ def check_dataset(
     Args:
         datalist_items: items such as ``[{"image": "a.tif", "label": "a_label.tif"}, ...]``.
         spatial_dims: 2 or 3, the dimensionality the run is configured for.
-        reader: the reader the run loads with (instance, class, or name as ``LoadImage`` accepts); None
-            picks this package's reader from the file suffix, else MONAI's default readers.
+        reader: the reader(s) the run loads with (instance, class, name or list, as ``LoadImage`` accepts); None
+            for :func:`~spoco_monai.data.default_readers`.
         image_key: item key of the image.
         label_key: item key of the label; None checks images only (inference).
         require_objects: whether a label without any object is an error.

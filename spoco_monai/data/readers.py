@@ -1,18 +1,21 @@
-"""MONAI image readers for HDF5, zarr and TIFF files, for ``LoadImaged(reader=...)``.
+"""MONAI image readers for HDF5, zarr and TIFF files, for ``LoadImaged(reader=...)``, and the default reader list.
 
 MONAI reads NIfTI and ITK formats itself; these readers add the microscopy containers. Nothing is
-registered globally: pass an instance (or the dotted class name) to ``LoadImage``/``LoadImaged``::
+registered globally: pass an instance (or the dotted class name) to ``LoadImage``/``LoadImaged``, or the
+list of :func:`default_readers`, which bundle configs, dataset checks and the figure tool all use::
 
     LoadImaged(keys=["image", "label"], reader=HDF5Reader())   # items {"image": "a.h5:raw", "label": "a.h5:label"}
     LoadImaged(keys="image", reader=HDF5Reader(dataset="raw"))  # items {"image": "a.h5"}
     # in a bundle config: {"_target_": "LoadImaged", "keys": ["image", "label"],
-    #                      "reader": "$spoco_monai.data.TiffReader()"}
+    #                      "reader": "$spoco_monai.data.default_readers()"}
 
-Arrays come back in the order in which they are stored, (Z, Y, X) or (Y, X), with an identity affine
-(unlike MONAI's PNG reader, no axes are swapped), so an image and its label read by the same reader
-always align. A channel axis, when there is one, is reported as ``original_channel_dim`` so that
-``EnsureChannelFirstd`` moves it first; otherwise ``original_channel_dim`` is NaN ("no channel") and
-``EnsureChannelFirstd`` adds a channel axis of size 1.
+The readers are a thin layer over :mod:`spoco_monai.data.volume_io`, the one place that parses volume paths,
+opens files and decides which axis holds channels, so these readers, the command line and
+:func:`~spoco_monai.inferers.segment_volume` read every file alike. Arrays come back in the order in which
+they are stored, (Z, Y, X) or (Y, X), with an identity affine (unlike MONAI's PNG reader, no axes are swapped),
+so an image and its label read by the same reader always align; a channel axis the file declares (a TIFF ``C``
+axis or RGB samples) comes first and is reported as ``original_channel_dim`` 0. Without one,
+``original_channel_dim`` is NaN ("no channel") and ``EnsureChannelFirstd`` adds a channel axis of size 1.
 
 ``read`` opens the file only to read its header and returns :class:`VolumeHandle` objects; the voxels are
 read by ``get_data``. This keeps shape checks cheap (:func:`spoco_monai.data.check_dataset`).
@@ -22,23 +25,20 @@ from __future__ import annotations
 
 import math
 import os
-from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
-import tifffile
-import zarr
 from monai.config import PathLike
-from monai.data import ImageReader
+from monai.data import ImageReader, NibabelReader
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-from spoco_monai.data.volume_io import open_volume, parse_volume_path
+from spoco_monai.data.volume_io import open_volume, parse_volume_path, volume_format
 
 __all__ = [
+    "default_readers",
     "volume_file",
     "VolumeHandle",
     "ArrayFileReader",
@@ -47,16 +47,15 @@ __all__ = [
     "TiffReader",
 ]
 
-_HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
+def default_readers() -> list[ImageReader]:
+    """The readers of every format this package reads: HDF5, zarr, TIFF, and NIfTI through nibabel.
 
-def volume_format(name: str) -> str | None:
-    """The format of the volume at ``name`` (see :data:`~spoco_monai.data.volume_io.VOLUME_FORMATS`), None if unknown."""
-    try:
-        return parse_volume_path(name).format
-    except ValueError:
-        # volume_io insists on a dataset in HDF5 paths; HDF5Reader supplies its configured or sole one.
-        return "hdf5" if name.lower().endswith(_HDF5_SUFFIXES) else None
+    NIfTI goes to MONAI's ``NibabelReader`` rather than ITK, so its arrays are as stored, like every other format
+    and like :func:`~spoco_monai.data.volume_io.open_volume`. ``LoadImage`` falls back to MONAI's own readers for
+    other formats (ITK's ``.mha``, ``.nrrd``, ...).
+    """
+    return [HDF5Reader(), ZarrReader(), TiffReader(), NibabelReader()]
 
 
 def volume_file(name: PathLike) -> Path:
@@ -66,14 +65,10 @@ def volume_file(name: PathLike) -> Path:
         name: e.g. ``"a.h5:raw"``, ``"a.h5"``, ``"b.zarr:raw"``, ``"c.nii.gz"``, ``"d.mha"``.
 
     Returns:
-        The path on disk (``name`` itself for formats without datasets).
+        The path on disk (``name`` itself for formats only MONAI's readers know, e.g. ``".mha"``).
     """
     text = os.fspath(name)
-    try:
-        return parse_volume_path(text).file
-    except ValueError:
-        # HDF5 without a dataset, or a format only MONAI's readers know (e.g. ".mha"): a plain file.
-        return Path(text)
+    return parse_volume_path(text).file if volume_format(text) else Path(text)
 
 
 @dataclass(frozen=True)
@@ -84,7 +79,7 @@ class VolumeHandle:
         filename: the path as given (e.g. ``"a.h5"``).
         path: the volume path as :func:`spoco_monai.data.volume_io.open_volume` reads it, with the dataset
             chosen by the reader (e.g. ``"a.h5:raw"``).
-        shape: the stored array shape, channel axis included.
+        shape: the array shape, channel axis included.
         dtype: the stored data type.
         channel_dim: the channel axis in ``shape``; None when the volume has no channel axis.
     """
@@ -107,12 +102,13 @@ class ArrayFileReader(ImageReader):
     Files are opened through :func:`spoco_monai.data.volume_io.open_volume`, which reads lazily.
 
     Args:
-        channel_dim: None lets the file decide (no channel for HDF5/zarr; for TIFF, a ``C`` axis or
-            trailing colour samples); ``"no_channel"`` forces no channel; an int names the channel axis of
-            the stored array.
+        channel_dim: None lets the file decide (see :class:`~spoco_monai.data.volume_io.LazyVolume`: no channel
+            for HDF5/zarr; for TIFF, a ``C`` axis or trailing colour samples, moved first); ``"no_channel"`` forces
+            no channel; an int names the channel axis of the array as :func:`~spoco_monai.data.volume_io.open_volume`
+            exposes it.
     """
 
-    volume_format: str = ""
+    file_format: str = ""
 
     def __init__(self, channel_dim: str | int | None = None) -> None:
         super().__init__()
@@ -122,7 +118,7 @@ class ArrayFileReader(ImageReader):
 
     def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
         """Whether every path is in this reader's format (judged from its suffix)."""
-        return all(volume_format(os.fspath(name)) == self.volume_format for name in ensure_tuple(filename))
+        return all(volume_format(os.fspath(name)) == self.file_format for name in ensure_tuple(filename))
 
     def read(self, data: Sequence[PathLike] | PathLike, **kwargs: Any) -> VolumeHandle | list[VolumeHandle]:
         """Read the headers of one or several files (several are stacked as channels by ``get_data``).
@@ -141,12 +137,12 @@ class ArrayFileReader(ImageReader):
         """
         handles = []
         for name in map(os.fspath, ensure_tuple(data)):
-            if volume_format(name) != self.volume_format:
-                raise ValueError(f"{type(self).__name__} reads {self.volume_format} files, got {name}")
+            if volume_format(name) != self.file_format:
+                raise ValueError(f"{type(self).__name__} reads {self.file_format} files, got {name}")
             path = self._volume_path(name)
             with open_volume(path) as volume:
                 shape, dtype = tuple(volume.shape), volume.dtype
-            channel_dim = self._resolve_channel_dim(len(shape), self._file_channel_dim(path))
+                channel_dim = self._resolve_channel_dim(len(shape), volume.channel_dim)
             handles.append(VolumeHandle(name, path, shape, dtype, channel_dim))
         return handles if len(handles) > 1 else handles[0]
 
@@ -212,10 +208,6 @@ class ArrayFileReader(ImageReader):
         """The path to open, with the dataset this reader chooses when ``name`` names none."""
         return name
 
-    def _file_channel_dim(self, path: str) -> int | None:
-        """The channel axis the file itself declares."""
-        return None
-
 
 class _ContainerReader(ArrayFileReader):
     """A reader of files holding named datasets (HDF5 files, zarr groups).
@@ -229,26 +221,8 @@ class _ContainerReader(ArrayFileReader):
         self.dataset = dataset
 
     def _volume_path(self, name: str) -> str:
-        if not name.lower().endswith(_HDF5_SUFFIXES) and parse_volume_path(name).key is not None:
-            return name
-        file = volume_file(name)
-        if not file.exists():
-            raise FileNotFoundError(f"{type(self).__name__}: file {file} does not exist")
-        if self.dataset is not None:
-            return f"{file}:{self.dataset}"
-        datasets = self._datasets(file)
-        if datasets is None:
-            return name
-        if len(datasets) != 1:
-            raise ValueError(
-                f"{type(self).__name__}: {file} holds {len(datasets)} datasets {datasets}; name one with a "
-                f"path such as '{file}:{datasets[0] if datasets else 'raw'}' or the reader's dataset argument"
-            )
-        return f"{file}:{datasets[0]}"
-
-    @abstractmethod
-    def _datasets(self, file: Path) -> list[str] | None:
-        """The sorted dataset names in ``file``; None when the file is a single array."""
+        location = parse_volume_path(name)
+        return f"{location.file}:{self.dataset}" if location.key is None and self.dataset is not None else name
 
 
 class HDF5Reader(_ContainerReader):
@@ -262,13 +236,7 @@ class HDF5Reader(_ContainerReader):
         channel_dim: see :class:`ArrayFileReader`; HDF5 datasets have no channel axis by default.
     """
 
-    volume_format = "hdf5"
-
-    def _datasets(self, file: Path) -> list[str] | None:
-        names: list[str] = []
-        with h5py.File(file, "r") as container:
-            container.visititems(lambda name, node: names.append(name) if isinstance(node, h5py.Dataset) else None)
-        return sorted(names)
+    file_format = "hdf5"
 
 
 class ZarrReader(_ContainerReader):
@@ -283,29 +251,17 @@ class ZarrReader(_ContainerReader):
         channel_dim: see :class:`ArrayFileReader`; zarr arrays have no channel axis by default.
     """
 
-    volume_format = "zarr"
-
-    def _datasets(self, file: Path) -> list[str] | None:
-        node = zarr.open(str(file), mode="r")
-        return sorted(name for name, _ in node.arrays()) if isinstance(node, zarr.Group) else None
+    file_format = "zarr"
 
 
 class TiffReader(ArrayFileReader):
     """Read a TIFF file (``.tif``, ``.tiff``): 2D files give (Y, X), stacks (Z, Y, X).
 
     With ``channel_dim=None`` a channel axis that tifffile reports (``C``), or colour samples stored last
-    (``S``, as in RGB images), becomes the channel axis. Leading samples are not taken as channels because
-    tifffile writes 3- and 4-slice stacks that way unless told otherwise.
+    (``S``, as in RGB images), becomes the channel axis (see :class:`~spoco_monai.data.volume_io.LazyVolume`).
 
     Args:
         channel_dim: see :class:`ArrayFileReader`.
     """
 
-    volume_format = "tiff"
-
-    def _file_channel_dim(self, path: str) -> int | None:
-        with tifffile.TiffFile(path) as tiff:
-            axes = tiff.series[0].axes
-        if "C" in axes:
-            return axes.index("C")
-        return len(axes) - 1 if axes.endswith("S") else None
+    file_format = "tiff"

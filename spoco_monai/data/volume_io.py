@@ -37,6 +37,11 @@ _SUFFIXES = {
     ".zarr": "zarr",
 }
 _TEMPORARY_PREFIX = ".partial-"
+# the voxel size attribute of HDF5 datasets and zarr arrays, in micrometres per axis (as PlantSeg writes it)
+ELEMENT_SIZE_ATTRIBUTE = "element_size_um"
+# a zarr path ending so is written as an OME-Zarr (NGFF 0.4) label image, which napari opens directly
+OME_ZARR_SUFFIX = ".ome.zarr"
+NGFF_VERSION = "0.4"
 
 
 @dataclass(frozen=True)
@@ -57,15 +62,23 @@ class VolumePath:
         return f"{self.file}:{self.key}" if self.key else str(self.file)
 
 
+def volume_format(path: str | os.PathLike) -> str | None:
+    """The format a volume path names by its suffix (one of :data:`VOLUME_FORMATS`), ``None`` for another suffix."""
+    try:
+        return parse_volume_path(path).format
+    except ValueError:
+        return None
+
+
 def parse_volume_path(path: str | os.PathLike | VolumePath) -> VolumePath:
     """Split ``path`` into file, inner key and format.
 
     Args:
-        path: e.g. ``"image.nii.gz"``, ``"stack.tif"``, ``"data.h5:raw"``, ``"volume.zarr"``,
-            ``"volume.zarr:labels/s0"``.
+        path: e.g. ``"image.nii.gz"``, ``"stack.tif"``, ``"data.h5:raw"``, ``"data.h5"`` (its only dataset),
+            ``"volume.zarr"``, ``"volume.zarr:labels/s0"``.
 
     Raises:
-        ValueError: for an unknown suffix or an HDF5 path without a dataset.
+        ValueError: for an unknown suffix.
     """
     if isinstance(path, VolumePath):
         return path
@@ -79,37 +92,64 @@ def parse_volume_path(path: str | os.PathLike | VolumePath) -> VolumePath:
             file_part, key = text[:split], text[split + 1 :].strip("/") or None
             break
     name = file_part.lower().rstrip("/")
-    volume_format = next((fmt for suffix, fmt in _SUFFIXES.items() if name.endswith(suffix)), None)
-    if volume_format is None:
+    format_ = next((fmt for suffix, fmt in _SUFFIXES.items() if name.endswith(suffix)), None)
+    if format_ is None:
         raise ValueError(
             f"cannot tell the volume format of {text!r}: expected a suffix among {sorted(_SUFFIXES)} "
             "(HDF5 as 'file.h5:dataset', zarr as 'volume.zarr' or 'volume.zarr:array')."
         )
-    if volume_format == "hdf5" and not key:
-        raise ValueError(f"an HDF5 volume needs a dataset name, as 'file.h5:dataset', got {text!r}.")
-    return VolumePath(Path(file_part.rstrip("/")), key, volume_format)
+    return VolumePath(Path(file_part.rstrip("/")), key, format_)
+
+
+class UnreadableVolumeError(ValueError):
+    """A volume file that cannot be read: truncated, corrupt, or not in the format its suffix names."""
 
 
 class LazyVolume:
     """Read-only, lazily loaded volume: slicing reads only the requested region.
 
-    NIfTI volumes are exposed as stored (x, y, z), with a 4D/5D channel axis moved to the front
-    (channel-first, the MONAI convention); other formats are exposed exactly as stored.
+    The channel axis, where the file declares one, is exposed first (channel-first, the MONAI convention): the
+    4th/5th axis of a NIfTI volume, a TIFF ``C`` axis or trailing colour samples (RGB). Otherwise the array is
+    exposed exactly as stored; an HDF5 or zarr array of one more axis than the spatial ones has its channels
+    first by convention.
 
     Attributes:
+        name: the volume path, as messages name it.
         shape: shape of the exposed array.
         dtype: numpy dtype of the stored values.
+        channel_dim: 0 when the file declares a channel axis (exposed first), ``None`` when it declares none.
         affine: the NIfTI affine (4x4), ``None`` for other formats.
+        element_size: the voxel size per spatial axis, in the order of the exposed axes, where the file carries
+            one (NIfTI ``pixdim``, the HDF5 or zarr attribute ``element_size_um``); ``None`` otherwise.
+
+    Raises:
+        UnreadableVolumeError: from slicing, when the file cannot be read there (e.g. corrupt compressed data);
+            the message names the file.
     """
 
-    def __init__(self, array: Any, closer: Any = None, affine: np.ndarray | None = None, channel_last: bool = False):
+    def __init__(
+        self,
+        array: Any,
+        name: str,
+        closer: Any = None,
+        affine: np.ndarray | None = None,
+        channel_axis: int | None = None,
+        element_size: Sequence[float] | None = None,
+    ):
         self._array = array
         self._closer = closer
-        self._channel_last = channel_last
         stored = tuple(int(s) for s in array.shape)
-        self.shape: tuple[int, ...] = (stored[-1], *stored[:-1]) if channel_last else stored
+        self._channel_axis = None if channel_axis is None else channel_axis % len(stored)
+        self.name = name
+        self.shape: tuple[int, ...] = (
+            stored
+            if self._channel_axis is None
+            else (stored[self._channel_axis], *(s for a, s in enumerate(stored) if a != self._channel_axis))
+        )
         self.dtype = np.dtype(array.dtype)
+        self.channel_dim = None if self._channel_axis is None else 0
         self.affine = affine
+        self.element_size = None if element_size is None else tuple(float(v) for v in element_size)
 
     @property
     def ndim(self) -> int:
@@ -117,13 +157,27 @@ class LazyVolume:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
-        if not self._channel_last:
-            return np.asarray(self._array[key])
+        if self._channel_axis is None:
+            return self._read(key)
         if Ellipsis in key or len(key) > self.ndim:
             raise IndexError(f"index the channel-first volume with at most {self.ndim} slices, got {key}.")
         key = key + (slice(None),) * (self.ndim - len(key))
-        values = np.asarray(self._array[(*key[1:], key[0])])
-        return values if isinstance(key[0], (int, np.integer)) else np.moveaxis(values, -1, 0)
+        stored_key = list(key[1:])
+        stored_key.insert(self._channel_axis, key[0])
+        values = self._read(tuple(stored_key))
+        if isinstance(key[0], (int, np.integer)):
+            return values
+        # the channel axis keeps its place among the axes that remain after integer indices
+        position = sum(1 for k in stored_key[: self._channel_axis] if not isinstance(k, (int, np.integer)))
+        return np.moveaxis(values, position, 0)
+
+    def _read(self, key: tuple) -> np.ndarray:
+        try:
+            return np.asarray(self._array[key])
+        except (IndexError, TypeError):
+            raise
+        except Exception as error:  # zlib, h5py, tifffile and nibabel raise their own types for a damaged file
+            raise _unreadable(self.name, error) from error
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         values = self[(slice(None),) * self.ndim]
@@ -153,44 +207,97 @@ def open_volume(path: str | os.PathLike | VolumePath) -> LazyVolume:
 
     Raises:
         FileNotFoundError: if the file, dataset or array does not exist.
+        UnreadableVolumeError: if the file cannot be opened (truncated, corrupt, another format); one line
+            naming the file.
         ValueError: for an unknown format.
     """
     location = parse_volume_path(path)
     if not location.file.exists():
         raise FileNotFoundError(f"no volume at {location.file}.")
+    try:
+        return _open(location)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as error:  # the libraries raise their own types for a damaged file
+        raise _unreadable(str(location), error) from error
+
+
+def _open(location: VolumePath) -> LazyVolume:
+    name = str(location)
     if location.format == "nifti":
         image = nib.load(location.file)
         # NIfTI stores vectors/channels after the three spatial axes (4th or 5th dimension)
         proxy = image.dataobj
         if len(proxy.shape) == 5 and proxy.shape[3] == 1:
             proxy = proxy.reshape((*proxy.shape[:3], proxy.shape[4]))
-        return LazyVolume(proxy, affine=image.affine, channel_last=len(proxy.shape) == 4)
+        spatial_dims = min(3, len(proxy.shape))
+        return LazyVolume(
+            proxy, name, affine=image.affine, channel_axis=3 if len(proxy.shape) == 4 else None,
+            element_size=image.header.get_zooms()[:spatial_dims],
+        )
     if location.format == "tiff":
-        _check_tiff_complete(location.file)
+        channel_axis = _tiff_channel_axis(location.file)
         try:
-            return LazyVolume(tifffile.memmap(location.file, mode="r"))
+            return LazyVolume(tifffile.memmap(location.file, mode="r"), name, channel_axis=channel_axis)
         except ValueError:
             # compressed or tiled files cannot be memory-mapped; tifffile's zarr store still reads lazily
             store = tifffile.imread(location.file, aszarr=True)
-            return LazyVolume(zarr.open(store, mode="r"), closer=store)
+            return LazyVolume(zarr.open(store, mode="r"), name, closer=store, channel_axis=channel_axis)
     if location.format == "hdf5":
         handle = h5py.File(location.file, "r")
-        if location.key not in handle:
+        try:
+            key = location.key or _only_dataset(location, _hdf5_datasets(handle))
+        except ValueError:
             handle.close()
-            raise FileNotFoundError(f"no dataset {location.key!r} in {location.file}.")
-        return LazyVolume(handle[location.key], closer=handle)
+            raise
+        if key not in handle:
+            handle.close()
+            raise FileNotFoundError(f"no dataset {key!r} in {location.file}.")
+        dataset = handle[key]
+        return LazyVolume(dataset, name, closer=handle, element_size=dataset.attrs.get(ELEMENT_SIZE_ATTRIBUTE))
+    node = zarr.open(store=location.file, mode="r")
+    key = location.key
+    if key is None and isinstance(node, zarr.Group):
+        key = _only_dataset(location, sorted(path for path, _ in node.arrays()))
     try:
-        array = zarr.open_array(store=location.file, path=location.key or "", mode="r")
+        array = zarr.open_array(store=location.file, path=key or "", mode="r")
     except (FileNotFoundError, KeyError) as error:
-        raise FileNotFoundError(f"no zarr array {location.key or '(root)'!r} in {location.file}.") from error
-    return LazyVolume(array)
+        raise FileNotFoundError(f"no zarr array {key or '(root)'!r} in {location.file}.") from error
+    element_size = array.attrs.get(ELEMENT_SIZE_ATTRIBUTE) or (_ngff_scale(location.file, key) if key else None)
+    return LazyVolume(array, name, element_size=element_size)
 
 
-def _check_tiff_complete(file: Path) -> None:
-    """Raise if a TIFF holds fewer values than its own metadata declares (a truncated file).
+def _hdf5_datasets(handle: h5py.File) -> list[str]:
+    names: list[str] = []
+    handle.visititems(lambda name, node: names.append(name) if isinstance(node, h5py.Dataset) else None)
+    return sorted(names)
 
-    tifffile reads what it can of a truncated file, e.g. the first pages of a stack, and only logs the problem
-    (muted here: the error raised says it in one line).
+
+def _only_dataset(location: VolumePath, datasets: list[str]) -> str:
+    """The only dataset of a container whose path names none."""
+    if len(datasets) != 1:
+        raise ValueError(
+            f"{location.file} holds {len(datasets)} datasets {datasets}; name one with a path such as "
+            f"'{location.file}:{datasets[0] if datasets else 'raw'}'."
+        )
+    return datasets[0]
+
+
+def _unreadable(name: str, error: Exception) -> UnreadableVolumeError:
+    return UnreadableVolumeError(
+        f"cannot read {name} ({type(error).__name__}: {error}); the file may be truncated or corrupt."
+    )
+
+
+def _tiff_channel_axis(file: Path) -> int | None:
+    """The channel axis a TIFF declares, after checking that it holds as many values as its metadata declares.
+
+    The channel axis is a ``C`` axis, or colour samples stored last (``S``, as in RGB images); leading samples are
+    not taken as channels because tifffile writes 3- and 4-slice stacks that way unless told otherwise.
+
+    Raises:
+        ValueError: the file is truncated: tifffile reads what it can of such a file, e.g. the first pages of a
+            stack, and only logs the problem (muted here: the error says it in one line).
     """
     logger = logging.getLogger("tifffile")
     level = logger.level
@@ -199,12 +306,16 @@ def _check_tiff_complete(file: Path) -> None:
         with tifffile.TiffFile(file) as tiff:
             declared = [tuple(meta["shape"]) for meta in tiff.shaped_metadata or () if "shape" in meta]
             found = tuple(tiff.series[0].shape) if tiff.series else ()
+            axes = tiff.series[0].axes if tiff.series else ""
     finally:
         logger.setLevel(level)
     if declared and int(np.prod(declared[0])) != int(np.prod(found)):
         raise ValueError(
             f"{file} is truncated or corrupt: its metadata declares shape {declared[0]} but only {found} can be read."
         )
+    if "C" in axes:
+        return axes.index("C")
+    return len(axes) - 1 if axes.endswith("S") else None
 
 
 def volume_mean_std(volume: Any, max_elements: int = 2**26) -> tuple[float, float]:
@@ -241,9 +352,12 @@ def check_can_create(path: str | os.PathLike | VolumePath, overwrite: bool = Fal
     Raises:
         FileExistsError: if the volume exists and ``overwrite`` is False.
         FileNotFoundError: if the parent directory does not exist.
-        ValueError: if the existing file is not an HDF5 file / zarr group, or a whole zarr group would be replaced.
+        ValueError: for an HDF5 path without a dataset, if the existing file is not an HDF5 file / zarr group, or
+            if a whole zarr group would be replaced.
     """
     location = parse_volume_path(path)
+    if location.format == "hdf5" and not location.key:
+        raise ValueError(f"an HDF5 volume to write needs a dataset name, as 'file.h5:dataset', got {str(path)!r}.")
     if not location.file.parent.is_dir():
         raise FileNotFoundError(f"the directory {location.file.parent} for {location.file} does not exist.")
     if not location.file.exists():
@@ -259,7 +373,7 @@ def check_can_create(path: str | os.PathLike | VolumePath, overwrite: bool = Fal
         raise FileExistsError(
             f"{location.file} already exists; choose another output path or pass overwrite=True to replace it."
         )
-    if location.format == "zarr" and not _is_zarr_array(location.file):
+    if location.format == "zarr" and not _is_ome_zarr(location) and not _is_zarr_array(location.file):
         raise ValueError(
             f"{location.file} is a zarr group, which overwrite would delete with all its arrays; name the array "
             f"to replace, as '{location.file}:name'."
@@ -282,6 +396,52 @@ def _inner_exists(location: VolumePath) -> bool:
     return (location.file / location.key).exists()
 
 
+def _is_ome_zarr(location: VolumePath) -> bool:
+    """Whether the path names a whole OME-Zarr image (``labels.ome.zarr``), which is written as one."""
+    return location.format == "zarr" and location.key is None and location.file.name.lower().endswith(OME_ZARR_SUFFIX)
+
+
+def _ngff_label_attributes(name: str, dims: int, element_size: Sequence[float] | None) -> dict[str, Any]:
+    """The NGFF 0.4 attributes of a label image with one resolution level, ``0``."""
+    if dims not in (2, 3, 4):
+        raise ValueError(f"an OME-Zarr image holds (C,) Z, Y, X or Y, X axes, got {dims} axes.")
+    spatial = min(dims, 3)
+    axes = [{"name": "c", "type": "channel"}] * (dims - spatial) + [
+        {"name": axis, "type": "space"} for axis in "zyx"[-spatial:]
+    ]
+    scale = [1.0] * (dims - spatial) + ([1.0] * spatial if element_size is None else [float(v) for v in element_size])
+    return {
+        "multiscales": [
+            {
+                "version": NGFF_VERSION,
+                "name": name,
+                "axes": axes,
+                "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+            }
+        ],
+        "image-label": {"version": NGFF_VERSION},
+    }
+
+
+def _ngff_scale(file: Path, key: str) -> list[float] | None:
+    """The scale an OME-Zarr group's ``multiscales`` metadata gives the array ``key``, if any."""
+    parent, _, name = key.rpartition("/")
+    try:
+        attributes = zarr.open_group(store=file, path=parent, mode="r").attrs.asdict()
+    except Exception:  # not inside a group: no NGFF metadata
+        return None
+    for multiscale in attributes.get("multiscales", attributes.get("ome", {}).get("multiscales", [])):
+        spatial = [axis.get("type") in ("space", None) for axis in multiscale.get("axes", [])]
+        for dataset in multiscale.get("datasets", []):
+            if dataset.get("path") == name:
+                scales = [t["scale"] for t in dataset.get("coordinateTransformations", []) if t.get("type") == "scale"]
+                if not scales:
+                    return None
+                # the channel (and time) axes have no voxel size
+                return [v for v, keep in zip(scales[0], spatial or [True] * len(scales[0])) if keep]
+    return None
+
+
 def _is_zarr_array(file: Path) -> bool:
     try:
         zarr.open_array(store=file, mode="r")
@@ -298,12 +458,16 @@ def create_volume(
     chunks: Sequence[int] | None = None,
     affine: np.ndarray | None = None,
     overwrite: bool = False,
+    element_size: Sequence[float] | None = None,
 ) -> Iterator[Any]:
     """Create a volume and yield a writable array; it appears under ``path`` only after a clean exit.
 
     zarr and HDF5 volumes are written chunk by chunk (compressed), so they may exceed memory. NIfTI and
     TIFF are written at once from an in-memory buffer and must fit in memory. The data go to a
     temporary sibling (``.partial-<name>``) that is renamed into place on success and removed on error.
+    A path ending in ``.ome.zarr`` becomes an OME-Zarr (NGFF 0.4) label image: a zarr group whose one
+    resolution level ``0`` holds the labels, with the voxel size as its scale, which napari opens as a labels
+    layer (``napari labels.ome.zarr`` with the ``napari-ome-zarr`` plugin).
 
     Args:
         path: a volume path (see :func:`parse_volume_path`); ``file.h5:dataset`` and ``volume.zarr:array`` in an
@@ -313,6 +477,8 @@ def create_volume(
         chunks: chunk shape for zarr/HDF5 (default: 64 per axis, clipped to the shape).
         affine: 4x4 NIfTI affine (identity when omitted); ignored by other formats.
         overwrite: replace an existing volume (only once the new one is complete).
+        element_size: voxel size per axis, stored as the OME-Zarr scale and as the ``element_size_um``
+            attribute of HDF5 datasets and zarr arrays; ``None`` for none (OME-Zarr: 1 per axis).
 
     Yields:
         an array supporting slice assignment (zarr array, h5py dataset or numpy array).
@@ -324,24 +490,37 @@ def create_volume(
     shape = tuple(int(s) for s in shape)
     dtype = np.dtype(dtype)
     chunks = tuple(min(int(c), s) for c, s in zip(chunks or (64,) * len(shape), shape))
+    attributes = {} if element_size is None else {ELEMENT_SIZE_ATTRIBUTE: [float(v) for v in element_size]}
     if _is_inner(location):
         with _create_inner(location, shape, dtype, chunks) as target:
+            target.attrs.update(attributes)
             yield target
         return
     temporary = location.file.with_name(_TEMPORARY_PREFIX + location.file.name)
     _remove(temporary)
     try:
-        if location.format == "zarr":
+        if _is_ome_zarr(location):
+            root = zarr.open_group(store=temporary, mode="w", zarr_format=2)
+            root.attrs.update(_ngff_label_attributes(location.file.name, len(shape), element_size))
+            yield root.create_array(
+                name="0", shape=shape, dtype=dtype, chunks=chunks, fill_value=0,
+                chunk_key_encoding={"name": "v2", "separator": "/"},
+            )
+        elif location.format == "zarr":
             if location.key:
                 root = zarr.open_group(store=temporary, mode="w")
-                yield root.create_array(name=location.key, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
+                target = root.create_array(name=location.key, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
             else:
-                yield zarr.create_array(store=temporary, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
+                target = zarr.create_array(store=temporary, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
+            target.attrs.update(attributes)
+            yield target
         elif location.format == "hdf5":
             with h5py.File(temporary, "w") as handle:
-                yield handle.create_dataset(
+                target = handle.create_dataset(
                     location.key, shape=shape, dtype=dtype, chunks=chunks, compression="gzip", fillvalue=0
                 )
+                target.attrs.update(attributes)
+                yield target
         else:
             buffer = np.zeros(shape, dtype=dtype)
             yield buffer

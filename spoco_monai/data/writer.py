@@ -10,8 +10,7 @@ import numpy as np
 from monai.data import ImageWriter
 from monai.utils import convert_to_numpy
 
-from spoco_monai.data.readers import volume_format
-from spoco_monai.data.volume_io import write_volume
+from spoco_monai.data.volume_io import volume_format, write_volume
 
 class ArrayFileWriter(ImageWriter):
     """Write a ``SaveImage``/``SaveImaged`` output as TIFF, HDF5 or zarr, axes in array order, atomically.

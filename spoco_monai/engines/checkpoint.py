@@ -243,10 +243,19 @@ def load_checked_state_dict(
         ) from error
 
 
+# entries under which a checkpoint nests the network's state dict: this package's training checkpoints
+# ("network") and MONAI's CheckpointSaver / CheckpointLoader convention ("model")
+STATE_DICT_KEYS = ("network", "model")
+
+
 def load_network_weights(
     network: nn.Module, checkpoint_path: str | os.PathLike, key: str | None = None, strict: bool = True
 ) -> nn.Module:
     """Load weights into ``network`` from a checkpoint file (``torch.load(weights_only=True)``) and return it.
+
+    The one loader of network weights: bundle configs, the command line and Python use it for every checkpoint
+    layout written today, a plain state dict (``model.pt``), ``{"network": state dict, ...}`` (training
+    checkpoints) and ``{"model": state dict, ...}`` (MONAI's ``CheckpointSaver``).
 
     Args:
         network: the module to fill (a ``DistributedDataParallel`` wrapper is unwrapped).
@@ -261,19 +270,24 @@ def load_network_weights(
     Raises:
         FileNotFoundError: the file does not exist.
         KeyError: ``key`` is not in the checkpoint.
-        ValueError: the file is not a checkpoint, or its weights do not fit ``network`` (another architecture or
-            dimensionality, named in the message).
+        ValueError: the file is not a checkpoint, holds no state dict, or its weights do not fit ``network``
+            (another architecture or dimensionality, named in the message).
     """
     path = Path(checkpoint_path)
     checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"checkpoint '{path}' holds a {type(checkpoint).__name__}, expected a dict of tensors.")
     if key is None:
-        key = next((name for name in ("network", "model") if isinstance(checkpoint.get(name), Mapping)), None)
+        key = next((name for name in STATE_DICT_KEYS if isinstance(checkpoint.get(name), Mapping)), None)
     if key is not None:
         if key not in checkpoint:
             raise KeyError(f"checkpoint '{path}' has no entry '{key}'; entries: {sorted(checkpoint)}.")
         checkpoint = checkpoint[key]
+    if not all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
+        raise ValueError(
+            f"checkpoint '{path}' holds no state dict: expected tensors or one of the entries {STATE_DICT_KEYS}, "
+            f"got entries {sorted(checkpoint)}."
+        )
     load_checked_state_dict(network, checkpoint, path, strict=strict)
     return network
 

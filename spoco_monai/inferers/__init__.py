@@ -1,12 +1,14 @@
 """Whole-volume sliding-window inference: blended per-window affinities, blockwise Mutex Watershed, stitching.
 
+- :class:`SegmentationSettings`: everything that decides the labels, in one frozen object that Python, the
+  inferer, the command line and the bundle's ``inference.json`` share.
 - :func:`segment_volume`: a volume (array or lazily read file) to instance labels, block by block with
   bounded memory, resumable, written to zarr/HDF5/NIfTI/TIFF or returned.
 - :class:`SpocoSlidingWindowInferer`: the same as a MONAI ``Inferer`` (evaluators, bundle configs).
 
-Mode ``"affinities"`` (default) turns every window's embeddings into affinities inside that window, blends
+``blend="affinities"`` (default) turns every window's embeddings into affinities inside that window, blends
 the affinities and runs the Mutex Watershed: use it for large volumes and whenever windows may place their
-embeddings differently. Mode ``"labels"`` blends embeddings and clusters each block (Mutex Watershed or
+embeddings differently. ``blend="embeddings"`` blends embeddings and clusters each block (Mutex Watershed or
 HDBSCAN): use it for HDBSCAN, with blocks about one window large. Both stitch blocks by IoU in the halo.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 from .block_grid import Block, BlockGrid
 from .block_store import BlockRecord, BlockStore, DirectoryBlockStore, MemoryBlockStore
 from .segment_volume import segment_volume
+from .settings import SegmentationSettings
 from .sliding_window import SpocoSlidingWindowInferer
 from .stitching import match_labels_by_iou, merge_matched_nodes
 from .window_blending import blend_windows
@@ -27,6 +30,7 @@ __all__ = [
     "BlockStore",
     "DirectoryBlockStore",
     "MemoryBlockStore",
+    "SegmentationSettings",
     "SpocoSlidingWindowInferer",
     "WorkDirectoryLock",
     "WorkDirectoryLockedError",

@@ -13,6 +13,9 @@ from monai.data.utils import dense_patch_slices
 # default block size in voxels (a 128^3 cube in 3D): large enough that the halo is a small fraction of
 # the work, small enough that the block's affinity buffers and Mutex Watershed stay within a few GiB
 DEFAULT_BLOCK_VOXELS = 2**21
+# a whole-image window is rounded up to this multiple so that every pooling level of a U-Net (up to 5
+# stride-2 levels) sees an even size
+WHOLE_IMAGE_MULTIPLE = 32
 
 
 @dataclass(frozen=True)
@@ -83,15 +86,15 @@ class BlockGrid:
         halo: Sequence[int] | int | None = None,
     ) -> None:
         dims = len(spatial_shape)
-        self.spatial_shape = _positive_ints(spatial_shape, dims, "spatial shape")
-        self.roi_size = _positive_ints(roi_size, dims, "roi_size")
+        self.spatial_shape = positive_ints(spatial_shape, dims, "spatial shape")
+        self.roi_size = positive_ints(roi_size, dims, "roi_size")
         if not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}.")
         if block_shape is None:
             side = round(DEFAULT_BLOCK_VOXELS ** (1 / dims))
             block_shape = (side,) * dims
-        self.block_shape = _positive_ints(block_shape, dims, "block_shape")
-        self.halo = _positive_ints(1 if halo is None else halo, dims, "halo")
+        self.block_shape = positive_ints(block_shape, dims, "block_shape")
+        self.halo = positive_ints(1 if halo is None else halo, dims, "halo")
         self.scan_interval = scan_interval(self.roi_size, overlap)
         axes = [
             _split_axis(size, roi, step, block, halo)
@@ -125,6 +128,17 @@ class BlockGrid:
             for position in itertools.product(*per_axis)
         ]
         return [self.blocks[i] for i in indices if i != block.index]
+
+
+def whole_image_window(
+    spatial_shape: Sequence[int], roi_size: Sequence[int], max_voxels: int | None
+) -> tuple[int, ...]:
+    """The window covering the whole image (rounded up to a multiple of 32) if it has at most ``max_voxels``
+    voxels, else ``roi_size``."""
+    whole = tuple(-(-int(s) // WHOLE_IMAGE_MULTIPLE) * WHOLE_IMAGE_MULTIPLE for s in spatial_shape)
+    if max_voxels is not None and int(np.prod(whole)) <= max_voxels:
+        return whole
+    return tuple(int(r) for r in roi_size)
 
 
 def scan_interval(roi_size: Sequence[int], overlap: float) -> tuple[int, ...]:
@@ -166,7 +180,12 @@ def _split_axis(size: int, roi: int, step: int, block: int, halo: int) -> _AxisB
     )
 
 
-def _positive_ints(values: Sequence[int] | int, dims: int, name: str) -> tuple[int, ...]:
+def positive_ints(values: Sequence[int] | int, dims: int, name: str) -> tuple[int, ...]:
+    """``values`` (one integer for every axis, or one per axis) as a tuple of ``dims`` positive integers.
+
+    Raises:
+        ValueError: for another number of values or a value that is not a positive integer; names ``name``.
+    """
     values = (values,) * dims if np.ndim(values) == 0 else tuple(values)
     if len(values) != dims:
         raise ValueError(f"{name} must have {dims} values (one per spatial axis), got {len(values)}: {values}.")

@@ -1,10 +1,19 @@
-"""Stitching of independently labelled blocks: IoU matching in their overlap, then connected components."""
+"""Stitching of independently labelled blocks: IoU matching in their overlap, then connected components.
+
+Where a block's halo covers the core of an earlier block, both have labelled the same voxels: labels whose
+intersection over union there exceeds ``iou_threshold`` (0.5 by default, so matches are one-to-one) are the same
+object. After all blocks, the matches are joined by connected components (union-find) into global ids. An object
+crossing a seam therefore keeps one id whenever both blocks agree on it in the overlap.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+from .block_grid import Block, BlockGrid
+from .block_store import BlockRecord, BlockStore
 
 
 def match_labels_by_iou(labels_a: np.ndarray, labels_b: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
@@ -52,3 +61,63 @@ def merge_matched_nodes(num_nodes: int, pairs: np.ndarray) -> np.ndarray:
     graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(num_nodes, num_nodes))
     _, components = connected_components(graph, directed=False)
     return components.astype(np.int64)
+
+
+def save_matched(
+    block: Block, labels: np.ndarray, num_core: int, grid: BlockGrid, store: BlockStore, iou_threshold: float
+) -> None:
+    """Match a block's extent labels against the stored cores of earlier blocks, then store the block.
+
+    Args:
+        block: the block.
+        labels: ``(*extent)`` labels of the block, its core's labels numbered ``1 .. num_core`` first.
+        num_core: the number of labels in the core.
+        grid: the block grid.
+        store: the finished blocks; every block with a smaller index that overlaps ``block`` must be in it.
+        iou_threshold: see :func:`match_labels_by_iou`.
+    """
+    matches = [np.zeros((0, 3), dtype=np.int64)]
+    for other in grid.overlapping_cores(block):
+        if other.index > block.index:
+            continue
+        shared = tuple(
+            slice(max(e.start, c.start), min(e.stop, c.stop)) for e, c in zip(block.extent, other.core)
+        )
+        here = labels[tuple(slice(s.start - e.start, s.stop - e.start) for s, e in zip(shared, block.extent))]
+        there = store.core_labels(other.index)[
+            tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(shared, other.core))
+        ]
+        pairs = match_labels_by_iou(here, np.asarray(there), iou_threshold)
+        matches.append(np.column_stack([pairs[:, 0], np.full(len(pairs), other.index), pairs[:, 1]]))
+    record = BlockRecord(num_core, int(labels.max()), np.concatenate(matches).astype(np.int64))
+    store.save(block.index, labels[block.core_in_extent], record)
+
+
+def global_ids(grid: BlockGrid, store: BlockStore) -> list[np.ndarray]:
+    """Join the matched labels of all blocks into consecutive global ids.
+
+    Args:
+        grid: the block grid.
+        store: every block of the grid, stored by :func:`save_matched`.
+
+    Returns:
+        per block, the lookup from its local core labels to global ids (``lookup[0] == 0``); int32, or int64
+        beyond 2^31 - 1 objects. Ids are numbered by first appearance in block order.
+    """
+    records = [store.record(block.index) for block in grid.blocks]
+    first_node = np.cumsum([0] + [record.num_labels for record in records])
+    edges = [
+        np.column_stack([first_node[index] + r.matches[:, 0] - 1, first_node[r.matches[:, 1]] + r.matches[:, 2] - 1])
+        for index, r in enumerate(records)
+    ]
+    components = merge_matched_nodes(int(first_node[-1]), np.concatenate(edges))
+    core_nodes = [first_node[i] + np.arange(r.num_core_labels) for i, r in enumerate(records)]
+    # consecutive ids over the objects that own voxels, in order of first appearance
+    _, final_ids = np.unique(components[np.concatenate(core_nodes)], return_inverse=True)
+    num_objects = int(final_ids.max()) + 1 if final_ids.size else 0
+    dtype = np.int32 if num_objects <= np.iinfo(np.int32).max else np.int64
+    boundaries = np.cumsum([0] + [len(nodes) for nodes in core_nodes])
+    return [
+        np.concatenate([[0], final_ids[boundaries[i] : boundaries[i + 1]] + 1]).astype(dtype)
+        for i in range(len(records))
+    ]

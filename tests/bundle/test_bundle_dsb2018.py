@@ -67,21 +67,21 @@ def test_dsb2018_overlay_limits_validation_images(small_dsb, tmp_path, limit, ex
 
 def test_nuclei_overlay_masks_the_clustering_with_a_foreground(tiny_dataset, small_dsb):
     base = workflow(("train",), dataset_dir=str(tiny_dataset)).parser
-    assert base.get_parsed_content("validate#inferer").foreground is None
+    assert base.get_parsed_content("validate#inferer").settings.foreground is None
     assert base.get_parsed_content("validate#postprocessing").transforms == ()
     nuclei = workflow(("train", "dsb2018_2d"), dataset_dir=str(small_dsb)).parser
-    inferer = nuclei.get_parsed_content("validate#inferer")
+    settings = nuclei.get_parsed_content("validate#inferer").settings
     # the intensity rule by default, sparse or dense; the clustering's own embedding kernel width
-    assert inferer.foreground == "intensity" and inferer.whole_image_max_voxels == 2**21
-    assert inferer.offsets == [(-1, 0), (0, -1), (-3, 0), (0, -3), (-9, 0), (0, -9)]
-    assert inferer.delta_dist == 5.0 and nuclei.get_parsed_content("delta_dist") == 2.0
+    assert settings.foreground == "intensity" and settings.whole_image_max_voxels == 2**21
+    assert settings.offsets == ((-1, 0), (0, -1), (-3, 0), (0, -3), (-9, 0), (0, -9))
+    assert settings.delta_dist == 5.0 and nuclei.get_parsed_content("delta_dist") == 2.0
     assert nuclei.get_parsed_content("network_def").out_channels == 16
     # with dense labels a learned foreground is one switch away: the network's own foreground channel
     dense = workflow(
         ("train", "dsb2018_2d"), dataset_dir=str(small_dsb), sparse=False, keep_background=True, sparse_fraction=1.0,
         foreground_head=True,
     ).parser
-    assert dense.get_parsed_content("validate#inferer").foreground == "network"
+    assert dense.get_parsed_content("validate#inferer").settings.foreground == "network"
     assert dense.get_parsed_content("network_def").out_channels == 17
     assert dense.get_parsed_content("loss").foreground_weight == 1.0
 

@@ -10,7 +10,16 @@ import tifffile
 import zarr
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImage, LoadImaged
 
-from spoco_monai.data import HDF5Reader, TiffReader, ZarrReader, volume_file
+from spoco_monai.data import (
+    HDF5Reader,
+    TiffReader,
+    ZarrReader,
+    check_dataset,
+    default_readers,
+    open_volume,
+    volume_file,
+    write_volume,
+)
 
 
 @pytest.mark.parametrize(
@@ -136,11 +145,15 @@ def test_tiff_colour_samples_become_the_channel(tmp_path):
     rgb = _volume((5, 6, 3), np.uint8)
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
     handle = TiffReader().read(str(tmp_path / "rgb.tif"))
-    assert handle.channel_dim == 2 and handle.spatial_shape == (5, 6)
+    assert handle.channel_dim == 0 and handle.spatial_shape == (5, 6)
     loaded = LoadImage(reader=TiffReader(), dtype=None, ensure_channel_first=True)(str(tmp_path / "rgb.tif"))
     np.testing.assert_array_equal(loaded.numpy(), np.moveaxis(rgb, -1, 0))
+    # the same channels wherever the file is opened: readers, open_volume (command line, segment_volume)
+    with open_volume(tmp_path / "rgb.tif") as volume:
+        assert volume.shape == (3, 5, 6) and volume.channel_dim == 0
+        np.testing.assert_array_equal(volume[1, 2:4], rgb[2:4, :, 1])
     forced = TiffReader(channel_dim="no_channel").read(str(tmp_path / "rgb.tif"))
-    assert forced.channel_dim is None and forced.spatial_shape == (5, 6, 3)
+    assert forced.channel_dim is None and forced.spatial_shape == (3, 5, 6)
 
 
 def test_tiff_leading_samples_stay_spatial(tmp_path):
@@ -183,3 +196,22 @@ def test_real_hdf5_volumes_load(shared_data, relative, shape):
     data = _load(HDF5Reader(), {"image": f"{path}:raw", "label": f"{path}:label"})
     assert data["image"].shape == data["label"].shape == (1, *shape)
     assert data["label"].max() > 0
+
+
+def test_rgb_tiff_is_channel_last_everywhere(tmp_path):
+    """A 32x40 RGB TIFF is a 2D image of 3 channels for the default readers, open_volume and the dataset check."""
+    rgb = _volume((32, 40, 3), np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    loaded = LoadImage(reader=default_readers(), dtype=None, ensure_channel_first=True)(str(tmp_path / "rgb.tif"))
+    assert loaded.shape == (3, 32, 40)
+    with open_volume(tmp_path / "rgb.tif") as volume:
+        np.testing.assert_array_equal(np.asarray(volume), loaded.numpy())
+    assert check_dataset([{"image": str(tmp_path / "rgb.tif")}], 2, label_key=None, in_channels=3)
+
+
+def test_default_readers_cover_every_format_alike(tmp_path):
+    image = _volume((3, 6, 7), np.float32)
+    paths = [f"{tmp_path / 'v.h5'}:raw", str(tmp_path / "v.zarr"), str(tmp_path / "v.tif"), str(tmp_path / "v.nii.gz")]
+    for path in paths:
+        write_volume(path, image)
+        np.testing.assert_array_equal(LoadImage(reader=default_readers(), dtype=None)(path).numpy(), image)

@@ -11,6 +11,7 @@ import zarr
 
 from spoco_monai.data.volume_io import (
     LazyVolume,
+    UnreadableVolumeError,
     check_can_create,
     create_volume,
     open_volume,
@@ -34,6 +35,7 @@ REGION = (slice(1, 4), slice(2, 7), slice(0, 8, 3))
         ("volume.zarr", "volume.zarr", None, "zarr"),
         ("volume.zarr/", "volume.zarr", None, "zarr"),
         ("volume.zarr:labels/s0", "volume.zarr", "labels/s0", "zarr"),
+        ("data.h5", "data.h5", None, "hdf5"),
     ],
 )
 def test_parse_volume_path(path, file, key, volume_format):
@@ -45,7 +47,6 @@ def test_parse_volume_path(path, file, key, volume_format):
     "path, message",
     [
         ("image.png", "cannot tell the volume format"),
-        ("data.h5", "needs a dataset name"),
         ("image.nii:raw", "cannot tell the volume format"),
     ],
 )
@@ -130,6 +131,44 @@ def test_missing_volume_raises(tmp_path):
         open_volume(f"{tmp_path / 'v.h5'}:other")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         check_can_create(tmp_path / "missing" / "v.zarr")
+    with pytest.raises(ValueError, match="needs a dataset name"):
+        check_can_create(tmp_path / "v.h5")
+
+
+def test_container_without_dataset_reads_its_only_one(tmp_path):
+    write_volume(f"{tmp_path / 'one.h5'}:group/raw", VOLUME)
+    with open_volume(tmp_path / "one.h5") as volume:
+        np.testing.assert_array_equal(volume[REGION], VOLUME[REGION])
+    write_volume(f"{tmp_path / 'one.h5'}:label", VOLUME)
+    with pytest.raises(ValueError, match=r"one\.h5 holds 2 datasets \['group/raw', 'label'\]"):
+        open_volume(tmp_path / "one.h5")
+
+
+def test_damaged_file_is_one_line_naming_it(tmp_path):
+    # compressed data of the first plane overwritten: the structure is intact, decompression fails
+    tifffile.imwrite(tmp_path / "v.tif", np.random.default_rng(0).random((40, 48, 48)), compression="zlib")
+    content = (tmp_path / "v.tif").read_bytes()
+    (tmp_path / "v.tif").write_bytes(content[:300] + bytes(200) + content[500:])
+    with open_volume(tmp_path / "v.tif") as volume, pytest.raises(UnreadableVolumeError) as error:
+        np.asarray(volume)
+    assert str(error.value).startswith(f"cannot read {tmp_path / 'v.tif'} (") and "\n" not in str(error.value)
+    (tmp_path / "w.h5").write_bytes(b"not an HDF5 file")
+    with pytest.raises(UnreadableVolumeError, match=r"cannot read .*w\.h5:raw .*truncated or corrupt"):
+        open_volume(f"{tmp_path / 'w.h5'}:raw")
+
+
+def test_element_size_from_the_file(tmp_path):
+    write_volume(f"{tmp_path / 'v.h5'}:raw", VOLUME)
+    with h5py.File(tmp_path / "v.h5", "a") as handle:
+        handle["raw"].attrs["element_size_um"] = (2.0, 0.5, 0.5)
+    with open_volume(f"{tmp_path / 'v.h5'}:raw") as volume:
+        assert volume.element_size == (2.0, 0.5, 0.5)
+    nib.save(nib.Nifti1Image(VOLUME, np.diag([0.5, 0.5, 2.0, 1.0])), tmp_path / "v.nii.gz")
+    with open_volume(tmp_path / "v.nii.gz") as volume:
+        assert volume.element_size == (0.5, 0.5, 2.0)
+    write_volume(tmp_path / "v.tif", VOLUME)
+    with open_volume(tmp_path / "v.tif") as volume:
+        assert volume.element_size is None
 
 
 def test_real_hdf5_volume_reads_lazily():

@@ -29,12 +29,12 @@ from inference_fakes import (  # noqa: E402
 
 from spoco_monai.cli import main  # noqa: E402
 from spoco_monai.data.volume_io import open_volume, write_volume  # noqa: E402
-from spoco_monai.inferers import BlockGrid, segment_volume  # noqa: E402
+from spoco_monai.inferers import BlockGrid, SegmentationSettings, segment_volume  # noqa: E402
 from spoco_monai.inferers.segment_volume import UNMATCHED_DIRECTORY, WORK_DIRECTORY_SUFFIX  # noqa: E402
 
 WORLD_SIZE = 2
 # 2 x 2 x 2 = 8 blocks, so that every rank has blocks whose earlier neighbours belong to the other rank
-OPTIONS = dict(roi_size=(16, 32, 32), overlap=0.5, block_shape=(16, 32, 32), offsets=OFFSETS_3D, progress=False)
+SETTINGS = SegmentationSettings((16, 32, 32), overlap=0.5, block_shape=(16, 32, 32), offsets=OFFSETS_3D)
 
 
 def _free_port() -> int:
@@ -53,7 +53,7 @@ def _segment_on_rank(rank: int, port: int, output: str, results: str, fail_after
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
     try:
         network = LabelLookupNetwork(NUM_OBJECTS, noise_scale=0.1, fail_after=fail_after if rank == 1 else None)
-        returned = segment_volume(_image(), network, output=output, **OPTIONS)
+        returned = segment_volume(_image(), network, SETTINGS, output=output, progress=False)
         Path(results, f"rank{rank}.txt").write_text(f"{returned}\n{network.calls}")
     finally:
         dist.destroy_process_group()
@@ -65,7 +65,7 @@ def single_process(tmp_path_factory) -> tuple[np.ndarray, int]:
     torch.set_num_threads(1)
     network = LabelLookupNetwork(NUM_OBJECTS, noise_scale=0.1)
     output = tmp_path_factory.mktemp("single") / "labels.zarr"
-    segment_volume(_image(), network, output=output, **OPTIONS)
+    segment_volume(_image(), network, SETTINGS, output=output, progress=False)
     with open_volume(output) as labels:
         return labels[:], network.calls
 
@@ -89,7 +89,7 @@ def test_interrupted_distributed_run_resumes(tmp_path, single_process):
     reference, reference_calls = single_process
     output = tmp_path / "labels.zarr"
     # rank 1 finishes its first block (block 1) and fails in its second
-    first_block = BlockGrid(VOLUME_SHAPE, OPTIONS["roi_size"], OPTIONS["overlap"], OPTIONS["block_shape"]).blocks[1]
+    first_block = BlockGrid(VOLUME_SHAPE, SETTINGS.roi_size, SETTINGS.overlap, SETTINGS.block_shape).blocks[1]
     arguments = (_free_port(), str(output), str(tmp_path), first_block.num_windows)
     with pytest.raises(mp.ProcessRaisedException, match="interrupted"):
         mp.spawn(_segment_on_rank, args=arguments, nprocs=WORLD_SIZE, join=True)
@@ -107,7 +107,9 @@ def test_interrupted_distributed_run_resumes(tmp_path, single_process):
 def test_distributed_without_process_group_raises(tmp_path):
     output = tmp_path / "labels.zarr"
     with pytest.raises(ValueError, match="process group"):
-        segment_volume(_image(), LabelLookupNetwork(NUM_OBJECTS), output=output, distributed=True, **OPTIONS)
+        segment_volume(
+            _image(), LabelLookupNetwork(NUM_OBJECTS), SETTINGS, output=output, distributed=True, progress=False
+        )
     assert not output.exists()
 
 
@@ -116,7 +118,7 @@ def test_distributed_run_needs_an_output(tmp_path, monkeypatch):
     monkeypatch.setattr(dist, "get_world_size", lambda: 2)
     monkeypatch.setattr(dist, "get_rank", lambda: 0)
     with pytest.raises(ValueError, match="needs an output path"):
-        segment_volume(_image(), LabelLookupNetwork(NUM_OBJECTS), **OPTIONS)
+        segment_volume(_image(), LabelLookupNetwork(NUM_OBJECTS), SETTINGS, progress=False)
 
 
 def test_command_line_under_torchrun(tmp_path):
@@ -126,7 +128,8 @@ def test_command_line_under_torchrun(tmp_path):
     (bundle / "models").mkdir()
     # a 1x1x1 convolution scaling the z-scored label id: objects lie far apart in the embedding space
     network_def = {"_target_": "torch.nn.Conv3d", "in_channels": 1, "out_channels": 4, "kernel_size": 1, "bias": False}
-    inference_config = {"roi_size": [32, 32, 32], "network_def": network_def}
+    settings = {"_target_": "spoco_monai.inferers.SegmentationSettings", "roi_size": [32, 32, 32], "normalize": True}
+    inference_config = {"segmentation": settings, "network_def": network_def}
     (bundle / "configs" / "inference.json").write_text(json.dumps(inference_config))
     torch.save({"weight": torch.tensor([50.0, 0.0, 0.0, 0.0]).view(4, 1, 1, 1, 1)}, bundle / "models" / "model.pt")
     image = f"{tmp_path / 'image.h5'}:raw"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 
@@ -11,13 +12,16 @@ import torch
 from inference_fakes import voronoi_labels
 from skimage.metrics import adapted_rand_error
 
-from spoco_monai.cli import load_bundle_network, main
+from spoco_monai.cli import build_parser, bundle_settings, command_line_settings, load_bundle_network, main
 from spoco_monai.data.volume_io import open_volume, write_volume
 
 # a 1x1x1 convolution that scales the (z-scored) label id into a 4-dim embedding: with ids 1..10 (std < 3)
 # objects lie more than 50 / 3 > 2 delta_d apart
 NETWORK_DEF = {"_target_": "torch.nn.Conv3d", "in_channels": 1, "out_channels": 4, "kernel_size": 1, "bias": False}
 WEIGHT = torch.tensor([50.0, 0.0, 0.0, 0.0]).view(4, 1, 1, 1, 1)
+
+
+SETTINGS = {"_target_": "spoco_monai.inferers.SegmentationSettings", "roi_size": [32, 32, 32], "normalize": True}
 
 
 def make_bundle(root, config, checkpoint):
@@ -30,7 +34,7 @@ def make_bundle(root, config, checkpoint):
 
 @pytest.fixture()
 def bundle(tmp_path):
-    return make_bundle(tmp_path / "bundle", {"roi_size": [32, 32, 32], "network_def": NETWORK_DEF}, {"weight": WEIGHT})
+    return make_bundle(tmp_path / "bundle", {"segmentation": SETTINGS, "network_def": NETWORK_DEF}, {"weight": WEIGHT})
 
 
 @pytest.fixture()
@@ -75,15 +79,16 @@ def test_nested_checkpoint_and_explicit_roi(tmp_path, volume):
     arguments = ["segment", path, output, "--bundle", str(bundle), "--roi-size", "32", "32", "32", "--no-progress"]
     assert main([*arguments, "--normalize", "none"]) == 0
     with pytest.raises(SystemExit):
-        main([*arguments, "--mode", "pixels"])
+        main([*arguments, "--blend", "pixels"])
 
 
 @pytest.mark.parametrize(
     "config, checkpoint, message",
     [
-        ({"roi_size": [32, 32, 32]}, {"weight": WEIGHT}, "define no 'network_def'"),
-        ({"network_def": NETWORK_DEF}, {"weight": WEIGHT}, "pass --roi-size"),
-        ({"roi_size": [32, 32, 32], "network_def": NETWORK_DEF}, {"epoch": 3, "optimizer": {}}, "holds no state dict"),
+        ({"segmentation": SETTINGS}, {"weight": WEIGHT}, "define no 'network_def'"),
+        ({"network_def": NETWORK_DEF}, {"weight": WEIGHT}, "defines no 'segmentation'"),
+        ({"network_def": NETWORK_DEF, "segmentation": [32]}, {"weight": WEIGHT}, "expected a spoco_monai"),
+        ({"segmentation": SETTINGS, "network_def": NETWORK_DEF}, {"epoch": 3, "optimizer": {}}, "holds no state dict"),
     ],
 )
 def test_invalid_bundle_reports_error(tmp_path, volume, capsys, config, checkpoint, message):
@@ -92,6 +97,14 @@ def test_invalid_bundle_reports_error(tmp_path, volume, capsys, config, checkpoi
     assert main(["segment", path, str(tmp_path / "out.zarr"), "--bundle", str(bundle), "--no-progress"]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out.zarr").exists()
+
+
+def error_line(stderr: str) -> str:
+    """The one error line, last on stderr; a run that got as far as the model prints only its model line before."""
+    lines = stderr.splitlines()
+    assert lines[-1].startswith("spoco-monai segment: error: ")
+    assert len(lines) == 1 or (len(lines) == 2 and lines[0].startswith("spoco-monai segment: model ")), stderr
+    return lines[-1]
 
 
 def _segment(tmp_path, bundle, path, output, *options):
@@ -120,7 +133,7 @@ def test_non_finite_input_is_refused_before_work(tmp_path, bundle, capsys, norma
     write_volume(path, image)
     assert _segment(tmp_path, bundle, path, tmp_path / "out.zarr", "--normalize", normalize) == 1
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "nan.h5:raw holds NaN or infinite values" in error
+    assert "nan.h5:raw holds NaN or infinite values" in error_line(error)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "nan.h5"]
 
 
@@ -137,7 +150,8 @@ def test_truncated_inputs_are_one_line(tmp_path, bundle, capsys):
     for path in (str(tmp_path / "cut.tif"), str(tmp_path / "bad.tif"), f"{tmp_path / 'cut.h5'}:raw"):
         assert _segment(tmp_path, bundle, path, tmp_path / "out.zarr") == 1
         error = capsys.readouterr().err
-        assert error.count("\n") == 1 and path in error and "truncated or corrupt" in error, error
+        line = error_line(error)
+        assert path in line and "truncated or corrupt" in line, error
 
 
 def test_bad_checkpoints_are_one_line(tmp_path, bundle, volume, capsys):
@@ -169,10 +183,11 @@ def test_concurrent_run_on_one_output_stops_at_once(tmp_path, bundle, volume, ca
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "image.h5", "labels.zarr"]
 
 
-def _add_model(bundle, name, weight_scale, spatial_dims=3):
+def _add_model(bundle, name, weight_scale, spatial_dims=3, element_size=None):
     """A second model in the bundle's metadata, with its own weights and an overlay config."""
     torch.save({"weight": weight_scale * WEIGHT}, bundle / "models" / f"{name}.pt")
-    (bundle / "configs" / f"{name}.json").write_text(json.dumps({"spatial_dims": spatial_dims, "in_channels": 1}))
+    overlay = {"spatial_dims": spatial_dims, "in_channels": 1, "element_size": element_size}
+    (bundle / "configs" / f"{name}.json").write_text(json.dumps(overlay))
     metadata = {
         "description": "default",
         "additional_models": {
@@ -216,3 +231,35 @@ def test_input_unlike_the_training_data_is_warned_about_before_work(tmp_path, bu
     write_volume(path, np.ones((48, 48), dtype=np.float32))
     main(["segment", path, str(tmp_path / "b.zarr"), "--bundle", str(bundle), "--model", "flat", "--no-progress"])
     assert "warning: the input has shape (48, 48), the model segments 3D images" in capsys.readouterr().err
+
+
+def test_flags_replace_single_settings_and_default_to_the_bundle(bundle):
+    _, config = load_bundle_network(bundle)
+    parser = build_parser()
+    plain = parser.parse_args(["segment", "in.h5", "out.zarr", "--bundle", str(bundle)])
+    assert command_line_settings(plain, config, "cpu") == dataclasses.replace(bundle_settings(config), device="cpu")
+    flags = ["--overlap", "0.5", "--min-size", "7", "--foreground", "intensity", "--normalize", "none",
+             "--block-shape", "16", "--blend", "embeddings", "--clustering", "hdbscan"]
+    given = parser.parse_args(["segment", "in.h5", "out.zarr", "--bundle", str(bundle), *flags])
+    expected = dataclasses.replace(
+        bundle_settings(config), overlap=0.5, clustering_kwargs={"min_size": 7}, foreground="intensity",
+        normalize=False, block_shape=16, blend="embeddings", clustering="hdbscan", device="cpu",
+    )
+    assert command_line_settings(given, config, "cpu") == expected
+
+
+def test_voxel_size_unlike_the_training_data_is_warned_about_before_work(tmp_path, bundle, capsys):
+    _add_model(bundle, "fine", 1.0, element_size=[1.0, 0.25, 0.25])
+    path = f"{tmp_path / 'image.h5'}:raw"
+    write_volume(path, voronoi_labels((40, 48, 48), 10, seed=5).astype(np.float32))
+    arguments = ["--bundle", str(bundle), "--model", "fine", "--no-progress", "--device", "cpu"]
+    for element_size, output, warned in (((1.0, 0.25, 0.25), "a.zarr", False), ((1.0, 1.0, 1.0), "b.zarr", True)):
+        with h5py.File(tmp_path / "image.h5", "a") as file:
+            file["raw"].attrs["element_size_um"] = element_size
+        assert main(["segment", path, str(tmp_path / output), *arguments]) == 0
+        error = capsys.readouterr().err
+        message = (
+            "warning: the input's voxel size (1.0, 1.0, 1.0) differs from the model's training voxel size "
+            "(1.0, 0.25, 0.25) (its config's element_size)"
+        )
+        assert (message in error) == warned, error

@@ -10,9 +10,9 @@ from torch import nn
 
 from spoco_monai.clustering import embeddings_to_affinities
 from spoco_monai.clustering.affinities import overlap_slices
-from spoco_monai.inferers import SpocoSlidingWindowInferer, segment_volume
-from spoco_monai.inferers.block_grid import scan_interval, window_starts
-from spoco_monai.inferers.segment_volume import intensity_threshold, whole_image_window
+from spoco_monai.inferers import SegmentationSettings, SpocoSlidingWindowInferer, segment_volume
+from spoco_monai.inferers.block_grid import scan_interval, whole_image_window, window_starts
+from spoco_monai.inferers.block_prediction import intensity_threshold
 from spoco_monai.inferers.window_blending import blend_windows
 
 OFFSETS_2D = [(-1, 0), (0, -1), (-3, 0), (0, -3)]
@@ -100,26 +100,24 @@ def test_whole_image_equals_windowed_away_from_seams():
 @pytest.mark.parametrize("foreground", ["network", "intensity"])
 def test_masked_clustering_leaves_nothing_outside_the_mask(foreground):
     image = two_discs()
-    labels = segment_volume(
-        image, DiscsNetwork(), (32, 32), overlap=0.5, offsets=OFFSETS_2D, foreground=foreground, progress=False,
-        whole_image_max_voxels=None,
-    )
+    settings = SegmentationSettings((32, 32), overlap=0.5, offsets=OFFSETS_2D, foreground=foreground)
+    labels = segment_volume(image, DiscsNetwork(), settings, progress=False)
     assert set(np.unique(labels)) == {0, 1, 2}
     np.testing.assert_array_equal(labels > 0, image > 0.5)
 
 
 def test_without_foreground_the_background_is_a_segment():
-    labels = segment_volume(two_discs(), DiscsNetwork(), (32, 32), offsets=OFFSETS_2D, progress=False)
+    settings = SegmentationSettings((32, 32), offsets=OFFSETS_2D)
+    labels = segment_volume(two_discs(), DiscsNetwork(), settings, progress=False)
     assert labels.min() == 1 and labels.max() == 3
 
 
 def test_inferer_whole_image_labels_equal_segment_volume():
     image = two_discs((50, 70))
-    inferer = SpocoSlidingWindowInferer((32, 32), offsets=OFFSETS_2D, foreground="network",
-                                        whole_image_max_voxels=2**16)
-    labels = inferer(torch.from_numpy(image)[None, None], DiscsNetwork())
-    expected = segment_volume(image, DiscsNetwork(), (64, 96), offsets=OFFSETS_2D, foreground="network",
-                              progress=False)
+    settings = SegmentationSettings((32, 32), offsets=OFFSETS_2D, foreground="network", whole_image_max_voxels=2**16)
+    labels = SpocoSlidingWindowInferer(settings)(torch.from_numpy(image)[None, None], DiscsNetwork())
+    whole = SegmentationSettings((64, 96), offsets=OFFSETS_2D, foreground="network")
+    expected = segment_volume(image, DiscsNetwork(), whole, progress=False)
     np.testing.assert_array_equal(labels[0, 0].numpy(), expected)
 
 
@@ -127,10 +125,3 @@ def test_intensity_threshold_is_otsu_of_the_channel_mean():
     image = np.stack([two_discs(), 3 * two_discs()])
     assert intensity_threshold(image, has_channels=True) == pytest.approx(threshold_otsu(image.mean(0)))
     assert intensity_threshold(np.ones((4, 4), np.float32), has_channels=False) == 1.0
-
-
-def test_invalid_foreground_settings_raise():
-    with pytest.raises(ValueError, match="foreground must be None or one of"):
-        segment_volume(two_discs(), DiscsNetwork(), (32, 32), foreground="otsu", progress=False)
-    with pytest.raises(ValueError, match="whole_image_max_voxels"):
-        segment_volume(two_discs(), DiscsNetwork(), (32, 32), whole_image_max_voxels=0, progress=False)

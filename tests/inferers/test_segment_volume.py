@@ -1,15 +1,21 @@
 from __future__ import annotations
 
+import copy
+import dataclasses
 import fcntl
+import pickle
 
+import h5py
 import numpy as np
 import pytest
 import torch
+import zarr
 from inference_fakes import NUM_OBJECTS, OFFSETS_3D, VOLUME_SHAPE, LabelLookupNetwork, label_image, voronoi_labels
 from skimage.metrics import adapted_rand_error
 
+from spoco_monai.clustering import default_offsets
 from spoco_monai.data.volume_io import open_volume, write_volume
-from spoco_monai.inferers import BlockGrid, WorkDirectoryLockedError, segment_volume
+from spoco_monai.inferers import BlockGrid, SegmentationSettings, WorkDirectoryLockedError, segment_volume
 from spoco_monai.inferers.segment_volume import WORK_DIRECTORY_SUFFIX
 
 ROI = (16, 32, 32)
@@ -21,10 +27,15 @@ def arand(reference: np.ndarray, labels: np.ndarray) -> float:
     return adapted_rand_error(reference, labels)[0]
 
 
+RUN_OPTIONS = ("output", "overwrite", "progress", "timings", "distributed", "in_channels")
+
+
 def segment(image, network, **kwargs):
-    options = dict(roi_size=ROI, overlap=0.5, block_shape=BLOCK, offsets=OFFSETS_3D, progress=False)
-    options.update(kwargs)
-    return segment_volume(image, network, **options)
+    """``segment_volume`` with the test's settings, ``kwargs`` overriding settings and run options alike."""
+    settings = dict(roi_size=ROI, overlap=0.5, block_shape=BLOCK, offsets=OFFSETS_3D)
+    settings.update({key: value for key, value in kwargs.items() if key not in RUN_OPTIONS})
+    run = {"progress": False, **{key: value for key, value in kwargs.items() if key in RUN_OPTIONS}}
+    return segment_volume(image, network, SegmentationSettings(**settings), **run)
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +64,9 @@ def test_objects_cross_windows_and_blocks(labels_3d):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["affinities", "labels"])
-def test_seams_match_whole_volume(image_3d, whole_volume_labels, mode):
-    labels = segment(image_3d, LabelLookupNetwork(NUM_OBJECTS, noise_scale=NOISE), mode=mode)
+@pytest.mark.parametrize("blend", ["affinities", "embeddings"])
+def test_seams_match_whole_volume(image_3d, whole_volume_labels, blend):
+    labels = segment(image_3d, LabelLookupNetwork(NUM_OBJECTS, noise_scale=NOISE), blend=blend)
     assert arand(whole_volume_labels, labels) < 0.01
     assert labels.max() == NUM_OBJECTS  # consecutive ids, one per object
 
@@ -64,15 +75,17 @@ def test_seams_2d_default_offsets():
     labels = voronoi_labels((96, 128), 12, seed=3)
     image = label_image(labels, seed=3)
     network = LabelLookupNetwork(12, noise_scale=NOISE)
-    whole = segment_volume(image, network, (96, 128), block_shape=(96, 128), progress=False)
-    tiled = segment_volume(image, network, (48, 48), overlap=0.5, block_shape=(24, 24), progress=False)
+    whole = segment_volume(image, network, SegmentationSettings((96, 128), block_shape=(96, 128)), progress=False)
+    tiled = segment_volume(
+        image, network, SegmentationSettings((48, 48), overlap=0.5, block_shape=(24, 24)), progress=False
+    )
     assert arand(labels, whole) == 0.0
     assert arand(whole, tiled) < 0.01
 
 
 def test_embedding_shift_per_window_is_seamless_with_affinities(image_3d, labels_3d):
     network = LabelLookupNetwork(NUM_OBJECTS, shift_scale=20.0)
-    labels = segment(image_3d, network, mode="affinities")
+    labels = segment(image_3d, network, blend="affinities")
     assert network.calls > 8  # several windows, each with its own shift
     assert arand(labels_3d, labels) < 0.01
 
@@ -80,16 +93,16 @@ def test_embedding_shift_per_window_is_seamless_with_affinities(image_3d, labels
 @pytest.mark.slow
 def test_embedding_shift_per_window_breaks_blended_embeddings(image_3d, labels_3d):
     # the control for the test above: blending shifted embeddings mixes unrelated vectors
-    labels = segment(image_3d, LabelLookupNetwork(NUM_OBJECTS, shift_scale=20.0), mode="labels")
+    labels = segment(image_3d, LabelLookupNetwork(NUM_OBJECTS, shift_scale=20.0), blend="embeddings")
     assert arand(labels_3d, labels) > 0.1
 
 
-def test_labels_mode_with_hdbscan():
+def test_blended_embeddings_with_hdbscan():
     labels = voronoi_labels((64, 64), 5, seed=2)
-    result = segment_volume(
-        label_image(labels), LabelLookupNetwork(5), (32, 32), block_shape=(32, 32), mode="labels",
-        clustering="hdbscan", clustering_kwargs={"min_size": 50}, progress=False,
+    settings = SegmentationSettings(
+        (32, 32), block_shape=(32, 32), blend="embeddings", clustering="hdbscan", clustering_kwargs={"min_size": 50}
     )
+    result = segment_volume(label_image(labels), LabelLookupNetwork(5), settings, progress=False)
     assert arand(labels, result) < 0.01
 
 
@@ -108,6 +121,12 @@ def test_timings_are_reported(image_3d):
     segment(image_3d, LabelLookupNetwork(NUM_OBJECTS), timings=timings)
     assert set(timings) == {"network", "affinities", "clustering", "writing"}
     assert all(value >= 0 for value in timings.values())
+
+
+def test_progress_covers_clustering_and_writing(tmp_path, image_3d, capsys):
+    segment(image_3d, LabelLookupNetwork(NUM_OBJECTS), output=tmp_path / "labels.zarr", progress=True)
+    shown = capsys.readouterr().err
+    assert "clustering block 8/8" in shown and "write: 100%" in shown
 
 
 @pytest.mark.slow
@@ -142,7 +161,7 @@ def test_resume_with_other_settings_raises(tmp_path, image_3d):
     assert labels == str(output)
 
 
-@pytest.mark.parametrize("suffix", ["labels.zarr", "labels.h5:seg", "labels.nii.gz", "labels.tif"])
+@pytest.mark.parametrize("suffix", ["labels.zarr", "labels.h5:seg", "labels.nii.gz", "labels.tif", "labels.ome.zarr"])
 def test_output_formats(tmp_path, image_3d, labels_3d, suffix):
     output = f"{tmp_path / suffix}"
     segment(image_3d, LabelLookupNetwork(NUM_OBJECTS), output=output)
@@ -152,27 +171,62 @@ def test_output_formats(tmp_path, image_3d, labels_3d, suffix):
     assert [p.name for p in tmp_path.iterdir()] == [suffix.split(":")[0]]
 
 
+def test_ome_zarr_labels_carry_the_input_voxel_size(tmp_path, image_3d, labels_3d):
+    path = f"{tmp_path / 'image.h5'}:raw"
+    write_volume(path, image_3d)
+    with h5py.File(tmp_path / "image.h5", "a") as file:
+        file["raw"].attrs["element_size_um"] = (2.0, 0.5, 0.5)
+    output = tmp_path / "labels.ome.zarr"
+    segment(path, LabelLookupNetwork(NUM_OBJECTS), output=output)
+    attributes = zarr.open_group(output, mode="r").attrs.asdict()
+    assert attributes["image-label"] == {"version": "0.4"}
+    (multiscale,) = attributes["multiscales"]
+    assert [axis["name"] for axis in multiscale["axes"]] == ["z", "y", "x"]
+    assert multiscale["datasets"] == [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]}
+    ]
+    with open_volume(output) as result:
+        assert result.element_size == (2.0, 0.5, 0.5)
+        np.testing.assert_array_equal(result[:], segment(path, LabelLookupNetwork(NUM_OBJECTS)))
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
         ({"roi_size": (16, 0, 32)}, "roi_size must be positive"),
-        ({"roi_size": (16, 32)}, "spatial axes"),
+        ({"roi_size": (16, 32), "offsets": None, "block_shape": None}, "spatial axes"),
         ({"roi_size": (16, 32, 32, 8)}, "2 or 3 values"),
         ({"overlap": 1.0}, r"overlap must be in \[0, 1\)"),
         ({"overlap": -0.1}, r"overlap must be in \[0, 1\)"),
         ({"halo": 0}, "halo must be positive"),
         ({"halo": (2, 2)}, "halo must have 3 values"),
         ({"block_shape": (16, -1, 32)}, "block_shape must be positive"),
-        ({"mode": "pixels"}, "mode must be one of"),
+        ({"blend": "labels"}, "blend must be one of"),
         ({"clustering": "hdbscan"}, "clusters with the Mutex Watershed"),
         ({"iou_threshold": 0.3}, "iou_threshold"),
         ({"sw_batch_size": 0}, "sw_batch_size"),
         ({"offsets": [(-1, 0, 0), (0, 0, -40)]}, "shorter than the window"),
+        ({"offsets": [(-1, 0)]}, "offsets must be a non-empty list of offsets with 3 values"),
+        ({"foreground": "otsu"}, "foreground must be None or one of"),
+        ({"whole_image_max_voxels": 0}, "whole_image_max_voxels"),
+        ({"normalize": "zscore"}, "normalize must be True or False"),
     ],
 )
 def test_invalid_options_raise(image_3d, options, message):
     with pytest.raises(ValueError, match=message):
         segment(image_3d, LabelLookupNetwork(NUM_OBJECTS), **options)
+
+
+def test_settings_are_frozen_and_copy_whole():
+    settings = SegmentationSettings(ROI, block_shape=16, clustering_kwargs={"strides": [1, 2, 2], "min_size": 5})
+    assert settings.block_shape == (16, 16, 16) and settings.clustering_kwargs["strides"] == (1, 2, 2)
+    assert settings.offsets == tuple(default_offsets(3))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.overlap = 0.25
+    with pytest.raises(TypeError):
+        settings.clustering_kwargs["min_size"] = 7
+    assert pickle.loads(pickle.dumps(settings)) == copy.deepcopy(settings) == settings
+    assert dataclasses.replace(settings, overlap=0.25).overlap == 0.25
 
 
 def test_wrong_channel_count_raises(image_3d):

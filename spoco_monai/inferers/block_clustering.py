@@ -1,0 +1,52 @@
+"""Clustering of one block's blended prediction into labels, with the labels of its core numbered first."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..clustering import hdbscan_clustering, mutex_watershed, mutex_watershed_from_affinities
+from .settings import SegmentationSettings
+
+
+def cluster_block(prediction: torch.Tensor, settings: SegmentationSettings) -> np.ndarray:
+    """Labels of a block's extent from its blended prediction.
+
+    Args:
+        prediction: ``(K, *extent)`` affinities (``blend="affinities"``) or ``(E, *extent)`` embeddings, with one
+            more, last channel (the foreground probability) when ``settings.foreground`` is set.
+        settings: the segmentation settings (blend, clustering and its options, offsets, foreground).
+
+    Returns:
+        ``(*extent)`` integer labels (0 or negative where the clustering leaves voxels unlabelled).
+    """
+    values = prediction.cpu().numpy()
+    options = dict(settings.clustering_kwargs)
+    if settings.foreground is not None:
+        values, options["mask"] = values[:-1], values[-1] > 0.5
+    if settings.blend == "affinities":
+        return mutex_watershed_from_affinities(values, settings.offsets, **options)
+    if settings.clustering == "mws":
+        return mutex_watershed(values, settings.offsets, delta_dist=settings.delta_dist, **options)
+    return hdbscan_clustering(values, **options)
+
+
+def core_labels_first(labels: np.ndarray, core: tuple[slice, ...]) -> tuple[np.ndarray, int]:
+    """Relabel to 1.. with the labels present in the core first, so the core's ids are ``1 .. num_core``.
+
+    Args:
+        labels: ``(*extent)`` labels of a block; negative labels (e.g. unfilled HDBSCAN noise) count as 0.
+        core: slices of the block's core within its extent.
+
+    Returns:
+        the ``(*extent)`` relabelled ``uint32`` labels and the number of labels in the core.
+    """
+    labels = np.maximum(labels, 0).astype(np.int64, copy=False)
+    in_core = np.unique(labels[core])
+    in_core = in_core[in_core > 0]
+    everywhere = np.unique(labels)
+    halo_only = np.setdiff1d(everywhere[everywhere > 0], in_core)
+    lookup = np.zeros(int(everywhere.max()) + 1, dtype=np.uint32)
+    lookup[in_core] = np.arange(1, len(in_core) + 1)
+    lookup[halo_only] = np.arange(len(in_core) + 1, len(in_core) + len(halo_only) + 1)
+    return lookup[labels], len(in_core)

@@ -1,0 +1,162 @@
+"""The settings of a whole-volume segmentation, in one frozen object.
+
+Python (:func:`~.segment_volume.segment_volume`), the MONAI inferer
+(:class:`~.sliding_window.SpocoSlidingWindowInferer`), the command line and the bundle's ``inference.json`` (its
+``segmentation`` entry) all take a :class:`SegmentationSettings`, so the same input and settings give the same
+labels on every path. What does not
+change the labels (where the output goes, progress bars, timings, several processes) is an argument of the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from ..clustering import default_offsets
+from .block_grid import positive_ints
+
+BLENDS = ("affinities", "embeddings")
+CLUSTERINGS = ("mws", "hdbscan")
+FOREGROUNDS = ("network", "intensity")
+
+
+@dataclass(frozen=True)
+class SegmentationSettings:
+    """Everything that decides the labels of a whole-volume segmentation, checked once at construction.
+
+    Blending. ``"affinities"`` (default) turns every window's embeddings into affinities inside that window,
+    blends the affinities and runs the Mutex Watershed on them; it is insensitive to the network placing
+    different windows' embeddings differently, and is the choice for large volumes. ``"embeddings"`` blends the
+    embeddings themselves and clusters them per block (Mutex Watershed on the blended embeddings' affinities, or
+    HDBSCAN); use it when a clustering other than the Mutex Watershed is wanted, and prefer blocks whose extent
+    fits in one window (blending embeddings of windows that place them differently mixes unrelated vectors).
+
+    Args:
+        roi_size: sliding-window size, one value per spatial axis (this also sets the spatial dimension, 2 or 3).
+        overlap: overlap of neighbouring windows, in [0, 1).
+        block_shape: approximate core size of a block per axis, rounded to whole window steps; ``None`` for
+            about 2^21 voxels per block. Larger blocks need more memory, smaller ones stitch more.
+        halo: minimum block halo per side in voxels (>= 1); see :class:`~.block_grid.BlockGrid`.
+        blend: what the windows blend, ``"affinities"`` or ``"embeddings"`` (see above).
+        clustering: the per-block clustering with ``blend="embeddings"``: ``"mws"`` or ``"hdbscan"``
+            (``"affinities"`` always uses the Mutex Watershed).
+        clustering_kwargs: extra keyword arguments of the clustering function (``strides``, ``min_size``, ... for
+            the Mutex Watershed; ``min_size`` is required by HDBSCAN); no per-voxel arrays such as ``mask``, since
+            each block is clustered on its own. Lists are stored as tuples.
+        offsets: Mutex Watershed offsets, the first ``len(roi_size)`` attractive; ``None`` for
+            :func:`~spoco_monai.clustering.default_offsets`. With ``"affinities"`` each must be shorter than the
+            window.
+        delta_dist: ``delta_d`` of the affinity formula (a bundle's ``affinity_delta_dist``; by default the loss's push
+            margin).
+        foreground: where the objects may be; the clustering labels only these voxels (a mask inside the
+            clustering): ``None`` everywhere; ``"network"`` where the probability of the network's last output
+            channel (a foreground logit, see ``SpocoLoss``'s ``foreground_weight``) is above 0.5; ``"intensity"``
+            where the image (mean over channels) is above its Otsu threshold over the whole volume (bright objects
+            on a dark background). Isolated pieces smaller than ``min_size`` are dropped.
+        whole_image_max_voxels: when the image, rounded up to a multiple of 32 voxels per axis, has at most this
+            many voxels, the network sees it as one window of that size (no window seams); ``None`` always uses
+            ``roi_size`` windows.
+        normalize: feed the network ``(image - mean) / std`` with the whole volume's mean and standard deviation
+            (MONAI's ``NormalizeIntensity`` defaults: all voxels and channels); ``False`` feeds the values as given.
+        sw_batch_size: windows per forward pass.
+        sigma_scale: Gaussian sigma of the window importance map relative to the window size.
+        iou_threshold: two blocks' labels in their overlap are the same object above this IoU, in [0.5, 1).
+        device: device of the network's input and the blending buffers; ``None`` for the device of the network's
+            parameters (CPU for a network without any).
+
+    Raises:
+        ValueError: for an invalid value; the message names the setting and the value.
+    """
+
+    roi_size: Sequence[int]
+    overlap: float = 0.5
+    block_shape: Sequence[int] | int | None = None
+    halo: Sequence[int] | int | None = None
+    blend: str = "affinities"
+    clustering: str = "mws"
+    clustering_kwargs: Mapping[str, Any] | None = None
+    offsets: Sequence[Sequence[int]] | None = None
+    delta_dist: float = 2.0
+    foreground: str | None = None
+    whole_image_max_voxels: int | None = None
+    normalize: bool = False
+    sw_batch_size: int = 1
+    sigma_scale: float = 0.125
+    iou_threshold: float = 0.5
+    device: str | torch.device | None = None
+
+    def __post_init__(self) -> None:
+        dims = len(self.roi_size)
+        if dims not in (2, 3):
+            raise ValueError(f"roi_size must have 2 or 3 values (the spatial dimensions), got {tuple(self.roi_size)}.")
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}.")
+        if self.blend not in BLENDS:
+            raise ValueError(f"blend must be one of {BLENDS}, got {self.blend!r}.")
+        if self.clustering not in CLUSTERINGS:
+            raise ValueError(f"clustering must be one of {CLUSTERINGS}, got {self.clustering!r}.")
+        if self.blend == "affinities" and self.clustering != "mws":
+            raise ValueError(
+                f"blend 'affinities' clusters with the Mutex Watershed; got clustering={self.clustering!r}."
+            )
+        if self.foreground is not None and self.foreground not in FOREGROUNDS:
+            raise ValueError(f"foreground must be None or one of {FOREGROUNDS}, got {self.foreground!r}.")
+        if self.whole_image_max_voxels is not None and not self.whole_image_max_voxels >= 1:
+            raise ValueError(f"whole_image_max_voxels must be None or >= 1, got {self.whole_image_max_voxels!r}.")
+        if not isinstance(self.normalize, bool):
+            raise ValueError(f"normalize must be True or False, got {self.normalize!r}.")
+        if not (isinstance(self.sw_batch_size, int) and self.sw_batch_size >= 1):
+            raise ValueError(f"sw_batch_size must be a positive integer, got {self.sw_batch_size!r}.")
+        if not self.sigma_scale > 0:
+            raise ValueError(f"sigma_scale must be positive, got {self.sigma_scale!r}.")
+        if not 0.5 <= self.iou_threshold < 1:
+            raise ValueError(
+                f"iou_threshold must be in [0.5, 1) so that matches are one-to-one, got {self.iou_threshold}."
+            )
+        offsets = default_offsets(dims) if self.offsets is None else self.offsets
+        offsets = tuple(tuple(int(v) for v in offset) for offset in offsets)
+        if not offsets or any(len(offset) != dims for offset in offsets):
+            raise ValueError(f"offsets must be a non-empty list of offsets with {dims} values each, got {offsets}.")
+        options = {
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in dict(self.clustering_kwargs or {}).items()
+        }
+        normalised = {
+            "roi_size": positive_ints(self.roi_size, dims, "roi_size"),
+            "block_shape": None if self.block_shape is None else positive_ints(self.block_shape, dims, "block_shape"),
+            "halo": None if self.halo is None else positive_ints(self.halo, dims, "halo"),
+            "overlap": float(self.overlap),
+            "delta_dist": float(self.delta_dist),
+            "sigma_scale": float(self.sigma_scale),
+            "iou_threshold": float(self.iou_threshold),
+            "offsets": offsets,
+            "clustering_kwargs": MappingProxyType(options),
+            "device": None if self.device is None else torch.device(self.device),
+        }
+        for name, value in normalised.items():
+            object.__setattr__(self, name, value)
+
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        # the read-only view of clustering_kwargs cannot be pickled (nor deep-copied); its dict can
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["clustering_kwargs"] = dict(self.clustering_kwargs)
+        return _from_values, (values,)
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 or 3."""
+        return len(self.roi_size)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that decide the labels, JSON-serialisable (the device is left out: it does not)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "device"}
+        values["clustering_kwargs"] = repr(sorted(self.clustering_kwargs.items()))
+        return values
+
+
+def _from_values(values: dict[str, Any]) -> SegmentationSettings:
+    return SegmentationSettings(**values)
