@@ -69,7 +69,8 @@ def test_nuclei_overlay_masks_the_clustering_with_a_foreground(tiny_dataset, sma
     base = workflow(("train",), dataset_dir=str(tiny_dataset)).parser
     assert base.get_parsed_content("validate#inferer").settings.foreground is None
     assert base.get_parsed_content("validate#postprocessing").transforms == ()
-    nuclei = workflow(("train", "dsb2018_2d"), dataset_dir=str(small_dsb)).parser
+    two_d = {"patch_size": [64, 64], "sliding_window_roi_size": [64, 64]}
+    nuclei = workflow(("train", "dsb2018_2d"), dataset_dir=str(small_dsb), **two_d).parser
     settings = nuclei.get_parsed_content("validate#inferer").settings
     # the intensity rule by default, sparse or dense; the clustering's own embedding kernel width
     assert settings.foreground == "intensity" and settings.whole_image_max_voxels == 2**21
@@ -79,7 +80,7 @@ def test_nuclei_overlay_masks_the_clustering_with_a_foreground(tiny_dataset, sma
     # with dense labels a learned foreground is one switch away: the network's own foreground channel
     dense = workflow(
         ("train", "dsb2018_2d"), dataset_dir=str(small_dsb), sparse=False, keep_background=True, sparse_fraction=1.0,
-        foreground_head=True,
+        foreground_head=True, **two_d,
     ).parser
     assert dense.get_parsed_content("validate#inferer").settings.foreground == "network"
     assert dense.get_parsed_content("network_def").out_channels == 17
