@@ -52,7 +52,7 @@ from spoco_monai.metrics import (
     mean_average_precision_from_overlap,
     symmetric_best_dice_from_overlap,
 )
-from spoco_monai.transforms.sparse_sampling import SparseInstanceSamplingd
+from spoco_monai.transforms.sparse_sampling import SparseInstanceSampling
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPOSITORY.parent / "shared" / "data" / "dsb2018_fluo"
@@ -162,10 +162,10 @@ def few_image_subset(samples: list[Sample], seed: int) -> tuple[list[Sample], in
     """Whole images, drawn in a seeded order, whose nuclei add up to the objects SPOCO@0.1 keeps on ``samples``.
 
     Returns the chosen samples and the target: the sum over ``samples`` of SPOCO's kept count (``round(0.1 K)``
-    rounded half up, at least 1 when K > 0, the rule of :class:`SparseInstanceSamplingd`).
+    rounded half up, at least 1 when K > 0, the rule of :class:`SparseInstanceSampling`).
     """
     counts = [sample.num_objects for sample in samples]
-    keep_rule = SparseInstanceSamplingd(keys="label", fraction=SPOCO_FRACTION)
+    keep_rule = SparseInstanceSampling(fraction=SPOCO_FRACTION)
     target = sum(keep_rule.kept_count(count) for count in counts)
     chosen, total = [], 0
     for index in np.random.default_rng(seed).permutation(len(samples)):

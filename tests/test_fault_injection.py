@@ -71,8 +71,9 @@ def segment_case(tmp_path_factory) -> Path:
     (folder / "bundle" / "configs").mkdir(parents=True)
     (folder / "bundle" / "models").mkdir()
     network = {"_target_": "torch.nn.Conv3d", "in_channels": 1, "out_channels": 4, "kernel_size": 1, "bias": False}
+    settings = {"_target_": "spoco_monai.inferers.SegmentationSettings", "roi_size": [32, 32, 32], "normalize": True}
     (folder / "bundle" / "configs" / "inference.json").write_text(
-        json.dumps({"roi_size": [32, 32, 32], "network_def": network})
+        json.dumps({"segmentation": settings, "network_def": network})
     )
     weight = torch.tensor([50.0, 0.0, 0.0, 0.0]).view(4, 1, 1, 1, 1)
     torch.save({"weight": weight}, folder / "bundle" / "models" / "model.pt")

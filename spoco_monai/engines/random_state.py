@@ -48,7 +48,7 @@ def find_generators(*roots: Any) -> list[Generator]:
             children = list(obj.values())
         elif isinstance(obj, (list, tuple)):
             children = list(obj)
-        elif isinstance(obj, (Transform, nn.Module)):
+        elif isinstance(obj, (Transform, Randomizable, nn.Module)):
             # a transform never seeded on its own draws from the class-wide ``Randomizable.R``
             children = ([obj.R] if isinstance(obj, Randomizable) else []) + list(vars(obj).values())
         else:

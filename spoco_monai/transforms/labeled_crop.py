@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, Randomizable, SpatialCrop, SpatialPad
+from monai.transforms import MapTransform, Randomizable, SpatialCrop, SpatialPad, Transform
 from monai.transforms.traits import MultiSampleTrait
 from monai.utils import ImageMetaKey
 
@@ -23,7 +23,7 @@ __all__ = ["RandCropByLabeledInstances", "RandCropByLabeledInstancesd", "IGNORE_
 IGNORE_LABEL = -1
 
 
-class RandCropByLabeledInstances(Randomizable, MultiSampleTrait):
+class RandCropByLabeledInstances(Randomizable, Transform, MultiSampleTrait):
     """Crop ``num_samples`` patches of ``spatial_size``, each around a labeled object with probability ``pos``.
 
     For each patch, with probability ``pos`` a labeled object (id > 0 in the instance label) is chosen

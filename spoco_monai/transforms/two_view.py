@@ -16,6 +16,7 @@ from monai.transforms import (
     Randomizable,
     RandGaussianNoise,
     RandGaussianSmooth,
+    Transform,
 )
 from monai.utils import MAX_SEED
 
@@ -36,7 +37,7 @@ def _check_range(name: str, value: Sequence[float]) -> tuple[float, float]:
     return float(low), float(high)
 
 
-class TwoViewIntensityAugment(Randomizable):
+class TwoViewIntensityAugment(Randomizable, Transform):
     """Make two views of an image with the same geometry and independent intensity augmentation.
 
     Each view passes through its own chain of MONAI array transforms, each applied with probability ``prob``

@@ -46,3 +46,24 @@ def test_state_of_another_configuration_is_refused():
     state = capture_random_state(find_generators(transforms))
     with pytest.raises(ValueError, match="generators but this configuration has 0"):
         restore_random_state(state, [])
+
+
+def test_generators_inside_wrapped_array_transforms_are_found_and_restored():
+    from spoco_monai.transforms import RandCropByLabeledInstancesd, TwoViewIntensityAugmentd
+
+    crop = RandCropByLabeledInstancesd(keys=["image", "label"], label_key="label", spatial_size=(8, 8), num_samples=2)
+    views = TwoViewIntensityAugmentd(keys="image")
+    pipeline = Compose([crop, views]).set_random_state(3)
+    generators = find_generators(pipeline)
+    # the array transforms the dictionary versions wrap draw from generators of their own
+    inner = [crop.cropper.R, views.augment.R, *(t.R for view in views.augment.views for t in view.transforms)]
+    assert all(any(g is generator for generator in generators) for g in inner)
+    label = torch.zeros(1, 32, 32, dtype=torch.int64)
+    label[0, 4:12, 4:12], label[0, 20:28, 20:28] = 1, 2
+    data = {"image": torch.rand(1, 32, 32), "label": label}
+    state = capture_random_state(generators)
+    first = pipeline(dict(data))
+    restore_random_state(state, generators)
+    second = pipeline(dict(data))
+    for a, b in zip(first, second):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["image_view2"], b["image_view2"])
