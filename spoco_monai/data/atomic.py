@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["write_atomically", "PARTIAL_PREFIX"]
+__all__ = ["write_atomically", "replace_path", "remove_path", "PARTIAL_PREFIX"]
 
 PARTIAL_PREFIX = ".partial-"
 
@@ -34,7 +34,7 @@ def write_atomically(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     temporary = target.with_name(PARTIAL_PREFIX + target.name)
-    _remove(temporary)
+    remove_path(temporary)
     try:
         yield temporary
         if temporary.is_file():
@@ -43,20 +43,26 @@ def write_atomically(path: str | os.PathLike) -> Iterator[Path]:
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
-        if target.is_dir() and not target.is_symlink():
-            retired = target.with_name(PARTIAL_PREFIX + "old-" + target.name)
-            _remove(retired)
-            os.replace(target, retired)
-            os.replace(temporary, target)
-            _remove(retired)
-        else:
-            os.replace(temporary, target)
+        replace_path(temporary, target)
     except BaseException:
-        _remove(temporary)
+        remove_path(temporary)
         raise
 
 
-def _remove(path: Path) -> None:
+def replace_path(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target`` (same folder); a folder ``target`` is moved aside, replaced, then deleted."""
+    if target.is_dir() and not target.is_symlink():
+        retired = target.with_name(PARTIAL_PREFIX + "old-" + target.name)
+        remove_path(retired)
+        os.replace(target, retired)
+        os.replace(source, target)
+        remove_path(retired)
+    else:
+        os.replace(source, target)
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file, link or folder if it exists."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():

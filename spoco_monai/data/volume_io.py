@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ import numpy as np
 import tifffile
 import zarr
 
+from .atomic import PARTIAL_PREFIX, remove_path, replace_path
+
 VOLUME_FORMATS = ("nifti", "tiff", "hdf5", "zarr")
 _SUFFIXES = {
     ".nii": "nifti",
@@ -36,7 +37,6 @@ _SUFFIXES = {
     ".hdf": "hdf5",
     ".zarr": "zarr",
 }
-_TEMPORARY_PREFIX = ".partial-"
 # the voxel size attribute of HDF5 datasets and zarr arrays, in micrometres per axis (as PlantSeg writes it)
 ELEMENT_SIZE_ATTRIBUTE = "element_size_um"
 # a zarr path ending so is written as an OME-Zarr (NGFF 0.4) label image, which napari opens directly
@@ -496,8 +496,8 @@ def create_volume(
             target.attrs.update(attributes)
             yield target
         return
-    temporary = location.file.with_name(_TEMPORARY_PREFIX + location.file.name)
-    _remove(temporary)
+    temporary = location.file.with_name(PARTIAL_PREFIX + location.file.name)
+    remove_path(temporary)
     try:
         if _is_ome_zarr(location):
             root = zarr.open_group(store=temporary, mode="w", zarr_format=2)
@@ -526,9 +526,9 @@ def create_volume(
             yield buffer
             _write_whole(temporary, location.format, buffer, affine)
     except BaseException:
-        _remove(temporary)
+        remove_path(temporary)
         raise
-    _replace(temporary, location.file)
+    replace_path(temporary, location.file)
 
 
 @contextmanager
@@ -540,7 +540,7 @@ def _create_inner(location: VolumePath, shape: tuple[int, ...], dtype: np.dtype,
     (``h5repack`` does).
     """
     parent, _, name = location.key.rpartition("/")
-    temporary = f"{parent}/{_TEMPORARY_PREFIX}{name}" if parent else _TEMPORARY_PREFIX + name
+    temporary = f"{parent}/{PARTIAL_PREFIX}{name}" if parent else PARTIAL_PREFIX + name
     if location.format == "hdf5":
         with h5py.File(location.file, "a") as handle:
             if temporary in handle:
@@ -556,15 +556,15 @@ def _create_inner(location: VolumePath, shape: tuple[int, ...], dtype: np.dtype,
                 del handle[location.key]
             handle.move(temporary, location.key)
         return
-    _remove(location.file / temporary)
+    remove_path(location.file / temporary)
     group = zarr.open_group(store=location.file, mode="a")
     try:
         yield group.create_array(name=temporary, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
     except BaseException:
-        _remove(location.file / temporary)
+        remove_path(location.file / temporary)
         raise
     # a zarr array on a local store is a folder: swapping folders leaves the rest of the group as it was
-    _replace(location.file / temporary, location.file / location.key)
+    replace_path(location.file / temporary, location.file / location.key)
 
 
 def write_volume(
@@ -589,22 +589,3 @@ def _write_whole(file: Path, volume_format: str, array: np.ndarray, affine: np.n
         tifffile.imwrite(file, array, compression="zlib", photometric="minisblack")
         return
     nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else np.asarray(affine)), file)
-
-
-def _replace(source: Path, target: Path) -> None:
-    if target.is_dir() and not target.is_symlink():
-        # directories cannot be replaced atomically: move the old one aside, then drop it
-        retired = target.with_name(_TEMPORARY_PREFIX + "old-" + target.name)
-        _remove(retired)
-        os.replace(target, retired)
-        os.replace(source, target)
-        _remove(retired)
-    else:
-        os.replace(source, target)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
