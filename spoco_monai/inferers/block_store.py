@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..data.atomic import write_atomically
+
 
 @dataclass(frozen=True)
 class BlockRecord:
@@ -104,23 +106,22 @@ class DirectoryBlockStore(BlockStore):
                 self.remove()
         if not manifest.exists():
             self.directory.mkdir(parents=True, exist_ok=True)
-            _write_atomically(manifest, json.dumps(fingerprint, indent=1).encode())
+            with write_atomically(manifest) as temporary:
+                temporary.write_text(json.dumps(fingerprint, indent=1))
 
     def finished(self) -> set[int]:
         return {int(path.stem) for path in self.directory.glob("[0-9]*.json")}
 
     def save(self, index: int, core_labels: np.ndarray, record: BlockRecord) -> None:
-        labels_path = self._path(index, ".npy")
-        temporary = labels_path.with_name(".partial-" + labels_path.name)
-        with open(temporary, "wb") as handle:
+        with write_atomically(self._path(index, ".npy")) as temporary, open(temporary, "wb") as handle:
             np.save(handle, np.ascontiguousarray(core_labels, dtype=np.uint32))
-        os.replace(temporary, labels_path)
         payload = {
             "num_core_labels": int(record.num_core_labels),
             "num_labels": int(record.num_labels),
             "matches": np.asarray(record.matches, dtype=np.int64).tolist(),
         }
-        _write_atomically(self._path(index, ".json"), json.dumps(payload).encode())
+        with write_atomically(self._path(index, ".json")) as temporary:
+            temporary.write_text(json.dumps(payload))
 
     def core_labels(self, index: int) -> np.ndarray:
         return np.load(self._path(index, ".npy"), mmap_mode="r")
@@ -137,8 +138,3 @@ class DirectoryBlockStore(BlockStore):
     def _path(self, index: int, suffix: str) -> Path:
         return self.directory / f"{index:07d}{suffix}"
 
-
-def _write_atomically(path: Path, payload: bytes) -> None:
-    temporary = path.with_name(".partial-" + path.name)
-    temporary.write_bytes(payload)
-    os.replace(temporary, path)
