@@ -202,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where objects may be: everywhere, the network's foreground channel, or above the Otsu threshold "
         f"{bundle_default}",
     )
+    segment.add_argument(
+        "--foreground-threshold",
+        type=float,
+        help=f"foreground probability above which a voxel is an object's, with --foreground network {bundle_default}",
+    )
     segment.add_argument("--delta-dist", type=float, help=f"delta_d of the embedding affinities {bundle_default}")
     segment.add_argument(
         "--normalize",
@@ -251,6 +256,7 @@ def command_line_settings(
         "blend": args.blend,
         "clustering": args.clustering,
         "delta_dist": args.delta_dist,
+        "foreground_threshold": args.foreground_threshold,
         "sw_batch_size": args.sw_batch_size,
         "device": device,
     }

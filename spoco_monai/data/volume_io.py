@@ -120,7 +120,8 @@ class LazyVolume:
         channel_dim: 0 when the file declares a channel axis (exposed first), ``None`` when it declares none.
         affine: the NIfTI affine (4x4), ``None`` for other formats.
         element_size: the voxel size per spatial axis, in the order of the exposed axes, where the file carries
-            one (NIfTI ``pixdim``, the HDF5 or zarr attribute ``element_size_um``); ``None`` otherwise.
+            one (NIfTI ``pixdim``, the HDF5 or zarr attribute ``element_size_um``, OME-TIFF ``PhysicalSize``,
+            ImageJ TIFF spacing and resolution); ``None`` otherwise.
 
     Raises:
         UnreadableVolumeError: from slicing, when the file cannot be read there (e.g. corrupt compressed data);
@@ -236,13 +237,16 @@ def _open(location: VolumePath) -> LazyVolume:
             element_size=image.header.get_zooms()[:spatial_dims],
         )
     if location.format == "tiff":
-        channel_axis = _tiff_channel_axis(location.file)
+        channel_axis, element_size = _tiff_layout(location.file)
         try:
-            return LazyVolume(tifffile.memmap(location.file, mode="r"), name, channel_axis=channel_axis)
+            array = tifffile.memmap(location.file, mode="r")
+            return LazyVolume(array, name, channel_axis=channel_axis, element_size=element_size)
         except ValueError:
             # compressed or tiled files cannot be memory-mapped; tifffile's zarr store still reads lazily
             store = tifffile.imread(location.file, aszarr=True)
-            return LazyVolume(zarr.open(store, mode="r"), name, closer=store, channel_axis=channel_axis)
+            return LazyVolume(
+                zarr.open(store, mode="r"), name, closer=store, channel_axis=channel_axis, element_size=element_size
+            )
     if location.format == "hdf5":
         handle = h5py.File(location.file, "r")
         try:
@@ -289,11 +293,13 @@ def _unreadable(name: str, error: Exception) -> UnreadableVolumeError:
     )
 
 
-def _tiff_channel_axis(file: Path) -> int | None:
-    """The channel axis a TIFF declares, after checking that it holds as many values as its metadata declares.
+def _tiff_layout(file: Path) -> tuple[int | None, tuple[float, ...] | None]:
+    """The channel axis a TIFF declares and its voxel size, after checking that it holds what it declares.
 
     The channel axis is a ``C`` axis, or colour samples stored last (``S``, as in RGB images); leading samples are
-    not taken as channels because tifffile writes 3- and 4-slice stacks that way unless told otherwise.
+    not taken as channels because tifffile writes 3- and 4-slice stacks that way unless told otherwise. The voxel
+    size is read from OME-TIFF metadata (``PhysicalSizeZ/Y/X``) or from ImageJ metadata (``spacing`` for Z, the
+    resolution tags for Y and X); plain TIFF resolution tags are not trusted (they often hold a printer's dpi).
 
     Raises:
         ValueError: the file is truncated: tifffile reads what it can of such a file, e.g. the first pages of a
@@ -307,6 +313,7 @@ def _tiff_channel_axis(file: Path) -> int | None:
             declared = [tuple(meta["shape"]) for meta in tiff.shaped_metadata or () if "shape" in meta]
             found = tuple(tiff.series[0].shape) if tiff.series else ()
             axes = tiff.series[0].axes if tiff.series else ""
+            element_size = _tiff_element_size(tiff, axes)
     finally:
         logger.setLevel(level)
     if declared and int(np.prod(declared[0])) != int(np.prod(found)):
@@ -314,8 +321,37 @@ def _tiff_channel_axis(file: Path) -> int | None:
             f"{file} is truncated or corrupt: its metadata declares shape {declared[0]} but only {found} can be read."
         )
     if "C" in axes:
-        return axes.index("C")
-    return len(axes) - 1 if axes.endswith("S") else None
+        return axes.index("C"), element_size
+    return (len(axes) - 1 if axes.endswith("S") else None), element_size
+
+
+def _tiff_element_size(tiff: tifffile.TiffFile, axes: str) -> tuple[float, ...] | None:
+    """Voxel size of the spatial axes (``Z``, ``Y``, ``X`` as present in ``axes``) from OME or ImageJ metadata."""
+    spatial = [axis for axis in axes if axis in "ZYX"]
+    if tiff.is_ome:
+        image = tifffile.xml2dict(tiff.ome_metadata)["OME"]["Image"]
+        pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+        sizes = [pixels.get(f"PhysicalSize{axis}") for axis in spatial]
+    elif tiff.is_imagej:
+        page = tiff.pages.first
+        sizes = [
+            (tiff.imagej_metadata or {}).get("spacing") if axis == "Z"
+            else _inverse_resolution(page.tags.get(f"{axis}Resolution"))
+            for axis in spatial
+        ]
+    else:
+        return None
+    if not spatial or any(size is None or float(size) <= 0 for size in sizes):
+        return None
+    return tuple(float(size) for size in sizes)
+
+
+def _inverse_resolution(tag: tifffile.TiffTag | None) -> float | None:
+    """The pixel size a TIFF resolution tag (pixels per unit, a rational) stands for."""
+    if tag is None:
+        return None
+    numerator, denominator = tag.value
+    return denominator / numerator if numerator else None
 
 
 def volume_mean_std(volume: Any, max_elements: int = 2**26) -> tuple[float, float]:
@@ -477,8 +513,9 @@ def create_volume(
         chunks: chunk shape for zarr/HDF5 (default: 64 per axis, clipped to the shape).
         affine: 4x4 NIfTI affine (identity when omitted); ignored by other formats.
         overwrite: replace an existing volume (only once the new one is complete).
-        element_size: voxel size per axis, stored as the OME-Zarr scale and as the ``element_size_um``
-            attribute of HDF5 datasets and zarr arrays; ``None`` for none (OME-Zarr: 1 per axis).
+        element_size: voxel size per axis, stored as the OME-Zarr scale, as the ``element_size_um``
+            attribute of HDF5 datasets and zarr arrays and as OME metadata of a 2D/3D TIFF; ``None`` for none
+            (OME-Zarr: 1 per axis).
 
     Yields:
         an array supporting slice assignment (zarr array, h5py dataset or numpy array).
@@ -524,7 +561,7 @@ def create_volume(
         else:
             buffer = np.zeros(shape, dtype=dtype)
             yield buffer
-            _write_whole(temporary, location.format, buffer, affine)
+            _write_whole(temporary, location.format, buffer, affine, element_size)
     except BaseException:
         remove_path(temporary)
         raise
@@ -584,8 +621,17 @@ def write_volume(
         target[...] = array
 
 
-def _write_whole(file: Path, volume_format: str, array: np.ndarray, affine: np.ndarray | None) -> None:
+def _write_whole(
+    file: Path, volume_format: str, array: np.ndarray, affine: np.ndarray | None, element_size: Sequence[float] | None
+) -> None:
     if volume_format == "tiff":
-        tifffile.imwrite(file, array, compression="zlib", photometric="minisblack")
+        metadata = None
+        if element_size is not None and 2 <= array.ndim <= 3 and len(element_size) == array.ndim:
+            # OME-TIFF metadata: Fiji (Bio-Formats), napari and tifffile read the voxel size back
+            axes = "ZYX"[3 - array.ndim :]
+            metadata = {"axes": axes, **{f"PhysicalSize{a}": float(v) for a, v in zip(axes, element_size)}}
+        tifffile.imwrite(
+            file, array, compression="zlib", photometric="minisblack", ome=metadata is not None, metadata=metadata
+        )
         return
     nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else np.asarray(affine)), file)

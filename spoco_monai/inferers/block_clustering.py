@@ -23,7 +23,7 @@ def cluster_block(prediction: torch.Tensor, settings: SegmentationSettings) -> n
     values = prediction.cpu().numpy()
     options = dict(settings.clustering_kwargs)
     if settings.foreground is not None:
-        values, options["mask"] = values[:-1], values[-1] > 0.5
+        values, options["mask"] = values[:-1], values[-1] > settings.foreground_threshold
     if settings.blend == "affinities":
         return mutex_watershed_from_affinities(values, settings.offsets, **options)
     if settings.clustering == "mws":

@@ -30,7 +30,7 @@ def write_labels(
         output: the volume to write (chunked like the block cores), or ``None`` to return the labels.
         affine: the NIfTI affine of the output (the input's), ignored by other formats.
         element_size: the voxel size of the output (the input's): the scale of an OME-Zarr output, the
-            ``element_size_um`` attribute of zarr and HDF5 outputs.
+            ``element_size_um`` attribute of zarr and HDF5 outputs, the OME metadata of a TIFF output.
         overwrite: replace an existing output (once the new one is complete).
         progress: show a progress bar over the blocks.
 

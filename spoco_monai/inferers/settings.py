@@ -54,9 +54,13 @@ class SegmentationSettings:
             margin).
         foreground: where the objects may be; the clustering labels only these voxels (a mask inside the
             clustering): ``None`` everywhere; ``"network"`` where the probability of the network's last output
-            channel (a foreground logit, see ``SpocoLoss``'s ``foreground_weight``) is above 0.5; ``"intensity"``
+            channel (a foreground logit, see ``SpocoLoss``'s ``foreground_weight``) is above
+            ``foreground_threshold``; ``"intensity"``
             where the image (mean over channels) is above its Otsu threshold over the whole volume (bright objects
             on a dark background). Isolated pieces smaller than ``min_size`` are dropped.
+        foreground_threshold: the foreground probability above which a voxel belongs to the objects with
+            ``foreground="network"``, in (0, 1). 0.5 is the classifier's own boundary; a model whose foreground
+            channel spreads into the background is better cut higher (chosen per model on validation data).
         whole_image_max_voxels: when the image, rounded up to a multiple of 32 voxels per axis, has at most this
             many voxels, the network sees it as one window of that size (no window seams); ``None`` always uses
             ``roi_size`` windows.
@@ -82,6 +86,7 @@ class SegmentationSettings:
     offsets: Sequence[Sequence[int]] | None = None
     delta_dist: float = 2.0
     foreground: str | None = None
+    foreground_threshold: float = 0.5
     whole_image_max_voxels: int | None = None
     normalize: bool = False
     sw_batch_size: int = 1
@@ -105,6 +110,8 @@ class SegmentationSettings:
             )
         if self.foreground is not None and self.foreground not in FOREGROUNDS:
             raise ValueError(f"foreground must be None or one of {FOREGROUNDS}, got {self.foreground!r}.")
+        if not 0 < self.foreground_threshold < 1:
+            raise ValueError(f"foreground_threshold must be in (0, 1), got {self.foreground_threshold!r}.")
         if self.whole_image_max_voxels is not None and not self.whole_image_max_voxels >= 1:
             raise ValueError(f"whole_image_max_voxels must be None or >= 1, got {self.whole_image_max_voxels!r}.")
         if not isinstance(self.normalize, bool):
@@ -131,6 +138,7 @@ class SegmentationSettings:
             "halo": None if self.halo is None else positive_ints(self.halo, dims, "halo"),
             "overlap": float(self.overlap),
             "delta_dist": float(self.delta_dist),
+            "foreground_threshold": float(self.foreground_threshold),
             "sigma_scale": float(self.sigma_scale),
             "iou_threshold": float(self.iou_threshold),
             "offsets": offsets,

@@ -171,6 +171,31 @@ def test_element_size_from_the_file(tmp_path):
         assert volume.element_size is None
 
 
+def test_tiff_voxel_size_from_imagej_and_ome_metadata(tmp_path):
+    stack = VOLUME.astype(np.float32)
+    tifffile.imwrite(
+        tmp_path / "ij.tif", stack, imagej=True, resolution=(4.0, 2.0), metadata={"spacing": 3.0, "axes": "ZYX"}
+    )
+    with open_volume(tmp_path / "ij.tif") as volume:
+        assert volume.element_size == (3.0, 0.5, 0.25)
+    metadata = {"axes": "CYX", "PhysicalSizeY": 0.5, "PhysicalSizeX": 0.125}
+    tifffile.imwrite(tmp_path / "two.ome.tif", VOLUME[:2], ome=True, metadata=metadata)
+    with open_volume(tmp_path / "two.ome.tif") as volume:
+        assert volume.channel_dim == 0 and volume.element_size == (0.5, 0.125)
+    # resolution tags alone (often a printer's dpi) give no voxel size
+    tifffile.imwrite(tmp_path / "dpi.tif", VOLUME[0], resolution=(72.0, 72.0))
+    with open_volume(tmp_path / "dpi.tif") as volume:
+        assert volume.element_size is None
+
+
+def test_tiff_output_keeps_the_voxel_size(tmp_path):
+    with create_volume(tmp_path / "labels.tif", VOLUME.shape, np.int32, element_size=(2.0, 0.5, 0.25)) as target:
+        target[...] = VOLUME
+    with open_volume(tmp_path / "labels.tif") as volume:
+        assert volume.element_size == (2.0, 0.5, 0.25) and volume.channel_dim is None
+        np.testing.assert_array_equal(volume[...], VOLUME)
+
+
 def test_real_hdf5_volume_reads_lazily():
     data = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "lm3d" / "gonuclear_1135.h5"
     if not data.exists():

@@ -239,11 +239,12 @@ def test_flags_replace_single_settings_and_default_to_the_bundle(bundle):
     plain = parser.parse_args(["segment", "in.h5", "out.zarr", "--bundle", str(bundle)])
     assert command_line_settings(plain, config, "cpu") == dataclasses.replace(bundle_settings(config), device="cpu")
     flags = ["--overlap", "0.5", "--min-size", "7", "--foreground", "intensity", "--normalize", "none",
-             "--block-shape", "16", "--blend", "embeddings", "--clustering", "hdbscan"]
+             "--block-shape", "16", "--blend", "embeddings", "--clustering", "hdbscan", "--foreground-threshold", "0.7"]
     given = parser.parse_args(["segment", "in.h5", "out.zarr", "--bundle", str(bundle), *flags])
     expected = dataclasses.replace(
         bundle_settings(config), overlap=0.5, clustering_kwargs={"min_size": 7}, foreground="intensity",
         normalize=False, block_shape=16, blend="embeddings", clustering="hdbscan", device="cpu",
+        foreground_threshold=0.7,
     )
     assert command_line_settings(given, config, "cpu") == expected
 

@@ -106,6 +106,15 @@ def test_masked_clustering_leaves_nothing_outside_the_mask(foreground):
     np.testing.assert_array_equal(labels > 0, image > 0.5)
 
 
+def test_foreground_threshold_cuts_the_network_probability():
+    # the dim disc's foreground logit is 8 * (1 - 0.5) = 4 (probability 0.982), the bright one's 12
+    image = two_discs()
+    settings = SegmentationSettings((32, 32), offsets=OFFSETS_2D, foreground="network", foreground_threshold=0.99)
+    labels = segment_volume(image, DiscsNetwork(), settings, progress=False)
+    np.testing.assert_array_equal(labels > 0, image > 1.5)
+    assert set(np.unique(labels)) == {0, 1}
+
+
 def test_without_foreground_the_background_is_a_segment():
     settings = SegmentationSettings((32, 32), offsets=OFFSETS_2D)
     labels = segment_volume(two_discs(), DiscsNetwork(), settings, progress=False)

@@ -208,6 +208,8 @@ def test_ome_zarr_labels_carry_the_input_voxel_size(tmp_path, image_3d, labels_3
         ({"offsets": [(-1, 0, 0), (0, 0, -40)]}, "shorter than the window"),
         ({"offsets": [(-1, 0)]}, "offsets must be a non-empty list of offsets with 3 values"),
         ({"foreground": "otsu"}, "foreground must be None or one of"),
+        ({"foreground_threshold": 1.0}, r"foreground_threshold must be in \(0, 1\)"),
+        ({"foreground_threshold": 0.0}, r"foreground_threshold must be in \(0, 1\)"),
         ({"whole_image_max_voxels": 0}, "whole_image_max_voxels"),
         ({"normalize": "zscore"}, "normalize must be True or False"),
     ],
