@@ -25,8 +25,8 @@ def match_labels_by_iou(labels_a: np.ndarray, labels_b: np.ndarray, iou_threshol
     label is matched at most once, so matching cannot chain distinct objects together.
 
     Args:
-        labels_a: integer labels of the region; 0 is never matched.
-        labels_b: integer labels of the same region from another segmentation, same shape.
+        labels_a: integer labels (ids >= 0) of the region; 0 is never matched.
+        labels_b: integer labels (ids >= 0) of the same region from another segmentation, same shape.
         iou_threshold: a pair matches when its IoU is strictly above this value.
 
     Returns:
@@ -109,7 +109,8 @@ def global_ids(grid: BlockGrid, store: BlockStore) -> list[np.ndarray]:
     ]
     components = merge_matched_nodes(int(first_node[-1]), np.concatenate(edges))
     core_nodes = [first_node[i] + np.arange(r.num_core_labels) for i, r in enumerate(records)]
-    # consecutive ids over the objects that own voxels, in order of first appearance
+    # consecutive ids 1.. over the objects that own voxels, in order of first appearance (the component
+    # numbers start at 0, which relabel_sequential would keep as background: hence the shift by one)
     final_ids = relabel_sequential(components[np.concatenate(core_nodes)] + 1)[0]
     num_objects = int(final_ids.max()) if final_ids.size else 0
     dtype = np.int32 if num_objects <= np.iinfo(np.int32).max else np.int64
