@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bioimage_cpp.segmentation import relabel_sequential
 from matplotlib.figure import Figure
 from monai.bundle import ConfigParser
 from monai.transforms import LoadImage
@@ -37,6 +38,9 @@ from spoco_monai.metrics import adapted_rand_error, symmetric_best_dice
 def label_rgb(labels: np.ndarray, seed: int = 0) -> np.ndarray:
     """Colour instance labels: a random bright colour per id (seeded), black for 0 and below.
 
+    The n-th smallest positive id takes the n-th colour of the seeded palette, so two label images with the
+    same ids are coloured alike whether or not they contain background or negative (ignore) values.
+
     Args:
         labels: (*S) integer array.
         seed: seed of the colour choice.
@@ -44,10 +48,10 @@ def label_rgb(labels: np.ndarray, seed: int = 0) -> np.ndarray:
     Returns:
         (*S, 3) float32 in [0, 1].
     """
-    ids, inverse = np.unique(np.asarray(labels), return_inverse=True)
-    palette = np.random.default_rng(seed).uniform(0.25, 1.0, (len(ids), 3)).astype(np.float32)
-    palette[ids <= 0] = 0.0
-    return palette[inverse.reshape(np.shape(labels))]
+    ranks, _, inverse_map = relabel_sequential(np.maximum(np.asarray(labels), 0).astype(np.int64))
+    palette = np.random.default_rng(seed).uniform(0.25, 1.0, (len(inverse_map), 3)).astype(np.float32)
+    palette[0] = 0.0
+    return palette[ranks]
 
 
 def save_segmentation_figure(

@@ -24,10 +24,33 @@ SMALL_SETTING = {
 }
 METRIC_LINE = re.compile(
     r"^(?P<method>MWS|HDBSCAN|mask)\s+SBD=(?P<sbd>\S+)\s+AP@0\.5=(?P<ap>\S+)\s+adapted_Rand_error=(?P<arand>\S+)\s+"
-    r"\|DiC\|=(?P<dic>\d+)",
+    r"\|DiC\|=(?P<dic>\d+)\s+objects=(?P<objects>\d+) \(ground truth (?P<truth>\d+)\)",
     re.MULTILINE,
 )
+# An extra cell scores every segmentation again, from scikit-image's contingency table and adapted Rand error.
+REFERENCE_CELL = """
+from skimage.metrics import adapted_rand_error as skimage_adapted_rand_error
+from skimage.metrics import contingency_table
+
+for method, segmentation in segmentations.items():
+    table = contingency_table(ground_truth, segmentation).toarray()  # pixels per (true id, segment id)
+    truth_sizes, segment_sizes = table[1:].sum(1), table[:, 1:].sum(0)
+    objects = table[1:, 1:][truth_sizes > 0][:, segment_sizes > 0]
+    truth_sizes, segment_sizes = truth_sizes[truth_sizes > 0, None], segment_sizes[segment_sizes > 0]
+    dice = 2 * objects / (truth_sizes + segment_sizes)
+    sbd = min(dice.max(1).mean(), dice.max(0).mean()) if objects.size else 0.0
+    # above an IoU of one half every object has at most one partner
+    matched = np.count_nonzero(objects / (truth_sizes + segment_sizes - objects) > 0.5)
+    ap = matched / (len(truth_sizes) + len(segment_sizes) - matched)
+    arand = skimage_adapted_rand_error(ground_truth, segmentation)[0]
+    print(f"reference {method} SBD={sbd:.3f} AP@0.5={ap:.3f} adapted_Rand_error={arand:.3f}")
+"""
+REFERENCE_LINE = re.compile(
+    r"^reference (?P<method>\S+) SBD=(?P<sbd>\S+) AP@0\.5=(?P<ap>\S+) adapted_Rand_error=(?P<arand>\S+)$", re.MULTILINE
+)
 INTERPRETER_MARKER = "kernel interpreter: "
+# the reference scores, then which interpreter ran the kernel
+EXTRA_CELLS = [REFERENCE_CELL, f"import sys\nprint({INTERPRETER_MARKER!r} + sys.executable)"]
 
 
 def _stream_text(cell: nbformat.NotebookNode) -> str:
@@ -42,8 +65,8 @@ def _has_figure(cell: nbformat.NotebookNode) -> bool:
 def executed_notebook(tmp_path_factory: pytest.TempPathFactory) -> nbformat.NotebookNode:
     """The notebook after running every cell in a python3 kernel with :data:`SMALL_SETTING`."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    # An extra last cell reports which interpreter ran the kernel; the file itself is not changed.
-    notebook.cells.append(new_code_cell(f"import sys\nprint({INTERPRETER_MARKER!r} + sys.executable)"))
+    # the extra cells run after the notebook's own; the file itself is not changed
+    notebook.cells.extend(new_code_cell(source) for source in EXTRA_CELLS)
     with pytest.MonkeyPatch.context() as patch:
         for name, value in SMALL_SETTING.items():
             patch.setenv(name, value)
@@ -85,14 +108,17 @@ def test_notebook_reports_metrics_of_every_segmentation(executed_notebook: nbfor
     # the foreground-mask yardstick exists only for images with background (not for the synthetic fallback)
     expected = ["HDBSCAN", "MWS", "mask"] if "Using the DSB2018 nuclei images" in text else ["HDBSCAN", "MWS"]
     assert sorted(scores) == expected
-    for match in scores.values():
-        for name in ("sbd", "ap", "arand"):
-            assert 0.0 <= float(match[name]) <= 1.0
+    references = {match["method"]: match for match in REFERENCE_LINE.finditer(text)}
+    assert sorted(references) == expected
+    names = ("sbd", "ap", "arand")
+    for method, match in scores.items():
+        assert [match[name] for name in names] == [references[method][name] for name in names]
+        assert int(match["dic"]) == abs(int(match["objects"]) - int(match["truth"]))
 
 
 @pytest.mark.slow
 def test_notebook_draws_the_figures(executed_notebook: nbformat.NotebookNode) -> None:
     code_cells = [cell for cell in executed_notebook.cells if cell.cell_type == "code"]
-    # sparse-label figure, loss curve and the final panel figure (the cell before the interpreter check)
+    # sparse-label figure, loss curve and the final panel figure (the notebook's last cell)
     assert sum(_has_figure(cell) for cell in code_cells) >= 3
-    assert _has_figure(code_cells[-2])
+    assert _has_figure(code_cells[-len(EXTRA_CELLS) - 1])

@@ -17,6 +17,8 @@ def write_learning_rate(engine: Engine, writer: Any) -> None:
     ``LrScheduleHandler`` steps at the end of epochs.
 
     Tags: ``learning_rate`` for an optimiser with one parameter group, ``learning_rate/<i>`` per group otherwise.
+    (ignite's ``OptimizerParamsHandler`` would write ``lr/group_<i>`` even for one group, through a
+    ``TensorboardLogger`` of its own, i.e. a second event file beside that of MONAI's handlers.)
 
     Args:
         engine: a trainer with an ``optimizer`` attribute (e.g. ``SupervisedTrainer``, ``SpocoTrainer``).

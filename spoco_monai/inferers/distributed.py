@@ -2,14 +2,13 @@
 
 Under ``torchrun`` (or any launcher that calls ``torch.distributed.init_process_group``) every process
 runs :func:`~.segment_volume.segment_volume` with the same arguments; the processes split the blocks
-among themselves and meet at barriers of the process group (gloo on CPU, NCCL on GPUs).
+among themselves and meet at barriers of the process group (gloo on CPU, NCCL on GPUs), through
+``ignite.distributed`` (``idist.one_rank_first``, ``idist.barrier``), which finds the group the launcher set up.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -39,22 +38,6 @@ def block_sharing_group(distributed: bool | None) -> tuple[int, int]:
             "call torch.distributed.init_process_group), found none."
         )
     return dist.get_rank(), dist.get_world_size()
-
-
-def barrier(world_size: int) -> None:
-    """Wait for every process of the group (nothing to wait for when alone)."""
-    if world_size > 1:
-        dist.barrier()
-
-
-@contextmanager
-def rank_zero_first(rank: int, world_size: int) -> Iterator[None]:
-    """Run the body on rank 0 first and on the other ranks once rank 0 is through (e.g. to set up files)."""
-    if rank != 0:
-        barrier(world_size)
-    yield
-    if rank == 0:
-        barrier(world_size)
 
 
 def init_from_environment(device: str) -> tuple[str, bool]:

@@ -27,8 +27,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -38,7 +40,7 @@ from .block_clustering import cluster_block, core_labels_first
 from .block_grid import Block, BlockGrid, whole_image_window
 from .block_prediction import BlockPredictor, check_network, image_statistics, intensity_threshold, resolve_device
 from .block_store import BlockRecord, BlockStore, DirectoryBlockStore, MemoryBlockStore
-from .distributed import barrier, block_sharing_group, rank_zero_first
+from .distributed import block_sharing_group
 from .labels_writer import write_labels
 from .settings import SegmentationSettings
 from .stitching import global_ids, save_matched
@@ -153,7 +155,9 @@ def segment_volume(
                 "grid_halo": list(grid.halo),
                 **predictor.fingerprint(),
             }
-            with rank_zero_first(rank, world_size):
+            # rank 0 sets the work directory up (or discards another run's) before the other ranks open it; a
+            # process alone, even inside a process group (distributed=False), waits for nobody
+            with idist.one_rank_first() if world_size > 1 else nullcontext():
                 store = DirectoryBlockStore(work, fingerprint, discard_mismatch=overwrite)
                 unmatched = (
                     DirectoryBlockStore(work / UNMATCHED_DIRECTORY, fingerprint, discard_mismatch=overwrite)
@@ -239,7 +243,7 @@ def _process_shared_blocks(
             labels, num_core = _segment_block(volume, block, len(grid), predictor, bar, stage_times)
             no_matches = np.zeros((0, 3), dtype=np.int64)
             unmatched.save(block.index, labels, BlockRecord(num_core, int(labels.max()), no_matches))
-    barrier(world_size)
+    idist.barrier()
     if rank != 0:
         return
     start = time.perf_counter()

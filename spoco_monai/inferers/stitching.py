@@ -9,9 +9,11 @@ crossing a seam therefore keeps one id whenever both blocks agree on it in the o
 from __future__ import annotations
 
 import numpy as np
+from bioimage_cpp.segmentation import relabel_sequential
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from ..metrics.overlap import label_overlap
 from .block_grid import Block, BlockGrid
 from .block_store import BlockRecord, BlockStore
 
@@ -23,8 +25,8 @@ def match_labels_by_iou(labels_a: np.ndarray, labels_b: np.ndarray, iou_threshol
     label is matched at most once, so matching cannot chain distinct objects together.
 
     Args:
-        labels_a: integer labels of the region; 0 is never matched.
-        labels_b: integer labels of the same region from another segmentation, same shape.
+        labels_a: integer labels (ids >= 0) of the region; 0 is never matched.
+        labels_b: integer labels (ids >= 0) of the same region from another segmentation, same shape.
         iou_threshold: a pair matches when its IoU is strictly above this value.
 
     Returns:
@@ -35,16 +37,11 @@ def match_labels_by_iou(labels_a: np.ndarray, labels_b: np.ndarray, iou_threshol
     """
     if labels_a.shape != labels_b.shape:
         raise ValueError(f"labels_a and labels_b must have the same shape, got {labels_a.shape} and {labels_b.shape}.")
-    ids_a, index_a = np.unique(labels_a, return_inverse=True)
-    ids_b, index_b = np.unique(labels_b, return_inverse=True)
-    index_a, index_b = index_a.ravel(), index_b.ravel()
-    pair_keys, intersection = np.unique(index_a * len(ids_b) + index_b, return_counts=True)
-    pair_a, pair_b = np.divmod(pair_keys, len(ids_b))
-    size_a = np.bincount(index_a, minlength=len(ids_a))
-    size_b = np.bincount(index_b, minlength=len(ids_b))
-    iou = intersection / (size_a[pair_a] + size_b[pair_b] - intersection)
-    keep = (iou > iou_threshold) & (ids_a[pair_a] != 0) & (ids_b[pair_b] != 0)
-    return np.stack([ids_a[pair_a[keep]], ids_b[pair_b[keep]]], axis=1).astype(np.int64)
+    # the two segmentations take the roles of the overlap table's rows (gt) and columns (pred) alike
+    overlap = label_overlap(labels_b, labels_a)
+    index_a, index_b, iou = overlap.object_iou()
+    keep = iou > iou_threshold
+    return np.stack([overlap.gt_ids[index_a[keep]], overlap.pred_ids[index_b[keep]]], axis=1).astype(np.int64)
 
 
 def merge_matched_nodes(num_nodes: int, pairs: np.ndarray) -> np.ndarray:
@@ -112,12 +109,13 @@ def global_ids(grid: BlockGrid, store: BlockStore) -> list[np.ndarray]:
     ]
     components = merge_matched_nodes(int(first_node[-1]), np.concatenate(edges))
     core_nodes = [first_node[i] + np.arange(r.num_core_labels) for i, r in enumerate(records)]
-    # consecutive ids over the objects that own voxels, in order of first appearance
-    _, final_ids = np.unique(components[np.concatenate(core_nodes)], return_inverse=True)
-    num_objects = int(final_ids.max()) + 1 if final_ids.size else 0
+    # consecutive ids 1.. over the objects that own voxels, in order of first appearance (the component
+    # numbers start at 0, which relabel_sequential would keep as background: hence the shift by one)
+    final_ids = relabel_sequential(components[np.concatenate(core_nodes)] + 1)[0]
+    num_objects = int(final_ids.max()) if final_ids.size else 0
     dtype = np.int32 if num_objects <= np.iinfo(np.int32).max else np.int64
     boundaries = np.cumsum([0] + [len(nodes) for nodes in core_nodes])
     return [
-        np.concatenate([[0], final_ids[boundaries[i] : boundaries[i + 1]] + 1]).astype(dtype)
+        np.concatenate([[0], final_ids[boundaries[i] : boundaries[i + 1]]]).astype(dtype)
         for i in range(len(records))
     ]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundle" / "configs"
@@ -70,3 +71,9 @@ def run_recorded(
 
     flow.run()
     return flow, losses
+
+
+def rescored(evaluator: Engine, metric: Callable) -> float:
+    """``metric(prediction, label)`` of the one validation image the evaluator's last iteration segmented."""
+    (item,) = evaluator.state.output
+    return float(metric(item["pred"], item["label"]))

@@ -1,18 +1,25 @@
 from __future__ import annotations
 
 import csv
+from functools import partial
 
 import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
 import torch
-from bundle_workflow import config, workflow
+from bundle_workflow import config, rescored, workflow
 from monai.bundle import ConfigWorkflow
 from monai.networks.nets import UNet
 
 from spoco_monai import visualize
-from spoco_monai.metrics import adapted_rand_error
+from spoco_monai.metrics import (
+    absolute_count_difference,
+    adapted_rand_error,
+    average_precision,
+    mean_average_precision,
+    symmetric_best_dice,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +41,16 @@ def test_evaluate(tiny_dataset, trained, tmp_path):
     flow.run()
     metrics = flow.parser.get_parsed_content("validate#evaluator").state.metrics
     assert set(metrics) == {"val_sbd", "val_adapted_rand_error", "val_count_difference", "val_ap50", "val_map"}
-    assert 0.0 <= metrics["val_adapted_rand_error"] <= 1.0
+    # each is the metric of the labels the evaluator wrote for the one validation image
+    evaluator = flow.parser.get_parsed_content("validate#evaluator")
+    recomputed = {
+        "val_sbd": rescored(evaluator, symmetric_best_dice),
+        "val_adapted_rand_error": rescored(evaluator, adapted_rand_error),
+        "val_count_difference": rescored(evaluator, absolute_count_difference),
+        "val_ap50": rescored(evaluator, partial(average_precision, iou_threshold=0.5)),
+        "val_map": rescored(evaluator, mean_average_precision),
+    }
+    assert metrics == pytest.approx(recomputed)
     with open(tmp_path / "metrics.csv") as file:
         rows = dict(csv.reader(file))
     assert float(rows["val_sbd"]) == metrics["val_sbd"]

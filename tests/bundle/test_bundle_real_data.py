@@ -7,7 +7,9 @@ from pathlib import Path
 
 import h5py
 import pytest
-from bundle_workflow import workflow
+from bundle_workflow import rescored, workflow
+
+from spoco_monai.metrics import adapted_rand_error, symmetric_best_dice
 
 pytestmark = pytest.mark.slow
 
@@ -28,5 +30,7 @@ def test_train_on_real_crop(tmp_path):
                     val_interval=3)
     flow.run()
     assert flow.parser.get_parsed_content("train#trainer").state.iteration == 3
-    metrics = flow.parser.get_parsed_content("validate#evaluator").state.metrics
-    assert 0.0 <= metrics["val_adapted_rand_error"] <= 1.0
+    evaluator = flow.parser.get_parsed_content("validate#evaluator")
+    # the metrics are those of the labels the evaluator wrote for the crop
+    assert evaluator.state.metrics["val_adapted_rand_error"] == pytest.approx(rescored(evaluator, adapted_rand_error))
+    assert evaluator.state.metrics["val_sbd"] == pytest.approx(rescored(evaluator, symmetric_best_dice))

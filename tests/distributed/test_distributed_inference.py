@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,30 @@ def test_interrupted_distributed_run_resumes(tmp_path, single_process):
     mp.spawn(_segment_on_rank, args=(_free_port(), str(output), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     calls = [int(Path(tmp_path, f"rank{rank}.txt").read_text().split("\n")[1]) for rank in range(WORLD_SIZE)]
     assert sum(calls) < reference_calls  # block 1 (and whatever rank 0 finished) was not run again
+    with open_volume(output) as labels:
+        np.testing.assert_array_equal(labels[:], reference)
+
+
+def _segment_alone_on_rank_zero(rank: int, port: int, output: str) -> None:
+    """Rank 0 segments by itself (``distributed=False``) while rank 1 only meets it at the end."""
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE, timeout=timedelta(seconds=60)
+    )
+    try:
+        if rank == 0:
+            segment_volume(_image(), LabelLookupNetwork(NUM_OBJECTS, noise_scale=0.1), SETTINGS, output=output,
+                           distributed=False, progress=False)
+        # a barrier inside the run would pair with this one and leave rank 0's last barrier waiting in vain
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_run_alone_inside_a_process_group_waits_for_nobody(tmp_path, single_process):
+    reference, _ = single_process
+    output = tmp_path / "labels.zarr"
+    mp.spawn(_segment_alone_on_rank_zero, args=(_free_port(), str(output)), nprocs=WORLD_SIZE, join=True)
     with open_volume(output) as labels:
         np.testing.assert_array_equal(labels[:], reference)
 

@@ -4,6 +4,7 @@ import copy
 import dataclasses
 import fcntl
 import pickle
+import time
 
 import h5py
 import numpy as np
@@ -21,6 +22,7 @@ from spoco_monai.inferers.segment_volume import WORK_DIRECTORY_SUFFIX
 ROI = (16, 32, 32)
 NOISE = 0.1  # within-object embedding jitter, so that the affinities are not all 0 or 1
 BLOCK = (16, 32, 32)
+PAUSE_S = 0.005
 
 
 def arand(reference: np.ndarray, labels: np.ndarray) -> float:
@@ -116,11 +118,25 @@ def test_volume_path_input_and_channelless_image(tmp_path, labels_3d):
     assert arand(labels_3d, single_channel) < 0.01
 
 
+class PausingNetwork(LabelLookupNetwork):
+    """A network whose every forward call takes at least ``PAUSE_S`` seconds."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(PAUSE_S)
+        return super().forward(x)
+
+
 def test_timings_are_reported(image_3d):
     timings: dict[str, float] = {}
-    segment(image_3d, LabelLookupNetwork(NUM_OBJECTS), timings=timings)
+    network = PausingNetwork(NUM_OBJECTS)
+    start = time.perf_counter()
+    segment(image_3d, network, timings=timings)
+    elapsed = time.perf_counter() - start
     assert set(timings) == {"network", "affinities", "clustering", "writing"}
-    assert all(value >= 0 for value in timings.values())
+    # every stage did work, the network's time holds its pauses, and the stages are timed one after another
+    assert all(value > 0 for value in timings.values())
+    assert network.calls > 0 and timings["network"] >= network.calls * PAUSE_S
+    assert sum(timings.values()) <= elapsed
 
 
 def test_progress_covers_clustering_and_writing(tmp_path, image_3d, capsys):

@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spoco_monai.inferers import match_labels_by_iou, merge_matched_nodes
+from spoco_monai.inferers import BlockGrid, BlockRecord, MemoryBlockStore, match_labels_by_iou, merge_matched_nodes
+from spoco_monai.inferers.stitching import global_ids
 
 
 def test_match_exact_pairs():
@@ -35,3 +36,39 @@ def test_merge_components_in_node_order():
     components = merge_matched_nodes(6, np.array([[4, 1], [3, 5], [5, 1]]))
     np.testing.assert_array_equal(components, [0, 1, 2, 1, 1, 1])
     np.testing.assert_array_equal(merge_matched_nodes(3, np.zeros((0, 2))), [0, 1, 2])
+
+
+def test_match_large_ids_and_unsigned_labels():
+    a = np.array([2**40, 2**40, 2**40, 0, 3], dtype=np.int64)
+    b = np.array([5, 5, 5, 5, 2**41], dtype=np.int64)
+    # 2**40 <-> 5 IoU 3/4, 3 <-> 2**41 IoU 1/1
+    np.testing.assert_array_equal(match_labels_by_iou(a, b), [[3, 2**41], [2**40, 5]])
+    pairs = match_labels_by_iou(np.array([[1, 1], [2, 0]], np.uint32), np.array([[4, 4], [6, 6]], np.uint16))
+    assert pairs.dtype == np.int64
+    np.testing.assert_array_equal(pairs, [[1, 4]])
+
+
+def test_global_ids_join_matches_and_number_objects_by_first_appearance():
+    grid = BlockGrid((12,), (4,), 0.0, block_shape=(4,))
+    store = MemoryBlockStore()
+    records = [
+        # block 0: core labels 1, 2; label 3 only in its halo
+        BlockRecord(2, 3, np.zeros((0, 3), np.int64)),
+        # block 1: its core label 1 is block 0's 2, its halo label 4 is block 0's 1
+        BlockRecord(3, 4, np.array([[1, 0, 2], [4, 0, 1]])),
+        # block 2: its core label 1 is block 1's 1 (so block 0's 2), its label 2 is block 1's 3
+        BlockRecord(2, 2, np.array([[1, 1, 1], [2, 1, 3]])),
+    ]
+    for index, record in enumerate(records):
+        store.save(index, np.zeros(4, np.uint32), record)
+    lookups = global_ids(grid, store)
+    assert [lookup.tolist() for lookup in lookups] == [[0, 1, 2], [0, 2, 3, 4], [0, 2, 4]]
+    assert all(lookup.dtype == np.int32 for lookup in lookups)
+
+
+def test_global_ids_of_blocks_without_objects():
+    grid = BlockGrid((8,), (4,), 0.0, block_shape=(4,))
+    store = MemoryBlockStore()
+    for index in range(2):
+        store.save(index, np.zeros(4, np.uint32), BlockRecord(0, 0, np.zeros((0, 3), np.int64)))
+    assert [lookup.tolist() for lookup in global_ids(grid, store)] == [[0], [0]]
