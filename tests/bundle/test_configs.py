@@ -50,7 +50,7 @@ def test_shared_pieces_live_in_common_json_only():
         if path.name in ("common.json", "metadata.json"):
             continue
         layer = json.loads(path.read_text())
-        for key in ("imports", "bundle_root", "data_root", "device", "network_def", "segmentation", "mws_offsets"):
+        for key in ("imports", "bundle_root", "data_root", "network_def", "segmentation", "mws_offsets"):
             assert key not in layer, f"{path.name} defines {key!r}, which common.json holds"
     assert {"network_def", "reader", "segmentation", "clustering_kwargs"} <= set(common)
 
