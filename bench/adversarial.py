@@ -43,7 +43,7 @@ def train_and_validate(configs: list[str], overrides: dict[str, object]) -> dict
     Returns:
         ``adapted_rand_error``, ``sbd``, ``wall_time_s`` (training only) and ``iterations``.
     """
-    flow = ConfigWorkflow(config_file=[str(CONFIGS / f"{name}.json") for name in configs], workflow_type=None,
+    flow = ConfigWorkflow(config_file=[str(CONFIGS / f"{name}.json") for name in ("common", *configs)], workflow_type=None,
                           **overrides)
     flow.initialize()
     trainer = flow.parser.get_parsed_content("train#trainer")

@@ -57,9 +57,9 @@ BASELINES: dict[str, tuple[str, Callable[..., np.ndarray], float]] = {
 
 
 def parse_overlay(name: str) -> ConfigParser:
-    """``train.json`` with the overlay ``name`` layered on it, as ``python -m monai.bundle run`` reads them."""
+    """``common.json``, ``train.json`` and the overlay ``name``, layered as ``python -m monai.bundle run`` reads them."""
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / f"{name}.json")])
+    parser.read_config([str(CONFIGS / f"{config}.json") for config in ("common", "train", name)])
     parser["bundle_root"] = str(REPOSITORY / "bundle")
     return parser
 

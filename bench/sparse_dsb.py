@@ -42,7 +42,7 @@ import peers
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CONFIGS = REPOSITORY / "bundle" / "configs"
-TRAIN_CONFIGS = [CONFIGS / "train.json", CONFIGS / "dsb2018_2d.json"]
+TRAIN_CONFIGS = [CONFIGS / "common.json", CONFIGS / "train.json", CONFIGS / "dsb2018_2d.json"]
 EVALUATE_CONFIGS = [*TRAIN_CONFIGS, CONFIGS / "evaluate.json"]
 DEFAULT_DATA = REPOSITORY.parent / "shared" / "data" / "dsb2018_fluo"
 

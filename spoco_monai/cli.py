@@ -29,6 +29,8 @@ from .inferers.work_lock import WorkDirectoryLock, WorkDirectoryLockedError
 
 # the config entry holding the bundle's SegmentationSettings
 SETTINGS_KEY = "segmentation"
+# the bundle's configs every model's inference layers its own overlays on, relative to the bundle
+INFERENCE_CONFIGS = ("configs/common.json", "configs/inference.json")
 # an input voxel size this many times larger or smaller than the model's, along some axis, is warned about
 ELEMENT_SIZE_TOLERANCE = 1.5
 
@@ -36,7 +38,7 @@ ELEMENT_SIZE_TOLERANCE = 1.5
 def load_bundle_network(
     bundle: str | Path,
     checkpoint: str | Path | None = None,
-    configs: Sequence[str] = ("configs/inference.json",),
+    configs: Sequence[str] = INFERENCE_CONFIGS,
     device: str | torch.device = "cpu",
 ) -> tuple[nn.Module, ConfigParser]:
     """Build ``network_def`` from a MONAI bundle and load its weights.
@@ -71,7 +73,7 @@ def load_bundle_network(
 
 
 def bundle_settings(config: ConfigParser) -> SegmentationSettings:
-    """The bundle's segmentation settings: its ``segmentation`` entry (see ``configs/inference.json``).
+    """The bundle's segmentation settings: its ``segmentation`` entry (see ``configs/common.json``).
 
     Raises:
         ValueError: the config has no such entry, or it is not a :class:`~spoco_monai.inferers.SegmentationSettings`.
@@ -96,9 +98,9 @@ DEFAULT_MODEL = "model"
 def bundle_model(bundle: str | Path, name: str = DEFAULT_MODEL) -> dict[str, Any]:
     """The configs, weights and description of a model the bundle ships, by name, from its ``metadata.json``.
 
-    ``"model"`` is the bundle's default model (``configs/inference.json``, ``models/model.pt``); other names are
+    ``"model"`` is the bundle's default model (:data:`INFERENCE_CONFIGS`, ``models/model.pt``); other names are
     the keys of ``additional_models``, each with its ``inference_config`` (a file or a list of files layered on
-    ``configs/inference.json``) and ``model_path``.
+    :data:`INFERENCE_CONFIGS`) and ``model_path``.
 
     Returns:
         ``{"name", "configs" (paths relative to the bundle), "model_path", "description", "data_source"}``.
@@ -124,7 +126,7 @@ def bundle_model(bundle: str | Path, name: str = DEFAULT_MODEL) -> dict[str, Any
     extra = [extra] if isinstance(extra, str) else list(extra)
     return {
         "name": name,
-        "configs": ["configs/inference.json", *[c for c in extra if c != "configs/inference.json"]],
+        "configs": [*INFERENCE_CONFIGS, *[c for c in extra if c not in INFERENCE_CONFIGS]],
         "model_path": entry["model_path"],
         "description": entry.get("description", ""),
         "data_source": entry.get("data_source", ""),

@@ -3,7 +3,8 @@
 Library functions work on arrays; the command line applies them to the files of a bundle inference run::
 
     python -m spoco_monai.visualize --image sample.nii.gz --labels out/sample_instances.nii.gz \\
-        --ground-truth sample_labels.nii.gz --config bundle/configs/inference.json --output-dir out
+        --ground-truth sample_labels.nii.gz --output-dir out \\
+        --config bundle/configs/common.json bundle/configs/inference.json
 
 It writes ``<labels name>.tif`` (the labels as a TIFF, axes as stored), ``<labels name>.png`` (the figure of
 the central slice) and ``<labels name>_report.json``, and prints the adapted Rand error and SBD against the
@@ -130,7 +131,7 @@ BASELINES = {"membranes": membrane_watershed, "nuclei": nuclei_watershed}
 def _report(args: argparse.Namespace) -> dict:
     parser = ConfigParser()
     parser.read_config(args.config)
-    parser["bundle_root"] = str(Path(args.config).resolve().parent.parent)
+    parser["bundle_root"] = str(Path(args.config[0]).resolve().parent.parent)
     for assignment in args.set:
         key, _, value = assignment.partition("=")
         parser[key] = json.loads(value)
@@ -193,7 +194,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--image", required=True, help="the image the labels were computed from")
     parser.add_argument("--labels", required=True, help="instance labels written by the bundle's inference.json")
     parser.add_argument("--ground-truth", help="optional reference labels for the adapted Rand error and SBD")
-    parser.add_argument("--config", default="bundle/configs/inference.json", help="the bundle inference config")
+    parser.add_argument(
+        "--config", nargs="+", default=["bundle/configs/common.json", "bundle/configs/inference.json"],
+        help="the bundle inference configs, layered in order",
+    )
     parser.add_argument("--model", help="network weights (default: the config's model_path)")
     parser.add_argument("--output-dir", required=True, help="folder for the TIFF, the PNG and the report")
     parser.add_argument(

@@ -72,9 +72,10 @@ def segment_case(tmp_path_factory) -> Path:
     (folder / "bundle" / "models").mkdir()
     network = {"_target_": "torch.nn.Conv3d", "in_channels": 1, "out_channels": 4, "kernel_size": 1, "bias": False}
     settings = {"_target_": "spoco_monai.inferers.SegmentationSettings", "roi_size": [32, 32, 32], "normalize": True}
-    (folder / "bundle" / "configs" / "inference.json").write_text(
+    (folder / "bundle" / "configs" / "common.json").write_text(
         json.dumps({"segmentation": settings, "network_def": network})
     )
+    (folder / "bundle" / "configs" / "inference.json").write_text("{}")
     weight = torch.tensor([50.0, 0.0, 0.0, 0.0]).view(4, 1, 1, 1, 1)
     torch.save({"weight": weight}, folder / "bundle" / "models" / "model.pt")
     rng = np.random.default_rng(0)

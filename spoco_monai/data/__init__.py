@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spoco_monai.data.checks import check_dataset, check_new_outputs
-from spoco_monai.data.datalist import DATALIST_SPLITS, load_datalist
+from spoco_monai.data.datalist import DATALIST_SPLITS, load_datalist, split_items
 from spoco_monai.data.readers import (
     ArrayFileReader,
     HDF5Reader,

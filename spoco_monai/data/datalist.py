@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from monai.data import load_decathlon_datalist
 
-__all__ = ["load_datalist", "DATALIST_SPLITS"]
+__all__ = ["load_datalist", "split_items", "DATALIST_SPLITS"]
 
 DATALIST_SPLITS = ("training", "validation")
 _SPLIT_FOLDERS = {"training": ("train", "training"), "validation": ("val", "validation")}
@@ -100,3 +101,32 @@ def load_datalist(
         raise FileNotFoundError(f"datalist source {path} does not exist (expected a .json file or a folder)")
     datalist = _datalist_from_folder(path) if path.is_dir() else _datalist_from_json(path, data_dir)
     return datalist if split is None else datalist[split]
+
+
+def split_items(datalist: Mapping[str, Sequence[dict]], split: str, limit: int | None = None) -> list[dict]:
+    """The items of one split of a datalist, refusing an empty split rather than borrowing from another.
+
+    Training selects its best network (``model.pt``) by the validation score, so a validation split made of
+    training images would pick it by how well the network fits its own training data.
+
+    Args:
+        datalist: ``{"training": [...], "validation": [...]}`` as :func:`load_datalist` returns it.
+        split: ``"training"`` or ``"validation"``.
+        limit: keep only the first ``limit`` items; None keeps all.
+
+    Returns:
+        the split's first ``limit`` items (all for None).
+
+    Raises:
+        ValueError: for an unknown split, or a split the datalist lacks or leaves empty.
+    """
+    if split not in DATALIST_SPLITS:
+        raise ValueError(f"split must be one of {DATALIST_SPLITS}, got {split!r}")
+    items = list(datalist.get(split) or [])[:limit]
+    if not items:
+        raise ValueError(
+            f"the dataset has no {split} items: list them under '{split}' in the datalist JSON or in a "
+            f"{_SPLIT_FOLDERS[split][0]}/ sub-folder of the dataset folder (to hold out training items instead, "
+            "override train#datalist and validate#datalist, see the bundle docs)"
+        )
+    return items

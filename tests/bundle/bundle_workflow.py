@@ -32,7 +32,8 @@ TINY = {
 
 
 def config(*names: str) -> list[str]:
-    return [str(CONFIGS / f"{name}.json") for name in names]
+    """Paths of the bundle's configs ``names``, layered in order on ``common.json`` as every bundle command does."""
+    return [str(CONFIGS / f"{name}.json") for name in ("common", *names)]
 
 
 def workflow(names: tuple[str, ...], **overrides) -> ConfigWorkflow:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_workflow import CONFIGS
+from bundle_workflow import CONFIGS, config
 from monai.bundle import ConfigParser
 
 from spoco_monai.engines import load_network_weights
@@ -20,14 +20,14 @@ MODEL = CONFIGS.parent / "models" / "model.pt"
 
 def _bundle_command(*arguments: str) -> None:
     command = [sys.executable, "-m", "monai.bundle", *arguments, "--meta_file", str(CONFIGS / "metadata.json"),
-               "--config_file", str(CONFIGS / "inference.json")]
+               "--config_file", repr(config("inference"))]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def _network_def() -> torch.nn.Module:
     parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.read_config(config("inference"))
     return parser.get_parsed_content("network_def")
 
 

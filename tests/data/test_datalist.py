@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from spoco_monai.data import load_datalist
+from spoco_monai.data import load_datalist, split_items
 
 
 def _touch(folder, *names):
@@ -84,3 +84,21 @@ def test_real_dsb2018_folder(shared_data):
     first = datalist["training"][0]
     assert first["image"].endswith("images/003cee89357d9fe1.tif")
     assert first["label"].endswith("labels/003cee89357d9fe1.tif")
+
+
+def test_split_items_keeps_the_first_items_of_a_split():
+    datalist = {"training": [{"image": "a"}, {"image": "b"}], "validation": [{"image": "c"}, {"image": "d"}]}
+    assert split_items(datalist, "validation") == [{"image": "c"}, {"image": "d"}]
+    assert split_items(datalist, "validation", limit=1) == [{"image": "c"}]
+    assert split_items(datalist, "training", limit=5) == datalist["training"]
+
+
+@pytest.mark.parametrize("datalist", [{"training": [{"image": "a"}], "validation": []}, {"training": [{"image": "a"}]}])
+def test_split_items_refuses_an_empty_split_rather_than_borrow_training_items(datalist):
+    with pytest.raises(ValueError, match=r"no validation items: .* 'validation' .* val/ sub-folder"):
+        split_items(datalist, "validation")
+
+
+def test_split_items_rejects_an_unknown_split():
+    with pytest.raises(ValueError, match="split must be one of"):
+        split_items({"training": []}, "test")

@@ -154,8 +154,9 @@ def test_command_line_under_torchrun(tmp_path):
     # a 1x1x1 convolution scaling the z-scored label id: objects lie far apart in the embedding space
     network_def = {"_target_": "torch.nn.Conv3d", "in_channels": 1, "out_channels": 4, "kernel_size": 1, "bias": False}
     settings = {"_target_": "spoco_monai.inferers.SegmentationSettings", "roi_size": [32, 32, 32], "normalize": True}
-    inference_config = {"segmentation": settings, "network_def": network_def}
-    (bundle / "configs" / "inference.json").write_text(json.dumps(inference_config))
+    common_config = {"segmentation": settings, "network_def": network_def}
+    (bundle / "configs" / "common.json").write_text(json.dumps(common_config))
+    (bundle / "configs" / "inference.json").write_text("{}")
     torch.save({"weight": torch.tensor([50.0, 0.0, 0.0, 0.0]).view(4, 1, 1, 1, 1)}, bundle / "models" / "model.pt")
     image = f"{tmp_path / 'image.h5'}:raw"
     write_volume(image, voronoi_labels((40, 48, 48), 10, seed=5).astype(np.float32))

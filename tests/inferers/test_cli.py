@@ -27,7 +27,8 @@ SETTINGS = {"_target_": "spoco_monai.inferers.SegmentationSettings", "roi_size":
 def make_bundle(root, config, checkpoint):
     (root / "configs").mkdir(parents=True)
     (root / "models").mkdir()
-    (root / "configs" / "inference.json").write_text(json.dumps(config))
+    (root / "configs" / "common.json").write_text(json.dumps(config))
+    (root / "configs" / "inference.json").write_text("{}")
     torch.save(checkpoint, root / "models" / "model.pt")
     return root
 
