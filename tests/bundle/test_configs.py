@@ -82,12 +82,18 @@ def test_data_overlays_find_their_data_under_data_root(overlay, tmp_path):
 def test_validation_and_inference_share_the_segmentation_entry():
     train = ConfigParser()
     train.read_config(config("train", "dsb2018_2d"))
-    inference = ConfigParser()
-    inference.read_config(config("inference", "dsb2018_2d", "dsb2018_inference"))
+    sparse_model = ConfigParser()
+    sparse_model.read_config(config("inference", "dsb2018_2d", "dsb2018_inference", "dsb2018_sparse_inference"))
     validation_settings = train.get_parsed_content("validate#inferer").settings
     # validation reads z-scored images from its pipeline, inference z-scores inside the segmentation
     assert validation_settings.normalize is False
-    assert inference.get_parsed_content("segmentation") == dataclasses.replace(validation_settings, normalize=True)
+    # the sparse model's overlay sits on the dense model's: it inherits a threshold that acts on network masks only
+    expected = dataclasses.replace(validation_settings, normalize=True, foreground_threshold=0.7)
+    assert sparse_model.get_parsed_content("segmentation") == expected
+    # the dense model clusters inside its own foreground channel, cut at its threshold
+    dense_model = ConfigParser()
+    dense_model.read_config(config("inference", "dsb2018_2d", "dsb2018_inference"))
+    assert dense_model.get_parsed_content("segmentation") == dataclasses.replace(expected, foreground="network")
 
 
 @pytest.fixture(scope="module")
