@@ -5,8 +5,7 @@ overlap. MONAI produces the embeddings of the whole volume in memory (no cluster
 volume lazily from zarr (whole chunks, each decoded about once), blends per-window affinities block by
 block, runs the Mutex Watershed per block, stitches and writes the labels to zarr. Every case runs in its
 own subprocess; its peak resident memory is that child's ``ru_maxrss`` (``os.wait4``). Where both methods
-run, each case runs ``--repeats`` times and the fastest run is reported (peak RSS: the largest). The input
-is a synthetic membrane volume (128^3, tiled).
+run, each case runs ``--repeats`` times and the fastest run is reported (peak RSS: the largest). The input is a synthetic membrane volume (128^3, tiled).
 
     python bench/volume.py                      # 128^3 and 256^3 (both methods), 512^3 (ours)
     python bench/volume.py --sizes 128 256      # selected sizes; MONAI runs up to --monai-max-size
@@ -31,10 +30,7 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 
 from spoco_monai.data.synthetic import make_synthetic_volume
-from spoco_monai.data.volume_io import open_volume
-from spoco_monai.inferers import BlockGrid, SegmentationSettings, segment_volume
-from spoco_monai.inferers.block_prediction import BlockPredictor
-from spoco_monai.inferers.block_reading import BlockReader
+from spoco_monai.inferers import SegmentationSettings, segment_volume
 
 TILE = 128
 
@@ -62,18 +58,15 @@ def run_case(args: argparse.Namespace) -> dict[str, float | None]:
         network(torch.zeros(args.sw_batch_size, 1, *roi))  # warm-up, outside the timings
     image_path = Path(args.workdir) / f"image_{args.size}.zarr"
     if args.case == "monai":
-        start, cpu_start = time.perf_counter(), time.process_time()
+        start = time.perf_counter()
         image = torch.from_numpy(np.asarray(zarr.open_array(image_path, mode="r")[:]))[None]
         with torch.no_grad():
             embeddings = sliding_window_inference(
                 image, roi, args.sw_batch_size, network, overlap=args.overlap, mode="gaussian"
             )
-        total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        total = time.perf_counter() - start
         assert embeddings.shape == (1, 16, *(args.size,) * 3)
-        return {
-            "network": total, "network_cpu": cpu, "affinities": None, "clustering": None, "writing": None,
-            "total": total,
-        }
+        return {"network": total, "affinities": None, "clustering": None, "writing": None, "total": total}
     timings: dict[str, float] = {}
     start = time.perf_counter()
     settings = SegmentationSettings(
@@ -84,24 +77,7 @@ def run_case(args: argparse.Namespace) -> dict[str, float | None]:
         str(image_path), network, settings, output=str(Path(args.workdir) / f"labels_{args.size}.zarr"),
         overwrite=True, progress=False, timings=timings,
     )
-    total = time.perf_counter() - start
-    return {**timings, "network_cpu": network_cpu_seconds(image_path, network, settings), "total": total}
-
-
-def network_cpu_seconds(image_path: Path, network: torch.nn.Module, settings: SegmentationSettings) -> float:
-    """CPU seconds of segment_volume's network stage alone (reading, forward passes, blending; no affinities).
-
-    CPU time, unlike wall-clock time, hardly changes with the load of other processes on a shared machine.
-    """
-    with open_volume(image_path) as volume, torch.no_grad():
-        grid = BlockGrid(volume.shape[1:], settings.roi_size, settings.overlap, settings.block_shape)
-        predictor = BlockPredictor(network, settings, settings.roi_size, has_channels=True, device=torch.device("cpu"))
-        timings = {"affinities": 0.0}
-        start = time.process_time()
-        reader = BlockReader(volume, True, grid.blocks)
-        for block in grid.blocks:
-            predictor(reader(block), block, lambda windows: None, timings)
-        return time.process_time() - start - timings["affinities"]
+    return {**timings, "total": time.perf_counter() - start}
 
 
 def spawn(args: argparse.Namespace, case: str, size: int) -> dict[str, float | None]:
@@ -156,10 +132,7 @@ def main() -> None:
             for case in cases:
                 mine = [run for name, run in runs if name == case]
                 best = min(mine, key=lambda run: run["total"])
-                rows.append({
-                    "size": size, "case": case, **best, "network_cpu": min(run["network_cpu"] for run in mine),
-                    "rss_mib": max(run["rss_mib"] for run in mine),
-                })
+                rows.append({"size": size, "case": case, **best, "rss_mib": max(run["rss_mib"] for run in mine)})
                 print(f"  done: {case} {size}^3, fastest of {len(mine)}: {best['total']:.1f} s", file=sys.stderr)
     finally:
         if scratch:
@@ -173,24 +146,22 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
 
     print(
         "\nnetwork: reading, forward passes and Gaussian blending (MONAI: its whole sliding_window_inference); "
-        "affinities: ours' per-window embedding-to-affinity conversion; network CPU s: the network part's CPU time "
-        "(process time, hardly changed by other load)"
+        "affinities: ours' per-window embedding-to-affinity conversion"
     )
     print(
         f"roi {args.roi}^3, overlap {args.overlap}, sw_batch_size {args.sw_batch_size}, block {args.block}^3, "
         f"MWS mutex stride {args.mws_stride}, {args.threads} torch threads; UNet(8, 16, 32) -> 16 channels\n"
     )
     print(
-        "| size | method | network s | network CPU s | affinities s | clustering s | stitch+write s | total s "
-        "| peak RSS MiB | voxels/s |"
+        "| size | method | network s | affinities s | clustering s | stitch+write s | total s | peak RSS MiB "
+        "| voxels/s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         voxels = row["size"] ** 3
         method = "MONAI sliding_window_inference" if row["case"] == "monai" else "spoco segment_volume (zarr in/out)"
         print(
-            f"| {row['size']}^3 | {method} | {seconds(row['network'])} | {seconds(row['network_cpu'])} | "
-            f"{seconds(row['affinities'])} | "
+            f"| {row['size']}^3 | {method} | {seconds(row['network'])} | {seconds(row['affinities'])} | "
             f"{seconds(row['clustering'])} | "
             f"{seconds(row['writing'])} | {row['total']:.1f} | {row['rss_mib']:.0f} | {voxels / row['total']:.3g} |"
         )
@@ -201,8 +172,6 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         if ("monai", size) in by_case and ("ours", size) in by_case:
             ours, monai = by_case[("ours", size)], by_case[("monai", size)]
             print(f"| network time ours / MONAI at {size}^3 | {ours['network'] / monai['network']:.2f} | <= 1.1 |")
-            cpu_ratio = ours["network_cpu"] / monai["network_cpu"]
-            print(f"| network CPU time ours / MONAI at {size}^3 | {cpu_ratio:.2f} | <= 1.1 |")
             with_affinities = (ours["network"] + ours["affinities"]) / monai["network"]
             print(f"| (network + per-window affinities) ours / MONAI at {size}^3 | {with_affinities:.2f} | - |")
             print(f"| peak RSS ours / MONAI at {size}^3 | {ours['rss_mib'] / monai['rss_mib']:.2f} | <= 0.5 at 256^3 |")
