@@ -2,10 +2,10 @@
 
 One run, one network (a small MONAI 3D UNet with 16 output channels, fixed seed), one window size and
 overlap. MONAI produces the embeddings of the whole volume in memory (no clustering); ours reads the
-volume lazily from zarr, blends per-window affinities block by block, runs the Mutex Watershed per block,
-stitches and writes the labels to zarr. Every case runs in its own subprocess; its peak resident memory is
-that child's ``ru_maxrss`` (``os.wait4``). Where both methods run, each case runs ``--repeats`` times and
-the fastest run is reported (peak RSS: the largest). The input is a synthetic membrane volume (128^3, tiled).
+volume lazily from zarr (whole chunks, each decoded about once), blends per-window affinities block by
+block, runs the Mutex Watershed per block, stitches and writes the labels to zarr. Every case runs in its
+own subprocess; its peak resident memory is that child's ``ru_maxrss`` (``os.wait4``). Where both methods
+run, each case runs ``--repeats`` times and the fastest run is reported (peak RSS: the largest). The input is a synthetic membrane volume (128^3, tiled).
 
     python bench/volume.py                      # 128^3 and 256^3 (both methods), 512^3 (ours)
     python bench/volume.py --sizes 128 256      # selected sizes; MONAI runs up to --monai-max-size
@@ -175,6 +175,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
             with_affinities = (ours["network"] + ours["affinities"]) / monai["network"]
             print(f"| (network + per-window affinities) ours / MONAI at {size}^3 | {with_affinities:.2f} | - |")
             print(f"| peak RSS ours / MONAI at {size}^3 | {ours['rss_mib'] / monai['rss_mib']:.2f} | <= 0.5 at 256^3 |")
+            print(f"| end-to-end voxels/s ours at {size}^3 (labels written) | {size**3 / ours['total']:.3g} | - |")
     if ("ours", 128) in by_case and ("ours", 512) in by_case:
         small, large = by_case[("ours", 128)], by_case[("ours", 512)]
         print(f"| ours peak RSS 512^3 / 128^3 | {large['rss_mib'] / small['rss_mib']:.2f} | <= 1.5 |")

@@ -122,6 +122,8 @@ class LazyVolume:
         element_size: the voxel size per spatial axis, in the order of the exposed axes, where the file carries
             one (NIfTI ``pixdim``, the HDF5 or zarr attribute ``element_size_um``, OME-TIFF ``PhysicalSize``,
             ImageJ TIFF spacing and resolution); ``None`` otherwise.
+        chunks: the shape of the storage chunks, in the order of the exposed axes, for chunked storage (zarr,
+            chunked HDF5, tiled TIFF; any part of a chunk is read by decoding all of it); ``None`` otherwise.
 
     Raises:
         UnreadableVolumeError: from slicing, when the file cannot be read there (e.g. corrupt compressed data);
@@ -142,15 +144,19 @@ class LazyVolume:
         stored = tuple(int(s) for s in array.shape)
         self._channel_axis = None if channel_axis is None else channel_axis % len(stored)
         self.name = name
-        self.shape: tuple[int, ...] = (
-            stored
-            if self._channel_axis is None
-            else (stored[self._channel_axis], *(s for a, s in enumerate(stored) if a != self._channel_axis))
-        )
+        self.shape: tuple[int, ...] = self._exposed(stored)
         self.dtype = np.dtype(array.dtype)
         self.channel_dim = None if self._channel_axis is None else 0
         self.affine = affine
         self.element_size = None if element_size is None else tuple(float(v) for v in element_size)
+        chunks = getattr(array, "chunks", None)
+        self.chunks: tuple[int, ...] | None = None if chunks is None else self._exposed(tuple(int(c) for c in chunks))
+
+    def _exposed(self, stored: tuple[int, ...]) -> tuple[int, ...]:
+        """Per-axis values of the stored array in the order of the exposed axes (the channel axis first)."""
+        if self._channel_axis is None:
+            return stored
+        return (stored[self._channel_axis], *(s for a, s in enumerate(stored) if a != self._channel_axis))
 
     @property
     def ndim(self) -> int:

@@ -20,7 +20,7 @@ from .segment_volume import segment_volume
 from .settings import SegmentationSettings
 from .sliding_window import SpocoSlidingWindowInferer
 from .stitching import match_labels_by_iou, merge_matched_nodes
-from .window_blending import blend_windows
+from .window_blending import WindowBlender, blend_windows
 from .work_lock import WorkDirectoryLock, WorkDirectoryLockedError
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "MemoryBlockStore",
     "SegmentationSettings",
     "SpocoSlidingWindowInferer",
+    "WindowBlender",
     "WorkDirectoryLock",
     "WorkDirectoryLockedError",
     "blend_windows",

@@ -45,14 +45,23 @@ class BlockPredictor:
     intensity_threshold: float | None = None
 
     def __call__(
-        self, volume: Any, block: Block, on_windows: Callable[[int], None], timings: dict[str, float]
+        self,
+        region: np.ndarray | torch.Tensor,
+        block: Block,
+        on_windows: Callable[[int], None],
+        timings: dict[str, float],
     ) -> torch.Tensor:
         """``(K, *extent)`` blended affinities or ``(E, *extent)`` embeddings of the block's extent.
+
+        Args:
+            region: ``(C, *extent)`` image values of the block's extent (see :class:`~.block_reading.BlockReader`).
+            block: the block.
+            on_windows: called with the number of windows finished after every forward pass.
+            timings: ``timings["affinities"]`` is increased by the seconds spent turning embeddings into affinities.
 
         With a foreground setting, one more, last channel holds the foreground probability (0 or 1 for the
         intensity rule).
         """
-        region = volume[(slice(None), *block.extent)] if self.has_channels else volume[block.extent][None]
         region = region if isinstance(region, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(region))
         region = region.to(device=self.device, dtype=torch.float32)
         foreground = self.settings.foreground

@@ -1,9 +1,10 @@
 """Whole-volume instance segmentation, block by block, with stitching and resumable on-disk bookkeeping.
 
-The parts, one job each: :mod:`~.block_grid` plans the blocks, :mod:`~.block_prediction` predicts and blends a
-block's windows, :mod:`~.block_clustering` clusters a block, :mod:`~.stitching` matches blocks and joins their
-labels into global ids, and :mod:`~.labels_writer` writes the result; :mod:`~.block_store` keeps finished blocks
-and :mod:`~.work_lock` locks the work directory. This module runs them in order, as
+The parts, one job each: :mod:`~.block_grid` plans the blocks, :mod:`~.block_reading` reads their extents (each
+storage chunk decoded about once), :mod:`~.block_prediction` predicts and blends a block's windows,
+:mod:`~.block_clustering` clusters a block, :mod:`~.stitching` matches blocks and joins their labels into global
+ids, and :mod:`~.labels_writer` writes the result; :mod:`~.block_store` keeps finished blocks and
+:mod:`~.work_lock` locks the work directory. This module runs them in order, as
 :class:`~.settings.SegmentationSettings` say.
 
 Cross-block consistency. The volume is split into blocks (:class:`~.block_grid.BlockGrid`); each block
@@ -39,6 +40,7 @@ from ..data.volume_io import LazyVolume, check_can_create, open_volume, parse_vo
 from .block_clustering import cluster_block, core_labels_first
 from .block_grid import Block, BlockGrid, whole_image_window
 from .block_prediction import BlockPredictor, check_network, image_statistics, intensity_threshold, resolve_device
+from .block_reading import BlockReader
 from .block_store import BlockRecord, BlockStore, DirectoryBlockStore, MemoryBlockStore
 from .distributed import block_sharing_group
 from .labels_writer import write_labels
@@ -206,11 +208,12 @@ def _process_blocks(
     # blocks run in index order, so every earlier block is finished (now or in an interrupted run)
     # when a block is matched against the cores of earlier blocks: resumed runs match the same way
     pending = [block for block in grid.blocks if block.index not in store.finished()]
+    reader = BlockReader(volume, predictor.has_channels, pending)
     with tqdm(
         total=sum(block.num_windows for block in pending), desc="segment", unit="window", disable=not progress
     ) as bar, torch.no_grad():
         for block in pending:
-            labels, num_core = _segment_block(volume, block, len(grid), predictor, bar, stage_times)
+            labels, num_core = _segment_block(reader, block, len(grid), predictor, bar, stage_times)
             start = time.perf_counter()
             save_matched(block, labels, num_core, grid, store, predictor.settings.iou_threshold)
             stage_times["clustering"] += time.perf_counter() - start
@@ -232,6 +235,7 @@ def _process_shared_blocks(
     # and after the barrier rank 0 matches all of them in index order, like the single-process run
     done = store.finished() | unmatched.finished()
     mine = [block for block in grid.blocks if block.index % world_size == rank and block.index not in done]
+    reader = BlockReader(volume, predictor.has_channels, mine)
     with tqdm(
         total=sum(block.num_windows for block in mine),
         desc=f"segment (rank {rank}/{world_size})",
@@ -240,7 +244,7 @@ def _process_shared_blocks(
         position=rank,
     ) as bar, torch.no_grad():
         for block in mine:
-            labels, num_core = _segment_block(volume, block, len(grid), predictor, bar, stage_times)
+            labels, num_core = _segment_block(reader, block, len(grid), predictor, bar, stage_times)
             no_matches = np.zeros((0, 3), dtype=np.int64)
             unmatched.save(block.index, labels, BlockRecord(num_core, int(labels.max()), no_matches))
     idist.barrier()
@@ -256,7 +260,7 @@ def _process_shared_blocks(
 
 
 def _segment_block(
-    volume: Any,
+    reader: BlockReader,
     block: Block,
     num_blocks: int,
     predictor: BlockPredictor,
@@ -266,7 +270,7 @@ def _segment_block(
     """Labels of the block's extent, core labels first (:func:`~.block_clustering.core_labels_first`), and
     their number in the core."""
     start, affinities_before = time.perf_counter(), stage_times["affinities"]
-    prediction = predictor(volume, block, bar.update, stage_times)
+    prediction = predictor(reader(block), block, bar.update, stage_times)
     middle = time.perf_counter()
     # the clustering of a large block takes a while with the window count standing still: say what runs
     bar.set_postfix_str(f"clustering block {block.index + 1}/{num_blocks}")

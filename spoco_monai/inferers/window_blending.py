@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from monai.data.utils import compute_importance_map
+from monai.inferers import Merger
 from monai.utils import BlendMode
 
 from ..clustering.affinities import embeddings_to_affinities, overlap_slices
@@ -35,9 +36,7 @@ def blend_windows(
     In ``"affinities"`` output, every window's embeddings are turned into affinities for ``offsets``
     inside that window before blending. An affinity only compares two embeddings from the same forward
     pass, so it does not change when the network places a window's embeddings differently (shifted,
-    rotated) from its neighbours'. An edge is blended over the windows that contain both of its ends;
-    an edge contained in no window gets the neutral value of its channel: 0 on the attractive
-    nearest-neighbour channels (the first ``len(roi_size)``), 1 (no repulsion) on the mutex channels.
+    rotated) from its neighbours'. The windows' predictions are blended by a :class:`WindowBlender`.
     In ``"embeddings"`` output the embeddings themselves are blended, as ``sliding_window_inference`` does.
     With ``foreground_channel`` the network's last output channel is a foreground logit: it takes no part in the
     affinities or embeddings, and its probability (sigmoid) is blended into one extra, last output channel.
@@ -75,20 +74,18 @@ def blend_windows(
     padding = [(max(0, r - s) // 2, max(0, r - s) - max(0, r - s) // 2) for r, s in zip(roi_size, region_shape)]
     if any(before or after for before, after in padding):
         image = F.pad(image, [p for pair in reversed(padding) for p in pair])
-    importance = compute_importance_map(roi_size, BlendMode.GAUSSIAN, sigma_scale, device=image.device)
-    windows = [
-        tuple(slice(start, start + r) for start, r in zip(starts, roi_size))
-        for starts in itertools.product(*window_starts)
-    ]
-    accumulated: torch.Tensor | None = None
-    weighted = output == "embeddings" or foreground_channel
-    weights = torch.zeros(image.shape[1:], device=image.device) if weighted else None
-    for first in range(0, len(windows), sw_batch_size):
-        batch_windows = windows[first : first + sw_batch_size]
-        embeddings = network(torch.stack([image[(slice(None), *window)] for window in batch_windows]))
+    blender = WindowBlender(
+        image.shape[1:], roi_size, output, offsets=offsets, sigma_scale=sigma_scale,
+        foreground_channel=foreground_channel, device=image.device,
+    )
+    locations = list(itertools.product(*window_starts))
+    for first in range(0, len(locations), sw_batch_size):
+        batch_locations = locations[first : first + sw_batch_size]
+        windows = [tuple(slice(start, start + r) for start, r in zip(place, roi_size)) for place in batch_locations]
+        embeddings = network(torch.stack([image[(slice(None), *window)] for window in windows]))
         if embeddings.ndim != image.ndim + 1 or tuple(embeddings.shape[2:]) != roi_size:
             raise ValueError(
-                f"the network must map windows of shape {(len(batch_windows), image.shape[0], *roi_size)} to "
+                f"the network must map windows of shape {(len(windows), image.shape[0], *roi_size)} to "
                 f"(B, E, *{roi_size}) embeddings, got output shape {tuple(embeddings.shape)}."
             )
         embeddings = embeddings.float()
@@ -103,22 +100,79 @@ def blend_windows(
             predictions = list(embeddings)
         if foreground is not None:
             predictions = [torch.cat([p, f.to(p.device)]) for p, f in zip(predictions, foreground)]
-        if accumulated is None:
-            accumulated = torch.zeros((predictions[0].shape[0], *image.shape[1:]), device=image.device)
-        for window, prediction in zip(batch_windows, predictions):
-            accumulated[(slice(None), *window)].addcmul_(prediction.to(image.device), importance)
-            if weights is not None:
-                weights[window] += importance
+        for location, prediction in zip(batch_locations, predictions):
+            blender.aggregate(prediction, location)
         if on_windows is not None:
-            on_windows(len(batch_windows))
-    if output == "embeddings":
-        accumulated /= weights
-    else:
-        _normalise_affinities(accumulated, windows, importance, offsets, len(roi_size))
-        if foreground_channel:
-            accumulated[-1] /= weights
+            on_windows(len(batch_locations))
     crop = tuple(slice(before, before + s) for (before, _), s in zip(padding, region_shape))
-    return accumulated[(slice(None), *crop)]
+    return blender.finalize()[(slice(None), *crop)]
+
+
+class WindowBlender(Merger):
+    """Gaussian-weighted blending of window predictions over one region, shaped like MONAI's ``Merger``.
+
+    :meth:`aggregate` adds a window's prediction weighted by MONAI's Gaussian importance map (as
+    ``sliding_window_inference`` does); :meth:`finalize` divides by the summed weights. Embeddings (and a foreground
+    channel) are divided by the weights of all windows holding the voxel. An affinity is divided by the weights of
+    the windows holding both ends of its edge, and an edge held by no window gets the neutral value of its channel:
+    0 on the attractive nearest-neighbour channels (the first ``len(roi_size)``), 1 (no repulsion) on the mutex
+    channels.
+
+    Args:
+        merged_shape: the spatial shape of the region the windows lie in.
+        roi_size: window size per spatial axis.
+        output: ``"affinities"`` or ``"embeddings"``, what the aggregated predictions are.
+        offsets: affinity offsets (``"affinities"`` output), each with ``len(roi_size)`` integers.
+        sigma_scale: Gaussian sigma of the importance map as a fraction of the window size.
+        foreground_channel: the predictions have one more, last channel, a foreground probability.
+        device: device of the blending buffers.
+    """
+
+    def __init__(
+        self,
+        merged_shape: Sequence[int],
+        roi_size: Sequence[int],
+        output: str,
+        offsets: Sequence[Sequence[int]] | None = None,
+        sigma_scale: float = 0.125,
+        foreground_channel: bool = False,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__(merged_shape, device=device)
+        self.roi_size = tuple(roi_size)
+        self.output = output
+        self.offsets = offsets
+        self.foreground_channel = foreground_channel
+        self.importance = compute_importance_map(self.roi_size, BlendMode.GAUSSIAN, sigma_scale, device=device)
+        self.windows: list[tuple[slice, ...]] = []
+        # the channel count is the network's: the sum buffer is made by the first window
+        self.values: torch.Tensor | None = None
+        weighted = output == "embeddings" or foreground_channel
+        self.weights = torch.zeros(self.merged_shape, device=device) if weighted else None
+
+    def aggregate(self, values: torch.Tensor, location: Sequence[int]) -> None:
+        """Add one window's ``(K, *roi_size)`` prediction, the window starting at ``location`` in the region."""
+        window = tuple(slice(start, start + r) for start, r in zip(location, self.roi_size))
+        if self.values is None:
+            self.values = torch.zeros((values.shape[0], *self.merged_shape), device=self.device)
+        self.values[(slice(None), *window)].addcmul_(values.to(self.device), self.importance)
+        if self.weights is not None:
+            self.weights[window] += self.importance
+        self.windows.append(window)
+
+    def finalize(self) -> torch.Tensor:
+        """The ``(K, *merged_shape)`` blended predictions (computed in place, once)."""
+        if self.values is None:
+            raise ValueError("no window was aggregated.")
+        if not self.is_finalized:
+            if self.output == "embeddings":
+                self.values /= self.weights
+            else:
+                _normalise_affinities(self.values, self.windows, self.importance, self.offsets, len(self.roi_size))
+                if self.foreground_channel:
+                    self.values[-1] /= self.weights
+            self.is_finalized = True
+        return self.values
 
 
 def _window_affinities(embeddings: torch.Tensor, offsets: Sequence[Sequence[int]], delta_dist: float) -> torch.Tensor:

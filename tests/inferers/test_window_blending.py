@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from inference_fakes import NUM_OBJECTS, OFFSETS_3D, LabelLookupNetwork
-from monai.inferers import sliding_window_inference
+from monai.inferers import Merger, sliding_window_inference
 
 from spoco_monai.clustering import embeddings_to_affinities
 from spoco_monai.inferers.block_grid import scan_interval, window_starts
-from spoco_monai.inferers.window_blending import blend_windows
+from spoco_monai.inferers.window_blending import WindowBlender, blend_windows
 
 
 def _starts(shape, roi, overlap):
@@ -49,3 +50,22 @@ def test_region_smaller_than_window_is_padded(image_3d):
     network = LabelLookupNetwork(NUM_OBJECTS)
     blended = blend_windows(image, network, (16, 32, 32), [(0,), (0,), (0,)], output="embeddings")
     torch.testing.assert_close(blended, network(image[None])[0])
+
+
+def test_window_blender_is_a_monai_merger(image_3d):
+    image = torch.from_numpy(image_3d[:, :16, :32, :48])
+    network = LabelLookupNetwork(NUM_OBJECTS, noise_scale=0.5)
+    starts = [(0,), (0,), (0, 16)]
+    blender = WindowBlender(image.shape[1:], (16, 32, 32), "affinities", offsets=OFFSETS_3D)
+    assert isinstance(blender, Merger)
+    for x in starts[2]:
+        embeddings = network(image[None, :, :, :, x : x + 32])[0]
+        blender.aggregate(embeddings_to_affinities(embeddings, OFFSETS_3D, 2.0), (0, 0, x))
+    blended = blender.finalize()
+    assert torch.equal(blender.finalize(), blended)  # a second call divides nothing again
+    torch.testing.assert_close(blended, blend_windows(image, network, (16, 32, 32), starts, offsets=OFFSETS_3D))
+
+
+def test_window_blender_without_windows_raises():
+    with pytest.raises(ValueError, match="no window"):
+        WindowBlender((4, 4), (4, 4), "embeddings").finalize()
