@@ -1,8 +1,8 @@
 """Benchmark of the SPOCO losses on a 3D patch, against a U-Net step and a one-hot formulation.
 
 Run as ``python bench/losses.py`` (options: ``--objects 50 200``, ``--repeats 2``, ``--threads 1``,
-``--max-instances N`` for SpocoLoss, ``--device cpu|cuda``, ``--case 3d|dsb2d``). About 5 minutes on 2 idle
-CPU cores.
+``--max-instances N`` for SpocoLoss, ``--device cpu|cuda``, ``--case 3d|dsb2d``, ``--clock wall|cpu``). About 5
+minutes on 2 idle CPU cores.
 
 Patch: B=2, E=16, 64x128x128. Labels: Voronoi cells of random seeds (scipy's Euclidean distance transform
 gives every voxel its nearest seed); per sample, the requested number of cells are labeled objects and a
@@ -33,6 +33,9 @@ memory allocated before the run. Ratios are taken
 within one run of this script; other processes sharing the CPU make absolute times noisy. Both sides run
 with the same number of torch threads (``--threads``, default 1): on a CPU shared with other processes,
 OpenMP barriers make many-threaded small operations wait for descheduled threads, which distorts timings.
+On such a CPU, ``--clock cpu`` (with ``--device cpu``) times the CPU time of the measuring process
+(``time.process_time``) instead of the wall-clock time: time spent descheduled no longer counts, so ratios vary far
+less with the load.
 """
 
 from __future__ import annotations
@@ -175,11 +178,12 @@ def measure(kind: str, num_objects: int, repeats: int, args: argparse.Namespace)
         return float(loss.detach())
 
     if repeats > 0:
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
         seconds = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = clock()
             value = run()
-            seconds.append(time.perf_counter() - start)
+            seconds.append(clock() - start)
         return {"seconds": min(seconds), "value": value}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -197,6 +201,7 @@ def measure(kind: str, num_objects: int, repeats: int, args: argparse.Namespace)
 def _run_subprocess(kind: str, num_objects: int, args: argparse.Namespace, repeats: int, env: dict) -> dict:
     command = [sys.executable, __file__, "--measure", kind, "--objects", str(num_objects)]
     command += ["--repeats", str(repeats), "--device", args.device, "--threads", str(args.threads)]
+    command += ["--clock", args.clock]
     command += [] if args.max_instances is None else ["--max-instances", str(args.max_instances)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -212,7 +217,7 @@ def run_isolated(kind: str, num_objects: int, args: argparse.Namespace) -> dict[
 
 def dsb_step_split(args: argparse.Namespace) -> None:
     """Print the split of a 2D DSB training step between the network, the teacher and SpocoLoss."""
-    print(f"device {args.device}, torch threads {args.threads}, ", end="")
+    print(f"device {args.device}, torch threads {args.threads}, {args.clock} clock, ", end="")
     print(f"2D DSB step: B={DSB_BATCH} E={EMBEDDING_DIM} {DSB_PATCH}, ", end="")
     print(f"dense labels, SpocoLoss(sparse=False, max_instances={args.max_instances}) with teacher embeddings\n")
     network = run_isolated("unet2d", args.objects[0], args)
@@ -234,9 +239,12 @@ def main() -> None:
     parser.add_argument("--max-instances", type=int, default=None, help="SpocoLoss max_instances (default: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--case", choices=["3d", "dsb2d"], default="3d", help="3D patch table or 2D DSB step split")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall-clock or process CPU time")
     kinds = ["unet", "spoco", "pullpush", "onehot", "unet2d", "teacher2d", "spoco2d"]
     parser.add_argument("--measure", choices=kinds, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.clock == "cpu" and args.device != "cpu":
+        parser.error(f"--clock cpu measures CPU time and needs --device cpu, found --device {args.device}.")
     if args.measure:
         print(json.dumps(measure(args.measure, args.objects[0], args.repeats, args)))
         return
@@ -244,7 +252,8 @@ def main() -> None:
         dsb_step_split(args)
         return
     unet = run_isolated("unet", args.objects[0], args)
-    print(f"device {args.device}, torch threads {args.threads}, patch B={BATCH} E={EMBEDDING_DIM} {PATCH}, ", end="")
+    print(f"device {args.device}, torch threads {args.threads}, {args.clock} clock, ", end="")
+    print(f"patch B={BATCH} E={EMBEDDING_DIM} {PATCH}, ", end="")
     print(f"SpocoLoss max_instances={args.max_instances}")
     print(f"U-Net step: {unet['seconds']:.2f} s, peak {unet['peak_mib']:.0f} MiB\n")
     print(
