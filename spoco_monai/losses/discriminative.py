@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spoco_monai.losses.objects import ObjectIndex, means_and_pull
-from spoco_monai.losses.inputs import flatten_loss_inputs
+from spoco_monai.losses.objects import ObjectIndex, labeled_batch
 from spoco_monai.validation import check_non_negative, check_positive
 
 __all__ = ["DiscriminativeLoss", "per_object_mean"]
@@ -67,20 +66,11 @@ class DiscriminativeLoss(nn.Module):
         self.gamma = check_non_negative("gamma", gamma)
 
     def forward(self, embeddings: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Compute alpha * pull + beta * push + gamma * reg.
-
-        Args:
-            embeddings: (B, E, H, W) or (B, E, D, H, W) float tensor.
-            target: (B, 1, *S) or (B, *S) integer tensor; id > 0 object, 0 unlabeled, -1 ignore.
-
-        Returns:
-            Scalar float32 (float64 for float64 embeddings) loss.
+        """alpha * pull + beta * push + gamma * reg of ``embeddings`` against ``target`` (inputs as in
+        :func:`~spoco_monai.losses.objects.labeled_batch`), a scalar in the embeddings' precision (at least float32).
         """
-        flat_embeddings, flat_target, _ = flatten_loss_inputs(embeddings, target)
-        with torch.autocast(device_type=flat_embeddings.device.type, enabled=False):
-            objects = ObjectIndex.from_target(flat_target)
-            means, pull_sums = means_and_pull(flat_embeddings, objects, self.delta_var)
-            pull, push, reg = self.terms(objects, means, pull_sums)
+        with labeled_batch(embeddings, target, self.delta_var) as batch:
+            pull, push, reg = self.terms(batch.objects, batch.means, batch.pull_sums)
             return self.alpha * pull + self.beta * push + self.gamma * reg
 
     def terms(
@@ -91,7 +81,8 @@ class DiscriminativeLoss(nn.Module):
         Args:
             objects: object index of the batch.
             means: (B, K, E) object means and
-            pull_sums: (B, K) per-object pull sums, both from :func:`means_and_pull` with this ``delta_var``.
+            pull_sums: (B, K) per-object pull sums, both from
+                :func:`~spoco_monai.losses.objects.means_and_pull` with this ``delta_var``.
         """
         present = objects.present
         num_objects = objects.num_objects

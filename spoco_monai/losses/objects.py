@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from spoco_monai.losses.chunking import CHUNK_ELEMENTS, pixel_chunk_size, pixel_slices
+from spoco_monai.losses.inputs import flatten_loss_inputs
 
-__all__ = ["ObjectIndex", "means_and_pull", "per_pixel"]
+__all__ = ["LabeledBatch", "ObjectIndex", "labeled_batch", "means_and_pull", "per_pixel"]
 
 
 def per_pixel(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -186,3 +189,44 @@ def means_and_pull(
     # keep the peak memory of the step close to the (B, E, N) gradient itself.
     chunk_size = pixel_chunk_size(embeddings.shape[0], embeddings.shape[1], elements=CHUNK_ELEMENTS // 8)
     return _MeansAndPull.apply(embeddings, objects.slots, objects.counts, float(delta_var), chunk_size)
+
+
+@dataclass(frozen=True)
+class LabeledBatch:
+    """A checked, flattened loss input with its objects: what every single-term loss module starts from.
+
+    Attributes:
+        embeddings: (B, E, N) float32 (float64 for float64 input).
+        target: (B, N) int64; id > 0 object, 0 unlabeled, -1 ignore.
+        objects: the object index of the target.
+        means: (B, K, E) object means.
+        pull_sums: (B, K) pull sums of :func:`means_and_pull`.
+    """
+
+    embeddings: torch.Tensor
+    target: torch.Tensor
+    objects: ObjectIndex
+    means: torch.Tensor
+    pull_sums: torch.Tensor
+
+
+@contextmanager
+def labeled_batch(embeddings: torch.Tensor, target: torch.Tensor, delta_var: float) -> Iterator[LabeledBatch]:
+    """Check and flatten a loss input, index its objects and compute their means, in full precision.
+
+    The body of the ``with`` block runs with autocast disabled, like the statistics, so a term computed there
+    never drops to half precision.
+
+    Args:
+        embeddings: (B, E, H, W) or (B, E, D, H, W) float tensor.
+        target: (B, 1, *S) or (B, *S) integer tensor; id > 0 object, 0 unlabeled, -1 ignore.
+        delta_var: pull margin delta_v of the pull sums.
+
+    Yields:
+        the :class:`LabeledBatch`.
+    """
+    flat_embeddings, flat_target, _ = flatten_loss_inputs(embeddings, target)
+    with torch.autocast(device_type=flat_embeddings.device.type, enabled=False):
+        objects = ObjectIndex.from_target(flat_target)
+        means, pull_sums = means_and_pull(flat_embeddings, objects, delta_var)
+        yield LabeledBatch(flat_embeddings, flat_target, objects, means, pull_sums)

@@ -10,7 +10,7 @@ from torch import nn
 from spoco_monai.losses.chunking import CHUNK_ELEMENTS, pixel_chunk_size, pixel_slices
 from spoco_monai.losses.discriminative import per_object_mean
 from spoco_monai.losses.kernel import dice_loss_from_sums, kernel_sigma_squared
-from spoco_monai.losses.objects import ObjectIndex, means_and_pull, per_pixel
+from spoco_monai.losses.objects import ObjectIndex, labeled_batch, per_pixel
 from spoco_monai.losses.pairwise import (
     LOG_CAP,
     GaussianKernel,
@@ -20,7 +20,6 @@ from spoco_monai.losses.pairwise import (
     kernel_values,
 )
 from spoco_monai.losses.sampling import pick_per_group, random_priorities, random_subset
-from spoco_monai.losses.inputs import flatten_loss_inputs
 from spoco_monai.validation import check_int, check_positive_int
 
 __all__ = ["ChosenObjects", "SingleInstanceLoss", "INSTANCE_LOSSES"]
@@ -146,20 +145,13 @@ class SingleInstanceLoss(nn.Module):
         self.generator = torch.Generator().manual_seed(check_int("seed", seed))
 
     def forward(self, embeddings: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Compute the single-instance loss.
-
-        Args:
-            embeddings: (B, E, H, W) or (B, E, D, H, W) float tensor.
-            target: (B, 1, *S) or (B, *S) integer tensor; id > 0 object, 0 unlabeled, -1 ignore.
-
-        Returns:
-            Scalar float32 (float64 for float64 embeddings) loss.
+        """The single-instance loss of ``embeddings`` against ``target`` (inputs as in
+        :func:`~spoco_monai.losses.objects.labeled_batch`; pixels with id -1 take no part), a scalar in the
+        embeddings' precision (at least float32).
         """
-        flat_embeddings, flat_target, _ = flatten_loss_inputs(embeddings, target)
-        with torch.autocast(device_type=flat_embeddings.device.type, enabled=False):
-            objects = ObjectIndex.from_target(flat_target)
-            means, _ = means_and_pull(flat_embeddings, objects, self.delta_var)
-            chosen = self.choose(flat_embeddings, objects, means, flat_target >= 0, tuple(embeddings.shape[2:]))
+        with labeled_batch(embeddings, target, self.delta_var) as batch:
+            valid = batch.target >= 0
+            chosen = self.choose(batch.embeddings, batch.objects, batch.means, valid, tuple(embeddings.shape[2:]))
             return self.chosen_term(chosen)
 
     def anchors(self, embeddings: torch.Tensor, objects: ObjectIndex, means: torch.Tensor) -> torch.Tensor:

@@ -6,9 +6,8 @@ import torch
 from torch import nn
 
 from spoco_monai.losses.discriminative import per_object_mean
-from spoco_monai.losses.objects import ObjectIndex, means_and_pull, per_pixel
+from spoco_monai.losses.objects import ObjectIndex, labeled_batch, per_pixel
 from spoco_monai.losses.pairwise import HingeKernel, centre_of_valid_pixels, kernel_sums
-from spoco_monai.losses.inputs import flatten_loss_inputs
 from spoco_monai.validation import check_positive
 
 __all__ = ["UnlabeledPushLoss"]
@@ -34,20 +33,12 @@ class UnlabeledPushLoss(nn.Module):
         self.delta_dist = check_positive("delta_dist", delta_dist)
 
     def forward(self, embeddings: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Compute the unlabeled push.
-
-        Args:
-            embeddings: (B, E, H, W) or (B, E, D, H, W) float tensor.
-            target: (B, 1, *S) or (B, *S) integer tensor; id > 0 object, 0 unlabeled, -1 ignore.
-
-        Returns:
-            Scalar float32 (float64 for float64 embeddings) loss.
+        """The unlabeled push of ``embeddings`` against ``target`` (inputs as in
+        :func:`~spoco_monai.losses.objects.labeled_batch`; its pixels with id 0 are the unlabeled ones), a scalar in
+        the embeddings' precision (at least float32).
         """
-        flat_embeddings, flat_target, _ = flatten_loss_inputs(embeddings, target)
-        with torch.autocast(device_type=flat_embeddings.device.type, enabled=False):
-            objects = ObjectIndex.from_target(flat_target)
-            means, _ = means_and_pull(flat_embeddings, objects, 0.0)
-            return self.term(flat_embeddings, objects, means, flat_target == 0)
+        with labeled_batch(embeddings, target, 0.0) as batch:
+            return self.term(batch.embeddings, batch.objects, batch.means, batch.target == 0)
 
     def term(
         self, embeddings: torch.Tensor, objects: ObjectIndex, means: torch.Tensor, unlabeled: torch.Tensor
