@@ -70,7 +70,8 @@ def run_case(args: argparse.Namespace) -> dict[str, float | None]:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     settings = SegmentationSettings(
-        roi, overlap=args.overlap, block_shape=args.block, sw_batch_size=args.sw_batch_size,
+        roi, overlap=args.overlap, block_shape=args.block if len(args.block) > 1 else args.block[0],
+        sw_batch_size=args.sw_batch_size,
         clustering_kwargs={"strides": [args.mws_stride] * 3},
     )
     segment_volume(
@@ -83,7 +84,7 @@ def run_case(args: argparse.Namespace) -> dict[str, float | None]:
 def spawn(args: argparse.Namespace, case: str, size: int) -> dict[str, float | None]:
     command = [
         sys.executable, __file__, "--case", case, "--size", str(size), "--workdir", args.workdir,
-        "--roi", str(args.roi), "--overlap", str(args.overlap), "--block", str(args.block),
+        "--roi", str(args.roi), "--overlap", str(args.overlap), "--block", *map(str, args.block),
         "--sw-batch-size", str(args.sw_batch_size), "--threads", str(args.threads),
         "--mws-stride", str(args.mws_stride), "--seed", str(args.seed),
     ]
@@ -103,7 +104,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per case where both methods run (fastest kept)")
     parser.add_argument("--roi", type=int, default=64, help="window side")
     parser.add_argument("--overlap", type=float, default=0.25)
-    parser.add_argument("--block", type=int, default=48, help="block core side of ours (rounded to window steps)")
+    parser.add_argument(
+        "--block", type=int, nargs="+", default=[96, 96, 48],
+        help="block core of ours, one side or one per axis (rounded to window steps); the default holds 2x2x1 "
+        "windows, so they fill batches of two",
+    )
     parser.add_argument("--sw-batch-size", type=int, default=2)
     parser.add_argument("--mws-stride", type=int, default=2, help="Mutex Watershed stride of the mutex edges")
     parser.add_argument(
@@ -149,7 +154,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         "affinities: ours' per-window embedding-to-affinity conversion"
     )
     print(
-        f"roi {args.roi}^3, overlap {args.overlap}, sw_batch_size {args.sw_batch_size}, block {args.block}^3, "
+        f"roi {args.roi}^3, overlap {args.overlap}, sw_batch_size {args.sw_batch_size}, block {'x'.join(map(str, args.block))}, "
         f"MWS mutex stride {args.mws_stride}, {args.threads} torch threads; UNet(8, 16, 32) -> 16 channels\n"
     )
     print(

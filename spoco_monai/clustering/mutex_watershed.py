@@ -26,6 +26,7 @@ def mutex_watershed_from_affinities(
     mask: np.ndarray | torch.Tensor | None = None,
     min_size: int = 0,
     presegment_threshold: float | None = None,
+    overwrite_input: bool = False,
 ) -> np.ndarray:
     """Partition a 2D/3D grid with the Mutex Watershed.
 
@@ -46,6 +47,9 @@ def mutex_watershed_from_affinities(
             of these regions (:func:`~spoco_monai.clustering.region_mutex_watershed.region_mutex_watershed`):
             tens of times faster on large 3D inputs and, for a high threshold such as 0.5, nearly always
             the same partition. Cannot be combined with ``strides``.
+        overwrite_input: let the function work in ``affinities`` itself (its values are changed) when it is a
+            float32, C-contiguous numpy array or CPU tensor, instead of in a copy: one copy of a large block's
+            affinities less in memory. The labels are the same.
 
     Returns:
         int64 labels of shape ``S``: consecutive ids from 1, 0 only outside ``mask`` (or for a small
@@ -64,7 +68,7 @@ def mutex_watershed_from_affinities(
     _check_presegment_threshold(presegment_threshold, strides)
     if isinstance(affinities, torch.Tensor):
         affinities = affinities.detach().cpu().numpy()
-    weights = np.array(affinities, dtype=np.float32, order="C")
+    weights = np.array(affinities, dtype=np.float32, order="C", copy=None if overwrite_input else True)
     return _partition(weights, offsets, strides, mask, min_size, presegment_threshold)
 
 

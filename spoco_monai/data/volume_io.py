@@ -10,6 +10,7 @@ volume is never left half-written under its final name.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -360,29 +361,39 @@ def _inverse_resolution(tag: tifffile.TiffTag | None) -> float | None:
     return denominator / numerator if numerator else None
 
 
-def volume_mean_std(volume: Any, max_elements: int = 2**26) -> tuple[float, float]:
+def volume_mean_std(volume: Any, max_elements: int = 2**22) -> tuple[float, float]:
     """Mean and standard deviation of all values of a (lazy) volume, read slab by slab.
 
     These are the statistics MONAI's ``NormalizeIntensity`` uses by default (whole image, all channels),
-    computed without loading more than ``max_elements`` values at once.
+    computed without loading more than ``max_elements`` values at once (a single channel of a large volume is
+    read in slabs along its first spatial axis, and so on), so the peak memory does not grow with the volume.
 
     Args:
         volume: a :class:`LazyVolume`, numpy array, or any sliceable array with ``shape``.
-        max_elements: upper bound on the values read per slab (slabs are along the first axis).
+        max_elements: upper bound on the values read per slab (unless one row along the last axis is longer).
 
     Returns:
         ``(mean, std)`` as floats (population standard deviation).
     """
-    shape = tuple(volume.shape)
-    step = max(1, max_elements // max(1, int(np.prod(shape[1:]))))
+    shape = tuple(int(s) for s in volume.shape)
     total = total_squares = 0.0
-    for start in range(0, shape[0], step):
-        slab = np.asarray(volume[start : start + step], dtype=np.float64)
-        total += float(slab.sum())
-        total_squares += float(np.square(slab).sum())
+    for slab in _slabs(shape, max_elements):
+        values = np.asarray(volume[slab], dtype=np.float64).ravel()
+        total += float(values.sum())
+        total_squares += float(values @ values)
     count = float(np.prod(shape))
     mean = total / count
     return mean, float(np.sqrt(max(0.0, total_squares / count - mean**2)))
+
+
+def _slabs(shape: tuple[int, ...], max_elements: int) -> Iterator[tuple[slice, ...]]:
+    """Index tuples that cover an array of ``shape`` in C order, each at most ``max_elements`` values (or one row)."""
+    # the first axis whose trailing sub-array (one index along it) fits; earlier axes are stepped one by one
+    axis = next((a for a in range(len(shape)) if int(np.prod(shape[a + 1 :])) <= max_elements), len(shape) - 1)
+    step = max(1, max_elements // max(1, int(np.prod(shape[axis + 1 :]))))
+    for outer in itertools.product(*(range(size) for size in shape[:axis])):
+        for start in range(0, shape[axis], step):
+            yield (*(slice(i, i + 1) for i in outer), slice(start, start + step))
 
 
 def check_can_create(path: str | os.PathLike | VolumePath, overwrite: bool = False) -> VolumePath:

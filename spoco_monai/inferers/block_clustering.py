@@ -13,8 +13,9 @@ def cluster_block(prediction: torch.Tensor, settings: SegmentationSettings) -> n
     """Labels of a block's extent from its blended prediction.
 
     Args:
-        prediction: ``(K, *extent)`` affinities (``blend="affinities"``) or ``(E, *extent)`` embeddings, with one
-            more, last channel (the foreground probability) when ``settings.foreground`` is set.
+        prediction: ``(K, *extent)`` affinities (``blend="affinities"``; on CPU they are overwritten, as the
+            clustering consumes them) or ``(E, *extent)`` embeddings, with one more, last channel (the foreground
+            probability) when ``settings.foreground`` is set.
         settings: the segmentation settings (blend, clustering and its options, offsets, foreground).
 
     Returns:
@@ -25,7 +26,8 @@ def cluster_block(prediction: torch.Tensor, settings: SegmentationSettings) -> n
     if settings.foreground is not None:
         values, options["mask"] = values[:-1], values[-1] > settings.foreground_threshold
     if settings.blend == "affinities":
-        return mutex_watershed_from_affinities(values, settings.offsets, **options)
+        # the prediction is not used after clustering: the Mutex Watershed may work in it instead of in a copy
+        return mutex_watershed_from_affinities(values, settings.offsets, overwrite_input=True, **options)
     if settings.clustering == "mws":
         return mutex_watershed(values, settings.offsets, delta_dist=settings.delta_dist, **options)
     return hdbscan_clustering(values, **options)

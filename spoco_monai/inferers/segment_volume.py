@@ -43,6 +43,7 @@ from .block_prediction import BlockPredictor, check_network, image_statistics, i
 from .block_reading import BlockReader
 from .block_store import BlockRecord, BlockStore, DirectoryBlockStore, MemoryBlockStore
 from .distributed import block_sharing_group
+from .freed_memory import release_freed_memory
 from .labels_writer import write_labels
 from .settings import SegmentationSettings
 from .stitching import global_ids, save_matched
@@ -277,6 +278,7 @@ def _segment_block(
     labels = cluster_block(prediction, predictor.settings)
     bar.set_postfix_str("")
     del prediction
+    release_freed_memory()
     labels, num_core = core_labels_first(labels, block.core_in_extent)
     stage_times["network"] += middle - start - (stage_times["affinities"] - affinities_before)
     stage_times["clustering"] += time.perf_counter() - middle

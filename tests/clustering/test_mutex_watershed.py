@@ -39,6 +39,20 @@ def test_from_affinities_matches_embedding_path(clean_embeddings_2d):
     np.testing.assert_array_equal(affinities, before)  # the caller's array is not modified
 
 
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_overwrite_input_works_in_place_with_the_same_labels(clean_embeddings_2d, as_tensor):
+    embeddings, _ = clean_embeddings_2d
+    offsets = default_offsets(2)
+    affinities = np.ascontiguousarray(embeddings_to_affinities(embeddings, offsets), dtype=np.float32)
+    expected = mutex_watershed_from_affinities(affinities, offsets, min_size=3)
+    consumed = torch.from_numpy(affinities.copy()) if as_tensor else affinities.copy()
+    labels = mutex_watershed_from_affinities(consumed, offsets, min_size=3, overwrite_input=True)
+    np.testing.assert_array_equal(labels, expected)
+    # the mutex channels were turned into repulsions in the input itself: no copy was made
+    np.testing.assert_allclose(np.asarray(consumed)[2:], 1.0 - affinities[2:])
+    np.testing.assert_array_equal(np.asarray(consumed)[:2], affinities[:2])
+
+
 @pytest.mark.parametrize("presegment_threshold", [None, 0.5])
 def test_hand_made_affinities_two_halves(presegment_threshold):
     # attractive 1 inside each half, weak (0.2) across; the mutex channel says the halves differ

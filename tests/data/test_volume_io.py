@@ -213,6 +213,24 @@ def test_volume_mean_std_streams_exact_statistics(tmp_path):
     np.testing.assert_allclose((mean, std), (values.mean(dtype=np.float64), values.std(dtype=np.float64)), rtol=1e-6)
 
 
+def test_volume_mean_std_reads_a_single_channel_in_bounded_slabs():
+    values = np.random.default_rng(1).normal(-1.0, 0.5, size=(1, 6, 5, 4)).astype(np.float32)
+
+    class Recording:
+        shape = values.shape
+        reads: list[int] = []
+
+        def __getitem__(self, index):
+            part = values[index]
+            self.reads.append(part.size)
+            return part
+
+    volume = Recording()
+    mean, std = volume_mean_std(volume, max_elements=12)  # one channel holds 120 values: read 3 rows of 4 at once
+    assert max(volume.reads) == 12 and sum(volume.reads) == values.size
+    np.testing.assert_allclose((mean, std), (values.mean(dtype=np.float64), values.std(dtype=np.float64)), rtol=1e-12)
+
+
 @pytest.mark.parametrize("container, key", [("v.h5", "group/seg"), ("v.zarr", "labels/seg")])
 def test_overwrite_replaces_only_the_named_dataset(tmp_path, container, key):
     file = tmp_path / container
