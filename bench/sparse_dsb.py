@@ -8,12 +8,14 @@ annotation and the loss terms differ:
 * ``spoco@0.1``, ``spoco@0.4``, ``spoco@1.0``: SPOCO on that fraction of the objects of every image
   (positive-unlabeled: the rest of the image is unlabeled);
 * ``dense``: SPOCO with full labels and the background as an object of its own;
+* ``dense+fg``: ``dense`` with the foreground channel (loss weight 5) at learning rate 1e-3, the recipe of the
+  shipped ``dsb2018_nuclei_2d`` model;
 * ``disc``: the discriminative loss alone on full labels with the background as an object;
 * ``spoco@0.1-nocons``: ``spoco@0.1`` without the embedding consistency term.
 
 The network of the last iteration of each setting is then evaluated on ``dsb2018_fluo/val`` at native
-resolution (each image through the network whole) by ``evaluate.json``, clustered with the Mutex Watershed and
-with HDBSCAN inside the foreground mask of ``dsb2018_2d.json`` (the network's learned foreground for the dense
+resolution (each image through the network whole) by ``evaluate.json``, clustered with the bundle's seeded
+watershed, the Mutex Watershed and HDBSCAN inside the foreground mask of ``dsb2018_2d.json`` (the network's learned foreground for the dense
 settings, the Otsu threshold of the image for the sparse ones). With ``--peers``, the baselines of
 ``bench/peers.py`` (classical Otsu watershed, three-class U-Nets on all images or on few whole images) are trained
 for the wall-clock time of this run's ``dense`` training (or ``--peer-budget-s``) and added to the table. The table lists the symmetric best Dice (SBD), the absolute difference in count (|DiC|), the
@@ -53,19 +55,23 @@ SETTINGS: dict[str, dict[str, object]] = {
     "spoco@0.4": {"sparse_fraction": 0.4},
     "spoco@1.0": {"sparse_fraction": 1.0},
     "dense": _DENSE,
+    "dense+fg": {**_DENSE, "foreground_head": True, "loss_weights#foreground": 5.0, "learning_rate": 0.001},
     "disc": {**_DENSE, **_NO_SPOCO_TERMS},
     "spoco@0.1-nocons": {"sparse_fraction": 0.1, "loss_weights#consistency": 0.0},
 }
 BASELINE = "dense"
-# HDBSCAN clusters the foreground pixels' embeddings ("labels" mode), then splits every cluster into its
-# spatially connected pieces (distant nuclei may share an embedding) and merges pieces under 30 pixels into their
-# most similar neighbour; 30 was the best of 15, 30, 50 and 80 on 8 validation images with the SPOCO@0.1 network.
-# The Mutex Watershed uses the bundle's blended-affinity mode and the clustering settings of dsb2018_2d.json.
+# "watershed" is the bundle's clustering of dsb2018_2d.json: seeds at the maxima of the foreground's distance map,
+# grown over the borders of the blended affinities (spoco_monai.clustering.seeded_watershed_from_affinities).
+# "MWS" is the Mutex Watershed on the same affinities and foreground, with the offsets of the nuclei's scale.
+# HDBSCAN clusters the foreground pixels' blended embeddings, then splits every cluster into its spatially
+# connected pieces (distant nuclei may share an embedding) and merges pieces under 30 pixels into their most
+# similar neighbour; 30 was the best of 15, 30, 50 and 80 on 8 validation images with the SPOCO@0.1 network.
 CLUSTERINGS: dict[str, dict[str, object]] = {
-    "MWS": {},
+    "watershed": {},
+    "MWS": {"clustering": "mws", "clustering_kwargs": {"min_size": 15, "strides": [2, 2]}},
     "HDBSCAN": {
-        "validate#inferer#mode": "labels",
-        "validate#inferer#clustering": "hdbscan",
+        "segmentation#blend": "embeddings",
+        "clustering": "hdbscan",
         "clustering_kwargs": {"min_size": 30, "split_connected": True},
     },
 }
@@ -178,7 +184,7 @@ def markdown_table(results: dict[str, dict[str, object]], peer_results: dict[str
                 + f" | {ratio} | {result['train_s']:.0f} | {result['eval_s'][clustering]:.0f} |"
             )
     for name, result in (peer_results or {}).items():
-        baseline = results.get(BASELINE, {}).get("metrics", {}).get("MWS", {}).get("val_map")
+        baseline = results.get(BASELINE, {}).get("metrics", {}).get(next(iter(CLUSTERINGS)), {}).get("val_map")
         ratio = f"{result['map'] / baseline:.2f}" if baseline else "n/a"
         lines.append(
             f"| peer: {name} | {PEER_METHODS[name]} | {result['sbd']:.3f} | {result['dic']:.1f} | {result['ap50']:.3f} | "

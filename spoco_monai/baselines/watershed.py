@@ -10,11 +10,11 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
-from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
-from skimage.measure import label as label_regions
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import watershed
+
+from ..clustering.seeded_watershed import distance_seeds
 
 __all__ = ["nuclei_watershed", "membrane_watershed"]
 
@@ -26,29 +26,6 @@ def _scaled(value: float, element_size: Sequence[float] | None, ndim: int) -> tu
         raise ValueError(f"element_size must be {ndim} positive numbers, got {element_size}.")
     finest = min(float(e) for e in element_size)
     return tuple(float(value) * finest / float(e) for e in element_size)
-
-
-def _distance_seeds(
-    region: np.ndarray, min_distance: float, element_size: Sequence[float] | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The physical distance to the region's border, and seeds at its maxima at least ``min_distance`` apart."""
-    distance = ndimage.distance_transform_edt(region, sampling=element_size)
-    radius = [max(1, int(round(r))) for r in _scaled(min_distance, element_size, distance.ndim)]
-    if len(set(radius)) == 1:
-        peaks = peak_local_max(
-            distance, min_distance=radius[0], labels=label_regions(region), exclude_border=False
-        )
-    else:
-        # peak_local_max's min_distance counts voxels alike on every axis; a footprint of min_distance in
-        # physical units per axis keeps the seeds of an anisotropic volume as far apart along z as in-plane
-        footprint = np.ones([2 * r + 1 for r in radius], dtype=bool)
-        peaks = peak_local_max(
-            distance, footprint=footprint, labels=label_regions(region), exclude_border=False
-        )
-    marker = np.zeros(distance.shape, dtype=bool)
-    marker[tuple(peaks.T)] = True
-    # equal maxima on a plateau are adjacent peaks: one seed per plateau
-    return distance, label_regions(marker)
 
 
 def _smoothed(image: np.ndarray, sigma: float, element_size: Sequence[float] | None) -> np.ndarray:
@@ -92,7 +69,7 @@ def nuclei_watershed(
         return np.zeros(smoothed.shape, dtype=np.int32)
     mask = ndimage.binary_fill_holes(smoothed > threshold_otsu(smoothed))
     mask = remove_small_objects(mask, max_size=min_size - 1) if min_size > 1 else mask
-    distance, markers = _distance_seeds(mask, min_distance, element_size)
+    distance, markers = distance_seeds(mask, min_distance, element_size)
     return watershed(-distance, markers, mask=mask).astype(np.int32)
 
 
@@ -123,5 +100,5 @@ def membrane_watershed(
     smoothed = _smoothed(image, sigma, element_size)
     if smoothed.min() == smoothed.max():
         return np.ones(smoothed.shape, dtype=np.int32)
-    _, markers = _distance_seeds(smoothed < threshold_otsu(smoothed), min_distance, element_size)
+    _, markers = distance_seeds(smoothed < threshold_otsu(smoothed), min_distance, element_size)
     return watershed(smoothed, markers).astype(np.int32)

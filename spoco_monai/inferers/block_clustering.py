@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..clustering import hdbscan_clustering, mutex_watershed, mutex_watershed_from_affinities
+from ..clustering import (
+    embeddings_to_affinities,
+    hdbscan_clustering,
+    mutex_watershed_from_affinities,
+    seeded_watershed_from_affinities,
+)
 from .settings import SegmentationSettings
 
 
@@ -25,12 +30,18 @@ def cluster_block(prediction: torch.Tensor, settings: SegmentationSettings) -> n
     options = dict(settings.clustering_kwargs)
     if settings.foreground is not None:
         values, options["mask"] = values[:-1], values[-1] > settings.foreground_threshold
-    if settings.blend == "affinities":
-        # the prediction is not used after clustering: the Mutex Watershed may work in it instead of in a copy
-        return mutex_watershed_from_affinities(values, settings.offsets, overwrite_input=True, **options)
-    if settings.clustering == "mws":
-        return mutex_watershed(values, settings.offsets, delta_dist=settings.delta_dist, **options)
-    return hdbscan_clustering(values, **options)
+    if settings.clustering == "hdbscan":
+        return hdbscan_clustering(values, **options)
+    if settings.blend == "embeddings":
+        offsets = settings.offsets[: settings.spatial_dims] if settings.clustering == "watershed" else settings.offsets
+        values = embeddings_to_affinities(values, offsets, settings.delta_dist)
+        values = values.numpy() if isinstance(values, torch.Tensor) else values
+    else:
+        offsets = settings.offsets
+    if settings.clustering == "watershed":
+        return seeded_watershed_from_affinities(values, offsets, **options)
+    # the prediction is not used after clustering: the Mutex Watershed may work in it instead of in a copy
+    return mutex_watershed_from_affinities(values, offsets, overwrite_input=True, **options)
 
 
 def core_labels_first(labels: np.ndarray, core: tuple[slice, ...]) -> tuple[np.ndarray, int]:

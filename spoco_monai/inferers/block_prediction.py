@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ from torch import nn
 from ..data.volume_io import volume_mean_std
 from .block_grid import Block
 from .settings import SegmentationSettings
-from .window_blending import blend_windows
+from .window_blending import BlendingWorkspace, blend_windows
 
 _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -34,6 +34,8 @@ class BlockPredictor:
         device: where the network's input and the blending buffers live.
         statistics: ``(mean, std)`` of the whole volume when the settings normalise, else ``None``.
         intensity_threshold: the volume's Otsu threshold with ``foreground="intensity"``, else ``None``.
+        workspace: the memory the blocks are blended in, reused from block to block: a prediction is valid until
+            the next call.
     """
 
     network: Callable[[torch.Tensor], torch.Tensor]
@@ -43,6 +45,7 @@ class BlockPredictor:
     device: torch.device
     statistics: tuple[float, float] | None = None
     intensity_threshold: float | None = None
+    workspace: BlendingWorkspace = field(default_factory=BlendingWorkspace, compare=False, repr=False)
 
     def __call__(
         self,
@@ -71,6 +74,7 @@ class BlockPredictor:
             output=self.settings.blend, offsets=self.settings.offsets, delta_dist=self.settings.delta_dist,
             sw_batch_size=self.settings.sw_batch_size, sigma_scale=self.settings.sigma_scale,
             on_windows=on_windows, timings=timings, foreground_channel=foreground == "network",
+            workspace=self.workspace,
         )
         return prediction if bright is None else torch.cat([prediction, bright.to(prediction)])
 

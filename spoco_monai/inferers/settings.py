@@ -20,7 +20,9 @@ from ..clustering import default_offsets
 from .block_grid import positive_ints
 
 BLENDS = ("affinities", "embeddings")
-CLUSTERINGS = ("mws", "hdbscan")
+CLUSTERINGS = ("mws", "watershed", "hdbscan")
+# the clusterings that work on blended affinities
+AFFINITY_CLUSTERINGS = ("mws", "watershed")
 FOREGROUNDS = ("network", "intensity")
 
 
@@ -29,10 +31,10 @@ class SegmentationSettings:
     """Everything that decides the labels of a whole-volume segmentation, checked once at construction.
 
     Blending. ``"affinities"`` (default) turns every window's embeddings into affinities inside that window,
-    blends the affinities and runs the Mutex Watershed on them; it is insensitive to the network placing
+    blends the affinities and clusters them (Mutex Watershed or seeded watershed); it is insensitive to the network placing
     different windows' embeddings differently, and is the choice for large volumes. ``"embeddings"`` blends the
-    embeddings themselves and clusters them per block (Mutex Watershed on the blended embeddings' affinities, or
-    HDBSCAN); use it when a clustering other than the Mutex Watershed is wanted, and prefer blocks whose extent
+    embeddings themselves and clusters them per block (Mutex Watershed or seeded watershed on the blended
+    embeddings' affinities, or HDBSCAN); use it for HDBSCAN, and prefer blocks whose extent
     fits in one window (blending embeddings of windows that place them differently mixes unrelated vectors).
 
     Args:
@@ -42,10 +44,15 @@ class SegmentationSettings:
             about 2^21 voxels per block. Larger blocks need more memory, smaller ones stitch more.
         halo: minimum block halo per side in voxels (>= 1); see :class:`~.block_grid.BlockGrid`.
         blend: what the windows blend, ``"affinities"`` or ``"embeddings"`` (see above).
-        clustering: the per-block clustering with ``blend="embeddings"``: ``"mws"`` or ``"hdbscan"``
-            (``"affinities"`` always uses the Mutex Watershed).
+        clustering: the per-block clustering: ``"mws"`` (the Mutex Watershed), ``"watershed"`` (seeds at the maxima
+            of the foreground's distance map grown over the borders of the embeddings, see
+            :func:`~spoco_monai.clustering.seeded_watershed_from_affinities`; needs
+            ``clustering_kwargs["min_distance"]``; for compact objects: nuclei in a foreground, cells in dense
+            tissue with a ``boundary_threshold``) or, with
+            ``blend="embeddings"`` only, ``"hdbscan"``.
         clustering_kwargs: extra keyword arguments of the clustering function (``strides``, ``min_size``, ... for
-            the Mutex Watershed; ``min_size`` is required by HDBSCAN); no per-voxel arrays such as ``mask``, since
+            the Mutex Watershed; ``min_distance``, ``boundary_threshold``, ``distance_weight``, ``min_size``,
+            ``element_size`` for the seeded watershed; ``min_size`` is required by HDBSCAN); no per-voxel arrays such as ``mask``, since
             each block is clustered on its own. Lists are stored as tuples.
         offsets: Mutex Watershed offsets, the first ``len(roi_size)`` attractive; ``None`` for
             :func:`~spoco_monai.clustering.default_offsets`. With ``"affinities"`` each must be shorter than the
@@ -104,9 +111,13 @@ class SegmentationSettings:
             raise ValueError(f"blend must be one of {BLENDS}, got {self.blend!r}.")
         if self.clustering not in CLUSTERINGS:
             raise ValueError(f"clustering must be one of {CLUSTERINGS}, got {self.clustering!r}.")
-        if self.blend == "affinities" and self.clustering != "mws":
+        if self.blend == "affinities" and self.clustering not in AFFINITY_CLUSTERINGS:
             raise ValueError(
-                f"blend 'affinities' clusters with the Mutex Watershed; got clustering={self.clustering!r}."
+                f"blend 'affinities' clusters with one of {AFFINITY_CLUSTERINGS}; got clustering={self.clustering!r}."
+            )
+        if self.clustering == "watershed" and "min_distance" not in dict(self.clustering_kwargs or {}):
+            raise ValueError(
+                "clustering 'watershed' needs clustering_kwargs['min_distance'] (about the objects' radius in voxels)."
             )
         if self.foreground is not None and self.foreground not in FOREGROUNDS:
             raise ValueError(f"foreground must be None or one of {FOREGROUNDS}, got {self.foreground!r}.")

@@ -87,8 +87,9 @@ def test_validation_and_inference_share_the_segmentation_entry():
     validation_settings = train.get_parsed_content("validate#inferer").settings
     # validation reads z-scored images from its pipeline, inference z-scores inside the segmentation
     assert validation_settings.normalize is False
-    # the sparse model's overlay sits on the dense model's: it inherits a threshold that acts on network masks only
-    expected = dataclasses.replace(validation_settings, normalize=True, foreground_threshold=0.7)
+    # the data overlay sets the clustering (seeded watershed) and the foreground threshold for both paths
+    assert validation_settings.clustering == "watershed" and validation_settings.foreground_threshold == 0.6
+    expected = dataclasses.replace(validation_settings, normalize=True)
     assert sparse_model.get_parsed_content("segmentation") == expected
     # the dense model clusters inside its own foreground channel, cut at its threshold
     dense_model = ConfigParser()

@@ -106,6 +106,23 @@ def test_masked_clustering_leaves_nothing_outside_the_mask(foreground):
     np.testing.assert_array_equal(labels > 0, image > 0.5)
 
 
+@pytest.mark.parametrize("blend", ["affinities", "embeddings"])
+def test_seeded_watershed_splits_touching_discs_the_mutex_watershed_merges(blend):
+    # two touching discs of one intensity: identical embeddings, so every affinity inside the mask is 1
+    yy, xx = np.mgrid[:40, :64]
+    image = (((yy - 20) ** 2 + (xx - 20) ** 2 <= 100) | ((yy - 20) ** 2 + (xx - 39) ** 2 <= 100)).astype(np.float32)
+    common = {"offsets": OFFSETS_2D, "foreground": "network", "blend": blend, "block_shape": (64, 64)}
+    merged = segment_volume(image, DiscsNetwork(), SegmentationSettings((32, 32), **common), progress=False)
+    kwargs = {"min_distance": 6, "distance_weight": 3.0}
+    split = segment_volume(
+        image, DiscsNetwork(), SegmentationSettings((32, 32), clustering="watershed", clustering_kwargs=kwargs, **common),
+        progress=False,
+    )
+    assert merged.max() == 1
+    assert split.max() == 2 and (split[:, :20] <= 1).all() and (split[:, 40:] != split[20, 20]).all()
+    np.testing.assert_array_equal(split > 0, image > 0)
+
+
 def test_foreground_threshold_cuts_the_network_probability():
     # the dim disc's foreground logit is 8 * (1 - 0.5) = 4 (probability 0.982), the bright one's 12
     image = two_discs()

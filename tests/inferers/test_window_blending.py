@@ -8,7 +8,7 @@ from monai.inferers import Merger, sliding_window_inference
 
 from spoco_monai.clustering import embeddings_to_affinities
 from spoco_monai.inferers.block_grid import scan_interval, window_starts
-from spoco_monai.inferers.window_blending import WindowBlender, blend_windows
+from spoco_monai.inferers.window_blending import BlendingWorkspace, WindowBlender, blend_windows
 
 
 def _starts(shape, roi, overlap):
@@ -64,6 +64,25 @@ def test_window_blender_is_a_monai_merger(image_3d):
     blended = blender.finalize()
     assert torch.equal(blender.finalize(), blended)  # a second call divides nothing again
     torch.testing.assert_close(blended, blend_windows(image, network, (16, 32, 32), starts, offsets=OFFSETS_3D))
+
+
+def test_workspace_blends_equal_fresh_blends_and_reuse_one_buffer(image_3d):
+    network = LabelLookupNetwork(NUM_OBJECTS, noise_scale=0.5)
+    roi = (16, 32, 32)
+
+    def blend(region, workspace=None):
+        starts = _starts(region.shape[1:], roi, 0.5)
+        return blend_windows(region, network, roi, starts, offsets=OFFSETS_3D, workspace=workspace)
+
+    large, small = torch.from_numpy(image_3d[:, :24, :40, :50]), torch.from_numpy(image_3d[:, :16, :32, :40])
+    workspace = BlendingWorkspace()
+    first = blend(large, workspace)
+    torch.testing.assert_close(first, blend(large), rtol=0, atol=0)
+    address = first.data_ptr()
+    second = blend(small, workspace)
+    # the smaller blend starts on zeros in the same memory, and equals a fresh blend exactly
+    assert second.data_ptr() == address
+    torch.testing.assert_close(second, blend(small), rtol=0, atol=0)
 
 
 def test_window_blender_without_windows_raises():
