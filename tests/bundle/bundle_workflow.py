@@ -19,6 +19,7 @@ TINY = {
     "patch_size": [16, 24, 24],
     "sliding_window_roi_size": [32, 32, 32],
     # an untrained network gives noisy affinities, on which the Mutex Watershed is slow without strides
+    "clustering": "mws",
     "clustering_kwargs": {"strides": [4, 4, 4]},
     "patches_per_volume": 1,
     "max_anchors": 2,

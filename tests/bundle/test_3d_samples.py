@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from bundle_workflow import CONFIGS, config
@@ -77,9 +78,16 @@ def test_overlay_settings_fit_the_volumes(overlay):
     offsets = parser.get_parsed_content("mws_offsets")
     assert offsets == default_offsets(3, parser.get_parsed_content("object_diameter"), parser["element_size"])
     assert all(p > max(abs(o[axis]) for o in offsets) for axis, p in enumerate(patch))
-    # the size filter must keep a typical object: at most a tenth of the mean object size
-    min_size = parser.get_parsed_content("clustering_kwargs")["min_size"]
-    assert 0 < min_size <= 0.1 * shape[0] * shape[1] * shape[2] / train_objects
+    options = parser.get_parsed_content("clustering_kwargs")
+    mean_object = shape[0] * shape[1] * shape[2] / train_objects
+    if parser.get_parsed_content("clustering") == "mws":
+        # the size filter must keep a typical object: at most a tenth of the mean object size
+        assert 0 < options["min_size"] <= 0.1 * mean_object
+    else:
+        # seeds at least min_distance (finest-axis voxels) apart: a typical object must hold a ball of that radius
+        element_size = parser.get_parsed_content("element_size") or [1.0, 1.0, 1.0]
+        ball = 4 / 3 * np.pi * (options["min_distance"] * min(element_size)) ** 3 / np.prod(element_size)
+        assert ball <= mean_object
 
 
 @pytest.mark.parametrize("overlay", sorted(SAMPLES))

@@ -28,6 +28,7 @@ INFERENCE_TINY = {
     "network_channels": [8, 16],
     "network_strides": [2],
     "patch_size": [32, 32, 32],
+    "clustering": "mws",
     "clustering_kwargs": {"strides": [4, 4, 4]},
     "progress": False,
 }
