@@ -15,8 +15,8 @@ annotation and the loss terms differ:
 
 The network of the last iteration of each setting is then evaluated on ``dsb2018_fluo/val`` at native
 resolution (each image through the network whole) by ``evaluate.json``, clustered with the bundle's seeded
-watershed, the Mutex Watershed and HDBSCAN inside the foreground mask of ``dsb2018_2d.json`` (the network's learned foreground for the dense
-settings, the Otsu threshold of the image for the sparse ones). With ``--peers``, the baselines of
+watershed, the Mutex Watershed and HDBSCAN inside the foreground mask of ``dsb2018_2d.json`` (the network's
+learned foreground for the dense settings, the Otsu threshold of the image for the sparse ones). With ``--peers``, the baselines of
 ``bench/peers.py`` (classical Otsu watershed, three-class U-Nets on all images or on few whole images) are trained
 for the wall-clock time of this run's ``dense`` training (or ``--peer-budget-s``) and added to the table. The table lists the symmetric best Dice (SBD), the absolute difference in count (|DiC|), the
 average precision at IoU 0.5 (AP@0.5) and the mean average precision over IoU 0.5..0.95 (mAP), averaged over

@@ -154,7 +154,8 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         "affinities: ours' per-window embedding-to-affinity conversion"
     )
     print(
-        f"roi {args.roi}^3, overlap {args.overlap}, sw_batch_size {args.sw_batch_size}, block {'x'.join(map(str, args.block))}, "
+        f"roi {args.roi}^3, overlap {args.overlap}, sw_batch_size {args.sw_batch_size}, "
+        f"block {'x'.join(map(str, args.block))}, "
         f"MWS mutex stride {args.mws_stride}, {args.threads} torch threads; UNet(8, 16, 32) -> 16 channels\n"
     )
     print(

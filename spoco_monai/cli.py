@@ -196,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--block-shape", nargs="+", type=int, help=f"block core size per axis {bundle_default}")
     segment.add_argument("--halo", nargs="+", type=int, help=f"minimum block halo per axis in voxels {bundle_default}")
     segment.add_argument("--blend", choices=BLENDS, help=f"what the windows blend {bundle_default}")
-    segment.add_argument("--clustering", choices=CLUSTERINGS, help=f"clustering of the blended prediction {bundle_default}")
+    segment.add_argument(
+        "--clustering", choices=CLUSTERINGS, help=f"clustering of the blended prediction {bundle_default}"
+    )
     segment.add_argument("--min-size", type=int, help=f"minimum object size in voxels {bundle_default}")
     segment.add_argument(
         "--foreground",

@@ -157,4 +157,3 @@ def seeded_watershed_from_affinities(
         sizes = np.bincount(labels.ravel())
         labels[sizes[labels] < min_size] = 0
     return relabel_sequential(labels)[0].astype(np.int64)
-

@@ -31,11 +31,12 @@ class SegmentationSettings:
     """Everything that decides the labels of a whole-volume segmentation, checked once at construction.
 
     Blending. ``"affinities"`` (default) turns every window's embeddings into affinities inside that window,
-    blends the affinities and clusters them (Mutex Watershed or seeded watershed); it is insensitive to the network placing
-    different windows' embeddings differently, and is the choice for large volumes. ``"embeddings"`` blends the
-    embeddings themselves and clusters them per block (Mutex Watershed or seeded watershed on the blended
-    embeddings' affinities, or HDBSCAN); use it for HDBSCAN, and prefer blocks whose extent
-    fits in one window (blending embeddings of windows that place them differently mixes unrelated vectors).
+    blends the affinities and clusters them (Mutex Watershed or seeded watershed); it is insensitive to the
+    network placing different windows' embeddings differently, and is the choice for large volumes.
+    ``"embeddings"`` blends the embeddings themselves and clusters them per block (Mutex Watershed or seeded
+    watershed on the blended embeddings' affinities, or HDBSCAN); use it for HDBSCAN, and prefer blocks whose
+    extent fits in one window (blending embeddings of windows that place them differently mixes unrelated
+    vectors).
 
     Args:
         roi_size: sliding-window size, one value per spatial axis (this also sets the spatial dimension, 2 or 3).
@@ -52,8 +53,8 @@ class SegmentationSettings:
             ``blend="embeddings"`` only, ``"hdbscan"``.
         clustering_kwargs: extra keyword arguments of the clustering function (``strides``, ``min_size``, ... for
             the Mutex Watershed; ``min_distance``, ``boundary_threshold``, ``distance_weight``, ``min_size``,
-            ``element_size`` for the seeded watershed; ``min_size`` is required by HDBSCAN); no per-voxel arrays such as ``mask``, since
-            each block is clustered on its own. Lists are stored as tuples.
+            ``element_size`` for the seeded watershed; ``min_size`` is required by HDBSCAN); no per-voxel arrays
+            such as ``mask``, since each block is clustered on its own. Lists are stored as tuples.
         offsets: Mutex Watershed offsets, the first ``len(roi_size)`` attractive; ``None`` for
             :func:`~spoco_monai.clustering.default_offsets`. With ``"affinities"`` each must be shorter than the
             window.

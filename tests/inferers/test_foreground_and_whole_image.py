@@ -113,11 +113,10 @@ def test_seeded_watershed_splits_touching_discs_the_mutex_watershed_merges(blend
     image = (((yy - 20) ** 2 + (xx - 20) ** 2 <= 100) | ((yy - 20) ** 2 + (xx - 39) ** 2 <= 100)).astype(np.float32)
     common = {"offsets": OFFSETS_2D, "foreground": "network", "blend": blend, "block_shape": (64, 64)}
     merged = segment_volume(image, DiscsNetwork(), SegmentationSettings((32, 32), **common), progress=False)
-    kwargs = {"min_distance": 6, "distance_weight": 3.0}
-    split = segment_volume(
-        image, DiscsNetwork(), SegmentationSettings((32, 32), clustering="watershed", clustering_kwargs=kwargs, **common),
-        progress=False,
+    watershed = SegmentationSettings(
+        (32, 32), clustering="watershed", clustering_kwargs={"min_distance": 6, "distance_weight": 3.0}, **common
     )
+    split = segment_volume(image, DiscsNetwork(), watershed, progress=False)
     assert merged.max() == 1
     assert split.max() == 2 and (split[:, :20] <= 1).all() and (split[:, 40:] != split[20, 20]).all()
     np.testing.assert_array_equal(split > 0, image > 0)
