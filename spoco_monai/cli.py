@@ -24,7 +24,7 @@ from .data.volume_io import LazyVolume, open_volume, parse_volume_path
 from .engines.checkpoint import load_network_weights
 from .inferers.distributed import init_from_environment
 from .inferers.segment_volume import WORK_DIRECTORY_SUFFIX, segment_volume
-from .inferers.settings import BLENDS, CLUSTERINGS, SegmentationSettings
+from .inferers.settings import BLENDS, CLUSTERING_OPTIONS, CLUSTERINGS, SegmentationSettings
 from .inferers.work_lock import WorkDirectoryLock, WorkDirectoryLockedError
 
 # the config entry holding the bundle's SegmentationSettings
@@ -201,6 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     segment.add_argument("--min-size", type=int, help=f"minimum object size in voxels {bundle_default}")
     segment.add_argument(
+        "--min-distance",
+        type=float,
+        help=f"with --clustering watershed, the smallest distance between two seeds in voxels {bundle_default}",
+    )
+    segment.add_argument(
+        "--boundary-threshold",
+        type=float,
+        help="with --clustering watershed, the border strength in (0, 1] above which a voxel is not an object's "
+        f"interior (dense tissue) {bundle_default}",
+    )
+    segment.add_argument(
         "--foreground",
         choices=("none", "network", "intensity"),
         help="where objects may be: everywhere, the network's foreground channel, or above the Otsu threshold "
@@ -269,8 +280,22 @@ def command_line_settings(
         changes["foreground"] = None if args.foreground == "none" else args.foreground
     if args.normalize is not None:
         changes["normalize"] = args.normalize == "zscore"
-    if args.min_size is not None:
-        changes["clustering_kwargs"] = {**settings.clustering_kwargs, "min_size": args.min_size}
+    options = dict(settings.clustering_kwargs)
+    if args.clustering is not None and args.clustering != settings.clustering:
+        # the bundle's options of another clustering do not apply to this one
+        dropped = sorted(set(options) - CLUSTERING_OPTIONS[args.clustering])
+        options = {name: value for name, value in options.items() if name not in dropped}
+        if dropped:
+            print(
+                f"spoco-monai segment: clustering {args.clustering}: the bundle's clustering options {dropped} "
+                f"belong to {settings.clustering} and are left out.",
+                file=sys.stderr,
+            )
+    for name in ("min_size", "min_distance", "boundary_threshold"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    if options != dict(settings.clustering_kwargs):
+        changes["clustering_kwargs"] = options
     return dataclasses.replace(settings, **changes)
 
 

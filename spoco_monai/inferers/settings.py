@@ -14,15 +14,34 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any
 
+import inspect
+
 import torch
 
-from ..clustering import default_offsets
+from ..clustering import (
+    default_offsets,
+    hdbscan_clustering,
+    mutex_watershed_from_affinities,
+    seeded_watershed_from_affinities,
+)
 from .block_grid import positive_ints
 
 BLENDS = ("affinities", "embeddings")
 CLUSTERINGS = ("mws", "watershed", "hdbscan")
 # the clusterings that work on blended affinities
 AFFINITY_CLUSTERINGS = ("mws", "watershed")
+
+
+def _options(function: Any, given_by_the_block: set[str]) -> frozenset[str]:
+    return frozenset(inspect.signature(function).parameters) - given_by_the_block
+
+
+# the keyword arguments clustering_kwargs may hold for each clustering (the rest comes from the block)
+CLUSTERING_OPTIONS = {
+    "mws": _options(mutex_watershed_from_affinities, {"affinities", "offsets", "mask", "overwrite_input"}),
+    "watershed": _options(seeded_watershed_from_affinities, {"affinities", "offsets", "mask"}),
+    "hdbscan": _options(hdbscan_clustering, {"embeddings", "mask"}),
+}
 FOREGROUNDS = ("network", "intensity")
 
 
@@ -115,6 +134,12 @@ class SegmentationSettings:
         if self.blend == "affinities" and self.clustering not in AFFINITY_CLUSTERINGS:
             raise ValueError(
                 f"blend 'affinities' clusters with one of {AFFINITY_CLUSTERINGS}; got clustering={self.clustering!r}."
+            )
+        unknown = sorted(set(dict(self.clustering_kwargs or {})) - CLUSTERING_OPTIONS[self.clustering])
+        if unknown:
+            raise ValueError(
+                f"clustering_kwargs {unknown} are not options of clustering {self.clustering!r}; its options are "
+                f"{sorted(CLUSTERING_OPTIONS[self.clustering])}."
             )
         if self.clustering == "watershed" and "min_distance" not in dict(self.clustering_kwargs or {}):
             raise ValueError(

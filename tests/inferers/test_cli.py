@@ -250,6 +250,26 @@ def test_flags_replace_single_settings_and_default_to_the_bundle(bundle):
     assert command_line_settings(given, config, "cpu") == expected
 
 
+def test_switching_the_clustering_keeps_only_its_own_options(tmp_path, capsys):
+    watershed = {**SETTINGS, "clustering": "watershed", "clustering_kwargs": {"min_distance": 6, "min_size": 20}}
+    bundle = make_bundle(tmp_path / "b", {"segmentation": watershed, "network_def": NETWORK_DEF}, {"weight": WEIGHT})
+    _, config = load_bundle_network(bundle)
+    parser = build_parser()
+    to_mws = parser.parse_args(["segment", "in.h5", "out.zarr", "--bundle", str(bundle), "--clustering", "mws"])
+    settings = command_line_settings(to_mws, config, "cpu")
+    assert settings.clustering == "mws" and dict(settings.clustering_kwargs) == {"min_size": 20}
+    assert "the bundle's clustering options ['min_distance'] belong to watershed and are left out" in (
+        capsys.readouterr().err
+    )
+    # and back: the seeded watershed's own options from the command line
+    mws_bundle = make_bundle(tmp_path / "m", {"segmentation": SETTINGS, "network_def": NETWORK_DEF}, {"weight": WEIGHT})
+    _, config = load_bundle_network(mws_bundle)
+    flags = ["--clustering", "watershed", "--min-distance", "5", "--boundary-threshold", "0.4"]
+    to_watershed = parser.parse_args(["segment", "in.h5", "out.zarr", "--bundle", str(mws_bundle), *flags])
+    settings = command_line_settings(to_watershed, config, "cpu")
+    assert dict(settings.clustering_kwargs) == {"min_distance": 5.0, "boundary_threshold": 0.4}
+
+
 def test_voxel_size_unlike_the_training_data_is_warned_about_before_work(tmp_path, bundle, capsys):
     _add_model(bundle, "fine", 1.0, element_size=[1.0, 0.25, 0.25])
     path = f"{tmp_path / 'image.h5'}:raw"

@@ -220,6 +220,7 @@ def test_ome_zarr_labels_carry_the_input_voxel_size(tmp_path, image_3d, labels_3
         ({"blend": "labels"}, "blend must be one of"),
         ({"clustering": "hdbscan"}, "blend 'affinities' clusters with one of"),
         ({"clustering": "watershed", "foreground": "intensity"}, r"needs clustering_kwargs\['min_distance'\]"),
+        ({"clustering_kwargs": {"min_distance": 4}}, r"\['min_distance'\] are not options of clustering 'mws'"),
         ({"iou_threshold": 0.3}, "iou_threshold"),
         ({"sw_batch_size": 0}, "sw_batch_size"),
         ({"offsets": [(-1, 0, 0), (0, 0, -40)]}, "shorter than the window"),
