@@ -14,18 +14,9 @@ from skimage.filters import gaussian, threshold_otsu
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import watershed
 
-from ..clustering.seeded_watershed import distance_seeds
+from ..clustering.seeded_watershed import distance_seeds, voxel_lengths
 
 __all__ = ["nuclei_watershed", "membrane_watershed"]
-
-
-def _scaled(value: float, element_size: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
-    if element_size is None:
-        return (float(value),) * ndim
-    if len(element_size) != ndim or not all(float(e) > 0 for e in element_size):
-        raise ValueError(f"element_size must be {ndim} positive numbers, got {element_size}.")
-    finest = min(float(e) for e in element_size)
-    return tuple(float(value) * finest / float(e) for e in element_size)
 
 
 def _smoothed(image: np.ndarray, sigma: float, element_size: Sequence[float] | None) -> np.ndarray:
@@ -34,7 +25,7 @@ def _smoothed(image: np.ndarray, sigma: float, element_size: Sequence[float] | N
         raise ValueError(f"image must be a 2D or 3D array without channel axis, got shape {image.shape}.")
     if not np.isfinite(image).all():
         raise ValueError("image holds NaN or infinite values.")
-    return gaussian(image, sigma=_scaled(sigma, element_size, image.ndim), preserve_range=True)
+    return gaussian(image, sigma=voxel_lengths(sigma, element_size, image.ndim), preserve_range=True)
 
 
 def nuclei_watershed(

@@ -27,6 +27,20 @@ from .affinities import overlap_slices
 from .inputs import check_embeddings, check_mask, check_offsets
 
 
+def voxel_lengths(value: float, element_size: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    """A length given in voxels of the finest axis, as voxels along each axis (shorter along coarser axes).
+
+    Raises:
+        ValueError: if ``element_size`` is not ``ndim`` positive numbers.
+    """
+    if element_size is None:
+        return (float(value),) * ndim
+    if len(element_size) != ndim or not all(float(e) > 0 for e in element_size):
+        raise ValueError(f"element_size must be {ndim} positive numbers, got {element_size}.")
+    finest = min(float(e) for e in element_size)
+    return tuple(float(value) * finest / float(e) for e in element_size)
+
+
 def distance_seeds(
     region: np.ndarray, min_distance: float, element_size: Sequence[float] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -41,10 +55,8 @@ def distance_seeds(
         the float distance map (in units of ``element_size``, voxels without it) and int seed labels 1..N
         (equal maxima on a plateau form one seed).
     """
+    radius = [max(1, int(round(r))) for r in voxel_lengths(min_distance, element_size, region.ndim)]
     distance = ndimage.distance_transform_edt(region, sampling=element_size)
-    finest = 1.0 if element_size is None else min(float(e) for e in element_size)
-    scale = (1.0,) * region.ndim if element_size is None else tuple(finest / float(e) for e in element_size)
-    radius = [max(1, int(round(min_distance * s))) for s in scale]
     if len(set(radius)) == 1:
         peaks = peak_local_max(distance, min_distance=radius[0], labels=label_regions(region), exclude_border=False)
     else:

@@ -9,12 +9,11 @@ change the labels (where the output goes, progress bars, timings, several proces
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any
-
-import inspect
 
 import torch
 
