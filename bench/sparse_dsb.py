@@ -10,6 +10,8 @@ annotation and the loss terms differ:
 * ``dense``: SPOCO with full labels and the background as an object of its own;
 * ``dense+fg``: ``dense`` with the foreground channel (loss weight 5) at learning rate 1e-3, the recipe of the
   shipped ``dsb2018_nuclei_2d`` model;
+* ``spoco@0.1+fg``: ``spoco@0.1`` with the foreground channel (loss weight 5), learned from the labeled nuclei
+  and the unlabeled pixels (positive-unlabeled, with the foreground prior that the fraction 0.1 implies);
 * ``disc``: the discriminative loss alone on full labels with the background as an object;
 * ``spoco@0.1-nocons``: ``spoco@0.1`` without the embedding consistency term.
 
@@ -56,6 +58,7 @@ SETTINGS: dict[str, dict[str, object]] = {
     "spoco@1.0": {"sparse_fraction": 1.0},
     "dense": _DENSE,
     "dense+fg": {**_DENSE, "foreground_head": True, "loss_weights#foreground": 5.0, "learning_rate": 0.001},
+    "spoco@0.1+fg": {"sparse_fraction": 0.1, "foreground_head": True, "loss_weights#foreground": 5.0},
     "disc": {**_DENSE, **_NO_SPOCO_TERMS},
     "spoco@0.1-nocons": {"sparse_fraction": 0.1, "loss_weights#consistency": 0.0},
 }
@@ -131,28 +134,39 @@ def _save_timings(path: Path, timings: dict[str, object]) -> None:
     os.replace(temporary, path)
 
 
-def run_setting(name: str, args: argparse.Namespace, common: dict[str, object]) -> dict[str, object]:
+def run_setting(
+    name: str,
+    args: argparse.Namespace,
+    common: dict[str, object],
+    overrides: dict[str, object] | None = None,
+    overlays: tuple[Path, ...] = (),
+    iterations: int | None = None,
+) -> dict[str, object]:
     """Train one setting and evaluate it with every clustering; return timings and metrics per clustering.
 
+    ``overrides`` (default: ``SETTINGS[name]``) are the setting's bundle values, ``overlays`` config files
+    layered on the training and evaluation configs, and ``iterations`` (default ``args.iterations``) its length.
     A step whose result is already recorded in ``<setting>/timings.json`` (with its final checkpoint or
     ``metrics.csv`` in place) is not run again, so a rerun finishes an interrupted table, and deleting an
     ``evaluate_<clustering>`` folder re-evaluates just that clustering.
     """
+    overrides = SETTINGS[name] if overrides is None else overrides
+    iterations = args.iterations if iterations is None else iterations
     folder = args.output_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     timings_path = folder / "timings.json"
     timings = _load_timings(timings_path)
-    checkpoint = folder / "checkpoints" / f"checkpoint_final_iteration={args.iterations}.pt"
+    checkpoint = folder / "checkpoints" / f"checkpoint_final_iteration={iterations}.pt"
     if "train_s" not in timings or not checkpoint.is_file():
         train_overrides = {
-            **common, **SETTINGS[name], "output_dir": str(folder), "num_iterations": args.iterations,
-            "val_interval": max(1, args.iterations // args.lr_steps),
+            **common, "learning_rate": args.learning_rate, **overrides, "output_dir": str(folder),
+            "num_iterations": iterations, "val_interval": max(1, iterations // args.lr_steps),
             "checkpoint_interval": args.checkpoint_interval, "run_validation": False,
-            "learning_rate": args.learning_rate,
         }
-        timings = {"train_s": _run_bundle(TRAIN_CONFIGS, train_overrides, folder / "train.log"), "eval_s": {}}
+        log_path = folder / "train.log"
+        timings = {"train_s": _run_bundle([*TRAIN_CONFIGS, *overlays], train_overrides, log_path), "eval_s": {}}
         _save_timings(timings_path, timings)
-    network_path = _final_network(folder / "checkpoints", args.iterations)
+    network_path = _final_network(folder / "checkpoints", iterations)
     metrics: dict[str, dict[str, float]] = {}
     for clustering in args.clusterings:
         clustering_overrides = CLUSTERINGS[clustering]
@@ -160,11 +174,11 @@ def run_setting(name: str, args: argparse.Namespace, common: dict[str, object]) 
         if clustering not in timings["eval_s"] or not (evaluation / "metrics.csv").is_file():
             # the setting's own overrides decide the network (a foreground channel with dense labels) and its mask
             evaluate_overrides = {
-                **common, **SETTINGS[name], **clustering_overrides, "output_dir": str(evaluation),
+                **common, **overrides, **clustering_overrides, "output_dir": str(evaluation),
                 "model_path": str(network_path),
             }
             log_path = folder / f"{evaluation.name}.log"
-            timings["eval_s"][clustering] = _run_bundle(EVALUATE_CONFIGS, evaluate_overrides, log_path)
+            timings["eval_s"][clustering] = _run_bundle([*EVALUATE_CONFIGS, *overlays], evaluate_overrides, log_path)
             _save_timings(timings_path, timings)
         metrics[clustering] = _read_metrics(evaluation / "metrics.csv")
     return {**timings, "metrics": metrics}

@@ -56,6 +56,24 @@ def test_dsb2018_overlay_trains_and_validates(small_dsb, tmp_path):
     assert (tmp_path / "output" / "sparse_annotation.json").is_file()
 
 
+def test_sparse_training_with_a_foreground_channel_learns_it_positive_unlabeled(small_dsb, tmp_path):
+    flow = workflow(
+        ("train", "dsb2018_2d"), dataset_dir=str(small_dsb), output_dir=str(tmp_path / "output"),
+        patch_size=[64, 64], sliding_window_roi_size=[64, 64], patches_per_volume=2, max_validation_images=1,
+        foreground_head=True, run_validation=False,
+    )
+    # the unlabeled pixels' foreground prior rides along as a second channel of the target, from sparse_fraction
+    assert flow.parser.get_parsed_content("annotated_fraction") == flow.parser.get_parsed_content("sparse_fraction")
+    flow.run()
+    trainer = flow.parser.get_parsed_content("train#trainer")
+    assert trainer.state.iteration == 2
+    foreground = trainer.state.batch["foreground"]
+    assert foreground.shape[1] == 2 and set(foreground[:, 0].unique().tolist()) <= {-1.0, 1.0}
+    assert bool(((foreground[:, 1] > 0) & (foreground[:, 1] < 1)).all())
+    loss = flow.parser.get_parsed_content("loss")
+    assert loss.last_terms["foreground"] > 0.0
+
+
 @pytest.mark.parametrize("limit, expected", [(None, 2), (1, 1)])
 def test_dsb2018_overlay_limits_validation_images(small_dsb, tmp_path, limit, expected):
     flow = workflow(

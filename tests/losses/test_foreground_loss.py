@@ -63,3 +63,55 @@ def test_spoco_loss_splits_off_the_foreground_channel(random_batch):
 def test_spoco_loss_needs_the_foreground_target(random_batch):
     with pytest.raises(ValueError, match="foreground target"):
         SpocoLoss(foreground_weight=1.0)(random_batch["embeddings"], random_batch["target"])
+
+
+def test_positive_unlabeled_risk_by_hand():
+    # one labeled pixel and two unknown ones, all at logit 0 (every BCE is ln 2), prior 0.5 on the unknown pixels:
+    # known BCE ln 2, Dice 0.2, PU risk 0.5 ln 2 + max(0, ln 2 - 0.5 ln 2) = ln 2
+    logits = torch.zeros(1, 1, 3, dtype=torch.float64)
+    target = torch.tensor([[[1.0, -1.0, -1.0], [0.5, 0.5, 0.5]]], dtype=torch.float64)
+    assert ForegroundLoss()(logits, target).item() == pytest.approx(2 * math.log(2) + 0.2, rel=1e-12)
+
+
+def test_positive_unlabeled_background_risk_never_goes_negative():
+    # unknown pixels called background with confidence: mean_U BCE(., 0) = softplus(-10) < 0.5 ln 2, so the
+    # background part is clipped at 0 and only pi * mean_P BCE(., 1) = 0.5 ln 2 remains
+    logits = torch.tensor([[[0.0, -10.0, -10.0]]], dtype=torch.float64)
+    target = torch.tensor([[[1.0, -1.0, -1.0], [0.5, 0.5, 0.5]]], dtype=torch.float64)
+    expected = math.log(2) + 0.2 + 0.5 * math.log(2)
+    assert ForegroundLoss()(logits, target).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_positive_unlabeled_risk_skips_samples_without_labeled_foreground():
+    # sample 1 has no labeled pixel: no PU risk and no known pixel; sample 0 as in the hand-worked case
+    logits = torch.zeros(2, 1, 3, dtype=torch.float64)
+    target = torch.tensor(
+        [[[1.0, -1.0, -1.0], [0.5, 0.5, 0.5]], [[-1.0, -1.0, -1.0], [0.3, 0.3, 0.3]]], dtype=torch.float64
+    )
+    assert ForegroundLoss()(logits, target).item() == pytest.approx(2 * math.log(2) + 0.2, rel=1e-12)
+
+
+def test_positive_unlabeled_gradient_matches_finite_differences():
+    logits = torch.randn(2, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    labels = torch.full((2, 1, 3, 3), -1.0, dtype=torch.float64)
+    labels[:, :, 0, :2] = 1.0
+    target = torch.cat([labels, torch.tensor([0.2, 0.6], dtype=torch.float64).view(2, 1, 1, 1).expand(2, 1, 3, 3)], 1)
+    assert torch.autograd.gradcheck(lambda x: ForegroundLoss()(x, target), (logits,))
+
+
+def test_positive_unlabeled_learns_the_background_without_background_labels():
+    # bright pixels are foreground: one of five bright pixels is labeled, the rest unknown (prior 4 / 15);
+    # a logistic model trained on this alone must call the dim pixels background
+    torch.manual_seed(0)
+    intensity = torch.tensor([1.0] * 5 + [-1.0] * 15).view(1, 1, 20)
+    labels = torch.full((1, 1, 20), -1.0)
+    labels[..., 0] = 1.0
+    target = torch.cat([labels, torch.full_like(labels, 4 / 15)], 1)
+    scale, shift = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.Adam([scale, shift], lr=0.1)
+    for _ in range(300):
+        optimizer.zero_grad()
+        ForegroundLoss(dice_weight=0.0)(scale * intensity + shift, target).backward()
+        optimizer.step()
+    probabilities = torch.sigmoid(scale * intensity + shift).flatten()
+    assert bool((probabilities[:5] > 0.5).all()) and bool((probabilities[5:] < 0.5).all())

@@ -49,3 +49,26 @@ def test_crop_flip_and_rotation_keep_image_label_and_foreground_aligned(seed):
         image, patch_label = np.asarray(patch["image"]), np.asarray(patch["label"])
         np.testing.assert_array_equal(image, patch_label)
         np.testing.assert_array_equal(np.asarray(patch["foreground"]), ForegroundTarget()(patch_label))
+
+
+def test_annotated_fraction_adds_the_unknown_pixels_foreground_prior():
+    # 2 labeled pixels of 8 labeled or unknown ones (one pixel ignored), p = 0.5: the image holds about 4
+    # foreground pixels, so the 6 unknown pixels hold 2 of them: prior 1/3
+    label = np.array([[[1, 1, 0], [0, 0, 0], [0, -1, 0]]])
+    target = ForegroundTarget(unlabeled_is_background=False, annotated_fraction=0.5)(label)
+    np.testing.assert_array_equal(target[0], [[1, 1, -1], [-1, -1, -1], [-1, -1, -1]])
+    np.testing.assert_allclose(target[1], np.full((3, 3), 1 / 3), rtol=1e-6)
+    as_tensor = ForegroundTarget(unlabeled_is_background=False, annotated_fraction=0.5)(torch.from_numpy(label))
+    torch.testing.assert_close(as_tensor, torch.from_numpy(target))
+    # an estimate beyond the unknown pixels is clipped to 1
+    full = ForegroundTarget(unlabeled_is_background=False, annotated_fraction=0.1)(label)
+    np.testing.assert_array_equal(full[1], np.ones((3, 3), np.float32))
+
+
+def test_annotated_fraction_is_checked():
+    with pytest.raises(ValueError, match="positive-unlabeled"):
+        ForegroundTarget(annotated_fraction=0.1)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        ForegroundTarget(unlabeled_is_background=False, annotated_fraction=0.0)
+    with pytest.raises(ValueError, match="channel-first"):
+        ForegroundTarget(unlabeled_is_background=False, annotated_fraction=0.5)(np.zeros((2, 3, 3)))
