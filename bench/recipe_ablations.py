@@ -58,6 +58,9 @@ ROWS: dict[str, Row] = {
     "consistency-x3": Row("consistency weight 3", {"loss_weights#consistency": 3.0}),
     "foreground-1": Row("foreground weight 1", {"loss_weights#foreground": 1.0}),
     "foreground-20": Row("foreground weight 20", {"loss_weights#foreground": 20.0}),
+    "affinity-side": Row(
+        "affinity side term, weight 1 (4 random offsets up to 18, delta_d 5)", {"loss_weights#affinity": 1.0}
+    ),
     "sparse@0.1": Row("SPOCO@0.1, intensity (Otsu) mask", base=dict(sparse_dsb.SETTINGS["spoco@0.1"])),
     "sparse@0.1+fg": Row(
         "SPOCO@0.1, foreground channel (positive-unlabeled)", base=dict(sparse_dsb.SETTINGS["spoco@0.1+fg"])

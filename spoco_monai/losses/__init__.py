@@ -1,9 +1,10 @@
 """SPOCO losses: discriminative terms, single-instance term, unlabeled push, embedding consistency, adversarial
-mask term (critic and WGAN-GP objectives)."""
+mask term (critic and WGAN-GP objectives), foreground and affinity side terms."""
 
 from __future__ import annotations
 
 from spoco_monai.losses.adversarial import MaskCritic, WassersteinMaskLoss, object_box_masks
+from spoco_monai.losses.affinity_side import AffinitySideLoss
 from spoco_monai.losses.consistency import EmbeddingConsistencyLoss
 from spoco_monai.losses.discriminative import DiscriminativeLoss
 from spoco_monai.losses.foreground import ForegroundLoss
@@ -13,6 +14,7 @@ from spoco_monai.losses.spoco import SpocoLoss
 from spoco_monai.losses.unlabeled_push import UnlabeledPushLoss
 
 __all__ = [
+    "AffinitySideLoss",
     "ChosenObjects",
     "DiscriminativeLoss",
     "EmbeddingConsistencyLoss",

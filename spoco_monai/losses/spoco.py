@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from spoco_monai.losses.affinity_side import AffinitySideLoss
 from spoco_monai.losses.consistency import EmbeddingConsistencyLoss
 from spoco_monai.losses.discriminative import DiscriminativeLoss
 from spoco_monai.losses.foreground import ForegroundLoss
@@ -17,7 +18,7 @@ from spoco_monai.validation import check_non_negative
 __all__ = ["SpocoLoss", "TERM_NAMES"]
 
 #: Keys of :attr:`SpocoLoss.last_terms`, in the order of the method's terms.
-TERM_NAMES = ("pull", "push", "reg", "instance", "unlabeled", "consistency", "foreground")
+TERM_NAMES = ("pull", "push", "reg", "instance", "unlabeled", "consistency", "foreground", "affinity")
 
 
 class SpocoLoss(nn.Module):
@@ -25,7 +26,7 @@ class SpocoLoss(nn.Module):
 
     total = alpha pull + beta push + gamma reg + instance_weight instance
             (+ unlabeled_weight unlabeled in sparse mode) + consistency_weight consistency
-            (+ foreground_weight foreground with a foreground channel).
+            (+ foreground_weight foreground with a foreground channel) (+ affinity_weight affinity).
 
     - Sparse mode (``sparse=True``): ids > 0 are the labeled objects, 0 is unlabeled (objects and background
       alike), -1 is ignored. The unlabeled push acts between the objects and the unlabeled pixels, and the
@@ -43,7 +44,12 @@ class SpocoLoss(nn.Module):
     a foreground logit; the SPOCO terms see the first E channels only (of the teacher's output too), and the
     logit is trained by :class:`~spoco_monai.losses.foreground.ForegroundLoss` against the ``foreground``
     target given to ``forward`` (1 foreground, 0 background, -1 unknown). The clustering then uses the learned
-    foreground as its mask. With the default weight 0 nothing changes. After each forward, :attr:`last_terms`
+    foreground as its mask. With the default weight 0 nothing changes.
+
+    Optional affinity side term (``affinity_weight > 0``, :class:`~spoco_monai.losses.affinity_side.AffinitySideLoss`):
+    a Dice between the boundaries that the embeddings' affinities imply at random offsets and those of the labeled
+    pixel pairs, with the clustering's kernel width ``affinity_delta_dist`` (default ``delta_dist``). With the
+    default weight 0 it is not computed. After each forward, :attr:`last_terms`
     holds the unweighted value of each term as a float, under the keys of ``TERM_NAMES``, and :attr:`last_chosen`
     the objects and anchors of the single-instance term (:class:`~spoco_monai.losses.single_instance.ChosenObjects`,
     differentiable; ``None`` when the term's weight is 0): the adversarial term
@@ -62,11 +68,14 @@ class SpocoLoss(nn.Module):
         unlabeled_weight: weight of the unlabeled push (sparse mode only).
         consistency_weight: weight of the consistency term.
         foreground_weight: weight of the foreground term; > 0 means the last channel is a foreground logit.
+        affinity_weight: weight of the affinity side term.
+        affinity_delta_dist: None (``delta_dist``) or the affinity kernel's delta_d of the side term.
+        affinity_max_offset: largest offset along an axis of the side term's random offsets.
         sparse: positive-unlabeled labels (True) or dense labels (False).
         max_instances: None or the largest number of objects per sample in the single-instance term.
         max_anchors: largest number of consistency anchors per sample.
-        seed: seed of the random anchor and subset choices (the single-instance and consistency terms own
-            generators seeded with ``seed`` and ``seed + 1``).
+        seed: seed of the random anchor, subset and offset choices (the single-instance, consistency and affinity
+            side terms own generators seeded with ``seed``, ``seed + 1`` and ``seed + 2``).
 
     Raises:
         TypeError: an option of the wrong type.
@@ -89,6 +98,9 @@ class SpocoLoss(nn.Module):
         max_anchors: int = 20,
         seed: int = 0,
         foreground_weight: float = 0.0,
+        affinity_weight: float = 0.0,
+        affinity_delta_dist: float | None = None,
+        affinity_max_offset: int = 18,
     ) -> None:
         super().__init__()
         if not isinstance(sparse, bool):
@@ -99,6 +111,9 @@ class SpocoLoss(nn.Module):
         self.consistency_weight = check_non_negative("consistency_weight", consistency_weight)
         self.foreground_weight = check_non_negative("foreground_weight", foreground_weight)
         self.foreground = ForegroundLoss()
+        self.affinity_weight = check_non_negative("affinity_weight", affinity_weight)
+        side_delta = delta_dist if affinity_delta_dist is None else affinity_delta_dist
+        self.affinity_side = AffinitySideLoss(side_delta, affinity_max_offset, seed=seed + 2)
         self.discriminative = DiscriminativeLoss(delta_var, delta_dist, alpha, beta, gamma)
         self.single_instance = SingleInstanceLoss(delta_var, kernel_threshold, "dice", max_instances, seed)
         self.unlabeled_push = UnlabeledPushLoss(delta_dist)
@@ -145,6 +160,7 @@ class SpocoLoss(nn.Module):
             teacher_embeddings = None if teacher_embeddings is None else teacher_embeddings[:, :-1]
         flat_embeddings, flat_target, teacher = flatten_loss_inputs(embeddings, target, teacher_embeddings)
         with torch.autocast(device_type=flat_embeddings.device.type, enabled=False):
+            affinity_term = self.affinity_side(embeddings, target) if self.affinity_weight > 0 else None
             objects = ObjectIndex.from_target(flat_target)
             valid = flat_target >= 0
             means, pull_sums = means_and_pull(flat_embeddings, objects, self.discriminative.delta_var)
@@ -166,6 +182,7 @@ class SpocoLoss(nn.Module):
                 self.consistency.term(flat_embeddings, teacher, region, valid) if apply_consistency else zero
             )
             terms["foreground"] = zero if foreground_term is None else foreground_term.to(zero.dtype)
+            terms["affinity"] = zero if affinity_term is None else affinity_term.to(zero.dtype)
             weights = {
                 "pull": self.discriminative.alpha,
                 "push": self.discriminative.beta,
@@ -174,6 +191,7 @@ class SpocoLoss(nn.Module):
                 "unlabeled": self.unlabeled_weight if self.sparse else 0.0,
                 "consistency": self.consistency_weight,
                 "foreground": self.foreground_weight,
+                "affinity": self.affinity_weight,
             }
             total = sum(weights[name] * terms[name] for name in TERM_NAMES)
             self.last_terms = dict(zip(TERM_NAMES, torch.stack([terms[n].detach() for n in TERM_NAMES]).tolist()))

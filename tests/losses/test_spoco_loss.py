@@ -14,7 +14,7 @@ from spoco_monai.losses import (
     UnlabeledPushLoss,
 )
 
-TERMS = ("pull", "push", "reg", "instance", "unlabeled", "consistency", "foreground")
+TERMS = ("pull", "push", "reg", "instance", "unlabeled", "consistency", "foreground", "affinity")
 
 
 def test_total_is_the_weighted_sum_of_the_terms(random_batch):
