@@ -61,6 +61,9 @@ ROWS: dict[str, Row] = {
     "affinity-side": Row(
         "affinity side term, weight 1 (4 random offsets up to 18, delta_d 5)", {"loss_weights#affinity": 1.0}
     ),
+    "scaling+affinity-side": Row(
+        "random scaling and the affinity side term together", {"loss_weights#affinity": 1.0}, overlay="scaling"
+    ),
     "sparse@0.1": Row("SPOCO@0.1, intensity (Otsu) mask", base=dict(sparse_dsb.SETTINGS["spoco@0.1"])),
     "sparse@0.1+fg": Row(
         "SPOCO@0.1, foreground channel (positive-unlabeled)", base=dict(sparse_dsb.SETTINGS["spoco@0.1+fg"])

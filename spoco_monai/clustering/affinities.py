@@ -93,9 +93,22 @@ def embeddings_to_affinities(
     else:
         distances = torch.from_numpy(_embedding_distances_cpp(embeddings, offsets))
     # in place: the distance buffer becomes the affinity buffer, no further copy of the largest array
-    distances.mul_(-0.5 / delta_dist).add_(1.0).clamp_(min=0.0).square_()
+    distances_to_affinities(distances, delta_dist, in_place=True)
     _zero_out_of_bounds(distances, offsets)
     return distances.numpy() if isinstance(embeddings, np.ndarray) else distances
+
+
+def distances_to_affinities(distances: torch.Tensor, delta_dist: float, *, in_place: bool = False) -> torch.Tensor:
+    """The affinity kernel ``[1 - d / (2 delta_d)]_+^2`` of embedding distances ``d``.
+
+    Args:
+        distances: tensor of distances >= 0.
+        delta_dist: the push-term margin ``delta_d`` (> 0).
+        in_place: overwrite ``distances`` (no gradient through it) instead of returning a new, differentiable tensor.
+    """
+    if in_place:
+        return distances.mul_(-0.5 / delta_dist).add_(1.0).clamp_(min=0.0).square_()
+    return (1.0 - distances / (2.0 * delta_dist)).clamp(min=0.0).square()
 
 
 def available_threads() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spoco_monai.clustering.affinities import overlap_slices
+from spoco_monai.clustering.affinities import distances_to_affinities, overlap_slices
 from spoco_monai.validation import check_int, check_positive, check_positive_int
 
 __all__ = ["AffinitySideLoss"]
@@ -78,7 +78,7 @@ class AffinitySideLoss(nn.Module):
                 continue
             difference = embeddings[(slice(None), slice(None), *source)] - embeddings[(slice(None), slice(None), *other)]
             distance = torch.linalg.vector_norm(difference, dim=1)
-            boundary = 1.0 - (1.0 - distance / (2.0 * self.delta_dist)).clamp(min=0.0).square()
+            boundary = 1.0 - distances_to_affinities(distance, self.delta_dist)
             truth = (first != second).to(boundary.dtype)
             boundary, truth = boundary[labeled], truth[labeled]
             overlap = overlap + (boundary * truth).sum()
