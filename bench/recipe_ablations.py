@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+import peers
 import sparse_dsb
 
 _BASE = sparse_dsb.SETTINGS["dense+fg"]
@@ -110,9 +111,7 @@ def write_overlay(name: str, folder: Path) -> Path:
     """Write the overlay ``name`` as a bundle config file in ``folder`` and return its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(json.dumps(OVERLAYS[name](), indent=4))
-    os.replace(temporary, path)
+    peers.save_atomically(OVERLAYS[name](), path)
     return path
 
 
