@@ -15,7 +15,8 @@ The baselines' one free parameter, ``min_distance`` between seeds, is chosen by 
 overlay's *training* data (the training volume or half), with the overlay's voxel size. The table lists the
 adapted Rand error (ARand), the variation of information split into its split and merge parts (VOI), the
 symmetric best Dice (SBD), AP@0.5, mAP over IoU 0.5:0.05:0.95, the number of segments against the number of
-ground-truth objects, and the seconds each method took on the report data. ``--json`` also writes the scores.
+ground-truth objects, and the seconds each method took on the report data. ``--json`` also writes the scores;
+``--test-time-flips`` adds a row with every window's mirrored passes averaged (``SegmentationSettings``).
 """
 
 from __future__ import annotations
@@ -102,24 +103,30 @@ def baseline_min_distance(name: str, parser: ConfigParser) -> tuple[int, dict[in
     return min(errors, key=errors.get), errors
 
 
-def run_model(name: str, weights: Path, device: torch.device) -> dict[str, dict[str, float]]:
-    """Scores of the model and of its baseline on the overlay's report data (summed over its volumes)."""
+def run_model(
+    name: str, weights: Path, device: torch.device, test_time_flips: bool = False
+) -> dict[str, dict[str, float]]:
+    """Scores of the model (also with test-time flips when asked) and of its baseline on the overlay's report data
+    (averaged over its volumes)."""
     parser = parse_overlay(name)
     network = load_network_weights(parser.get_parsed_content("network_def"), str(weights)).to(device).eval()
-    inferer = parser.get_parsed_content("validate#inferer")
     report = _volumes(parser.get_parsed_content("validate#dataset"))
     min_distance, _ = baseline_min_distance(name, parser)
     method, segment, sign = BASELINES[name]
     element_size = parser.get_parsed_content("element_size")
     rows = {}
-    start = time.perf_counter()
-    with torch.no_grad():
-        predictions = [
-            np.asarray(inferer(torch.as_tensor(image)[None, None].to(device), network)[0, 0].cpu())
-            for image, _ in report
-        ]
-    rows["SPOCO"] = _mean([scores(p, label) for p, (_, label) in zip(predictions, report)])
-    rows["SPOCO"]["seconds"] = time.perf_counter() - start
+    for flips in (False, True) if test_time_flips else (False,):
+        parser["test_time_flips"] = flips
+        inferer = parser.get_parsed_content("validate#inferer", lazy=False)
+        start = time.perf_counter()
+        with torch.no_grad():
+            predictions = [
+                np.asarray(inferer(torch.as_tensor(image)[None, None].to(device), network)[0, 0].cpu())
+                for image, _ in report
+            ]
+        row = "SPOCO, test-time flips" if flips else "SPOCO"
+        rows[row] = _mean([scores(p, label) for p, (_, label) in zip(predictions, report)])
+        rows[row]["seconds"] = time.perf_counter() - start
     start = time.perf_counter()
     classical = [segment(sign * image, min_distance=min_distance, element_size=element_size) for image, _ in report]
     rows[f"{method}, min_distance {min_distance}"] = _mean(
@@ -153,9 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--weights-dir", type=Path, default=REPOSITORY / "bundle" / "models")
     parser.add_argument("--json", type=Path, help="also write the scores to this JSON file")
+    parser.add_argument(
+        "--test-time-flips", action="store_true", help="add a row per model with the mirrored passes averaged"
+    )
     args = parser.parse_args(argv)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    results = {name: run_model(name, args.weights_dir / f"{name}.pt", device) for name in args.models}
+    results = {
+        name: run_model(name, args.weights_dir / f"{name}.pt", device, args.test_time_flips) for name in args.models
+    }
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())

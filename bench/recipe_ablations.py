@@ -60,10 +60,10 @@ ROWS: dict[str, Row] = {
     "foreground-1": Row("foreground weight 1", {"loss_weights#foreground": 1.0}),
     "foreground-20": Row("foreground weight 20", {"loss_weights#foreground": 20.0}),
     "affinity-side": Row(
-        "affinity side term, weight 1 (4 random offsets up to 18, delta_d 5)", {"loss_weights#affinity": 1.0}
+        "affinity side term, weight 1 (4 random offsets up to 18, delta_d 5)", {"affinity_weight": 1.0}
     ),
     "scaling+affinity-side": Row(
-        "random scaling and the affinity side term together", {"loss_weights#affinity": 1.0}, overlay="scaling"
+        "random scaling and the affinity side term together", {"affinity_weight": 1.0}, overlay="scaling"
     ),
     "sparse@0.1": Row("SPOCO@0.1, intensity (Otsu) mask", base=dict(sparse_dsb.SETTINGS["spoco@0.1"])),
     "sparse@0.1+fg": Row(

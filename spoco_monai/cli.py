@@ -230,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"NormalizeIntensity; none feeds the values as stored {bundle_default}",
     )
     segment.add_argument("--sw-batch-size", type=int, help=f"windows per forward pass {bundle_default}")
+    segment.add_argument(
+        "--test-time-flips",
+        choices=("on", "off"),
+        help="on: also run every window mirrored along each combination of its axes and average the affinities "
+        f"(4x the network time in 2D, 8x in 3D) {bundle_default}",
+    )
     segment.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     segment.add_argument(
         "--overwrite",
@@ -280,6 +286,8 @@ def command_line_settings(
         changes["foreground"] = None if args.foreground == "none" else args.foreground
     if args.normalize is not None:
         changes["normalize"] = args.normalize == "zscore"
+    if args.test_time_flips is not None:
+        changes["test_time_flips"] = args.test_time_flips == "on"
     options = dict(settings.clustering_kwargs)
     if args.clustering is not None and args.clustering != settings.clustering:
         # the bundle's options of another clustering do not apply to this one

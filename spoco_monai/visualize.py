@@ -140,8 +140,9 @@ def _report(args: argparse.Namespace) -> dict:
     roi_size = tuple(parser["patch_size"])
     image = parser.get_parsed_content("preprocessing")({"image": args.image})["image"].as_tensor()
     slab, index = central_slab(image, roi_size[0])
-    # the network runs on the CPU here, whatever device the config's settings name
-    settings = dataclasses.replace(parser.get_parsed_content("segmentation"), device=None)
+    # the network runs on the CPU here, whatever device the config's settings name; the figure shows the
+    # embeddings of one pass (mirrored passes' embeddings cannot be averaged)
+    settings = dataclasses.replace(parser.get_parsed_content("segmentation"), device=None, test_time_flips=False)
     inferer = SpocoSlidingWindowInferer(settings, output="embeddings")
     with torch.no_grad():
         embeddings = inferer(slab[None].float(), network)[0]

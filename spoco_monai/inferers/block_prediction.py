@@ -74,7 +74,7 @@ class BlockPredictor:
             output=self.settings.blend, offsets=self.settings.offsets, delta_dist=self.settings.delta_dist,
             sw_batch_size=self.settings.sw_batch_size, sigma_scale=self.settings.sigma_scale,
             on_windows=on_windows, timings=timings, foreground_channel=foreground == "network",
-            workspace=self.workspace,
+            workspace=self.workspace, test_time_flips=self.settings.test_time_flips,
         )
         return prediction if bright is None else torch.cat([prediction, bright.to(prediction)])
 

@@ -38,7 +38,7 @@ class SpocoSlidingWindowInferer(Inferer):
         progress: show progress bars per image.
 
     Raises:
-        ValueError: for an unknown ``output``.
+        ValueError: for an unknown ``output``, or ``"embeddings"`` with ``settings.test_time_flips``.
         TypeError: if ``settings`` is not a :class:`~spoco_monai.inferers.SegmentationSettings`.
     """
 
@@ -47,6 +47,11 @@ class SpocoSlidingWindowInferer(Inferer):
             raise TypeError(f"settings must be a SegmentationSettings, got {type(settings).__name__}.")
         if output not in INFERER_OUTPUTS:
             raise ValueError(f"output must be one of {INFERER_OUTPUTS}, got {output!r}.")
+        if output == "embeddings" and settings.test_time_flips:
+            raise ValueError(
+                "output 'embeddings' with test_time_flips: the embeddings of mirrored passes cannot be averaged; "
+                "use output 'affinities' or settings with test_time_flips False."
+            )
         self.settings = settings
         self.output = output
         self.progress = progress
@@ -89,6 +94,6 @@ class SpocoSlidingWindowInferer(Inferer):
                 normalised(image.to(device=device, dtype=torch.float32), statistics), network, roi_size, starts,
                 output=self.output, offsets=settings.offsets, delta_dist=settings.delta_dist,
                 sw_batch_size=settings.sw_batch_size, sigma_scale=settings.sigma_scale,
-                foreground_channel=settings.foreground == "network",
+                foreground_channel=settings.foreground == "network", test_time_flips=settings.test_time_flips,
             )
         return blended.to(image.device)

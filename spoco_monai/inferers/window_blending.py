@@ -32,6 +32,7 @@ def blend_windows(
     timings: dict[str, float] | None = None,
     foreground_channel: bool = False,
     workspace: BlendingWorkspace | None = None,
+    test_time_flips: bool = False,
 ) -> torch.Tensor:
     """Predict a region window by window and blend the windows with MONAI's Gaussian importance map.
 
@@ -42,6 +43,11 @@ def blend_windows(
     In ``"embeddings"`` output the embeddings themselves are blended, as ``sliding_window_inference`` does.
     With ``foreground_channel`` the network's last output channel is a foreground logit: it takes no part in the
     affinities or embeddings, and its probability (sigmoid) is blended into one extra, last output channel.
+    With ``test_time_flips`` every window also goes through the network mirrored along each combination of its
+    axes (4 passes in 2D, 8 in 3D); each pass's embeddings are mirrored back and turned into affinities, and a
+    window's prediction is the mean of its passes' affinities (and foreground probabilities). An affinity
+    compares two embeddings of one pass, so the passes' different embeddings do not mix; the mean smooths the
+    network's noise where a border lies.
 
     Args:
         image: ``(C, *R)`` tensor of the region; along axes where it is smaller than the window it is padded
@@ -62,19 +68,23 @@ def blend_windows(
         foreground_channel: the network outputs ``E + 1`` channels, the last a foreground logit.
         workspace: where the blended sums are kept (see :class:`BlendingWorkspace`); the result is then a view of
             its buffer, valid until the next blend in the same workspace. ``None`` allocates new memory.
+        test_time_flips: average every window's affinities over its mirrored passes (``"affinities"`` output
+            only; as many times the network's cost as there are passes).
 
     Returns:
         ``(len(offsets), *R)`` affinities or ``(E, *R)`` embeddings, float32 on ``image``'s device; with
         ``foreground_channel``, one more channel: the blended foreground probability.
 
     Raises:
-        ValueError: for an unknown ``output``, ``"affinities"`` without offsets, or a network output that
-            does not have the window's spatial shape.
+        ValueError: for an unknown ``output``, ``"affinities"`` without offsets, ``test_time_flips`` with
+            ``"embeddings"`` output, or a network output that does not have the window's spatial shape.
     """
     if output not in BLEND_OUTPUTS:
         raise ValueError(f"output must be one of {BLEND_OUTPUTS}, got {output!r}.")
     if output == "affinities" and not offsets:
         raise ValueError("affinities need offsets, got none.")
+    if test_time_flips and output != "affinities":
+        raise ValueError("test_time_flips averages affinities; embeddings of mirrored passes cannot be averaged.")
     roi_size = tuple(roi_size)
     region_shape = tuple(image.shape[1:])
     padding = [(max(0, r - s) // 2, max(0, r - s) - max(0, r - s) // 2) for r, s in zip(roi_size, region_shape)]
@@ -87,27 +97,27 @@ def blend_windows(
         foreground_channel=foreground_channel, device=image.device, workspace=workspace,
     )
     locations = list(itertools.product(*window_starts))
+    spatial_axes = range(2, 2 + len(roi_size))
+    mirrorings = [
+        axes for count in range(len(roi_size) + 1) for axes in itertools.combinations(spatial_axes, count)
+    ] if test_time_flips else [()]
     for first in range(0, len(locations), sw_batch_size):
         batch_locations = locations[first : first + sw_batch_size]
         windows = [tuple(slice(start, start + r) for start, r in zip(place, roi_size)) for place in batch_locations]
-        embeddings = network(torch.stack([image[(slice(None), *window)] for window in windows]))
-        if embeddings.ndim != image.ndim + 1 or tuple(embeddings.shape[2:]) != roi_size:
-            raise ValueError(
-                f"the network must map windows of shape {(len(windows), image.shape[0], *roi_size)} to "
-                f"(B, E, *{roi_size}) embeddings, got output shape {tuple(embeddings.shape)}."
-            )
-        embeddings = embeddings.float()
-        foreground = torch.sigmoid(embeddings[:, -1:]) if foreground_channel else None
-        embeddings = embeddings[:, :-1] if foreground_channel else embeddings
-        if output == "affinities":
-            start = time.perf_counter()
-            predictions = [_window_affinities(e, offsets, delta_dist) for e in embeddings]
-            if timings is not None:
-                timings["affinities"] = timings.get("affinities", 0.0) + time.perf_counter() - start
-        else:
-            predictions = list(embeddings)
-        if foreground is not None:
-            predictions = [torch.cat([p, f.to(p.device)]) for p, f in zip(predictions, foreground)]
+        batch = torch.stack([image[(slice(None), *window)] for window in windows])
+        predictions = None
+        for axes in mirrorings:
+            embeddings = network(batch.flip(axes) if axes else batch)
+            if embeddings.ndim != image.ndim + 1 or tuple(embeddings.shape[2:]) != roi_size:
+                raise ValueError(
+                    f"the network must map windows of shape {(len(windows), image.shape[0], *roi_size)} to "
+                    f"(B, E, *{roi_size}) embeddings, got output shape {tuple(embeddings.shape)}."
+                )
+            embeddings = embeddings.float().flip(axes) if axes else embeddings.float()
+            passed = _window_predictions(embeddings, output, offsets, delta_dist, timings, foreground_channel)
+            predictions = passed if predictions is None else [p.add_(q) for p, q in zip(predictions, passed)]
+        if len(mirrorings) > 1:
+            predictions = [p.div_(len(mirrorings)) for p in predictions]
         for location, prediction in zip(batch_locations, predictions):
             blender.aggregate(prediction, location)
         if on_windows is not None:
@@ -211,6 +221,29 @@ class BlendingWorkspace:
             self._buffer = None  # the old buffer goes before the new one is made
             self._buffer = torch.empty(size, device=device)
         return self._buffer[:size].view(tuple(shape)).zero_()
+
+
+def _window_predictions(
+    embeddings: torch.Tensor,
+    output: str,
+    offsets: Sequence[Sequence[int]] | None,
+    delta_dist: float,
+    timings: dict[str, float] | None,
+    foreground_channel: bool,
+) -> list[torch.Tensor]:
+    """Per window of a ``(B, E[+1], *roi)`` network output: its affinities or embeddings, then its foreground."""
+    foreground = torch.sigmoid(embeddings[:, -1:]) if foreground_channel else None
+    embeddings = embeddings[:, :-1] if foreground_channel else embeddings
+    if output == "affinities":
+        start = time.perf_counter()
+        predictions = [_window_affinities(e, offsets, delta_dist) for e in embeddings]
+        if timings is not None:
+            timings["affinities"] = timings.get("affinities", 0.0) + time.perf_counter() - start
+    else:
+        predictions = list(embeddings)
+    if foreground is not None:
+        predictions = [torch.cat([p, f.to(p.device)]) for p, f in zip(predictions, foreground)]
+    return predictions
 
 
 def _window_affinities(embeddings: torch.Tensor, offsets: Sequence[Sequence[int]], delta_dist: float) -> torch.Tensor:

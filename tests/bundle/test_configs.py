@@ -102,6 +102,21 @@ def test_validation_and_inference_share_the_segmentation_entry():
     )
 
 
+def test_the_affinity_side_term_takes_its_weight_offsets_and_kernel_from_the_settings():
+    parser = ConfigParser()
+    parser.read_config(config("train"))
+    defaults = parser.get_parsed_content("loss")
+    assert defaults.affinity_weight == 0.0 and defaults.affinity_side.max_offset == 18
+    parser = ConfigParser()
+    parser.read_config(config("train"))
+    parser["affinity_weight"] = 5.0
+    parser["affinity_max_offset"] = 1
+    parser["affinity_delta_dist"] = 3.0
+    loss = parser.get_parsed_content("loss")
+    assert loss.affinity_weight == 5.0
+    assert (loss.affinity_side.max_offset, loss.affinity_side.delta_dist) == (1, 3.0)
+
+
 @pytest.fixture(scope="module")
 def training_only_dataset(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("training_only")

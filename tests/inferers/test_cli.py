@@ -250,6 +250,14 @@ def test_flags_replace_single_settings_and_default_to_the_bundle(bundle):
     assert command_line_settings(given, config, "cpu") == expected
 
 
+def test_test_time_flips_flag_turns_the_averaging_on_and_off(bundle):
+    _, config = load_bundle_network(bundle)
+    parser = build_parser()
+    for flag, expected in (("on", True), ("off", False)):
+        args = parser.parse_args(["segment", "in.h5", "out.zarr", "--bundle", str(bundle), "--test-time-flips", flag])
+        assert command_line_settings(args, config, "cpu").test_time_flips is expected
+
+
 def test_switching_the_clustering_keeps_only_its_own_options(tmp_path, capsys):
     watershed = {**SETTINGS, "clustering": "watershed", "clustering_kwargs": {"min_distance": 6, "min_size": 20}}
     bundle = make_bundle(tmp_path / "b", {"segmentation": watershed, "network_def": NETWORK_DEF}, {"weight": WEIGHT})

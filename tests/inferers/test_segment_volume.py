@@ -73,6 +73,15 @@ def test_seams_match_whole_volume(image_3d, whole_volume_labels, blend):
     assert labels.max() == NUM_OBJECTS  # consecutive ids, one per object
 
 
+def test_test_time_flips_run_every_window_eight_times_and_keep_the_objects(image_3d, labels_3d):
+    plain_network = LabelLookupNetwork(NUM_OBJECTS)
+    plain = segment(image_3d, plain_network)
+    flipped_network = LabelLookupNetwork(NUM_OBJECTS)
+    flipped = segment(image_3d, flipped_network, test_time_flips=True)
+    assert flipped_network.calls == 8 * plain_network.calls
+    assert arand(labels_3d, flipped) == 0.0 and arand(plain, flipped) == 0.0
+
+
 def test_seams_2d_default_offsets():
     labels = voronoi_labels((96, 128), 12, seed=3)
     image = label_image(labels, seed=3)
@@ -230,6 +239,8 @@ def test_ome_zarr_labels_carry_the_input_voxel_size(tmp_path, image_3d, labels_3
         ({"foreground_threshold": 0.0}, r"foreground_threshold must be in \(0, 1\)"),
         ({"whole_image_max_voxels": 0}, "whole_image_max_voxels"),
         ({"normalize": "zscore"}, "normalize must be True or False"),
+        ({"test_time_flips": 1}, "test_time_flips must be True or False"),
+        ({"test_time_flips": True, "blend": "embeddings"}, "test_time_flips averages affinities"),
     ],
 )
 def test_invalid_options_raise(image_3d, options, message):

@@ -42,6 +42,8 @@ def test_inferer_invalid_options():
         SpocoSlidingWindowInferer(SegmentationSettings((16, 16)), output="probabilities")
     with pytest.raises(TypeError, match="settings must be a SegmentationSettings"):
         SpocoSlidingWindowInferer((16, 16))
+    with pytest.raises(ValueError, match="embeddings of mirrored passes cannot be averaged"):
+        SpocoSlidingWindowInferer(SegmentationSettings((16, 16), test_time_flips=True), output="embeddings")
     with pytest.raises(ValueError, match="inputs must have shape"):
         SpocoSlidingWindowInferer(SegmentationSettings((16, 16)))(torch.zeros(1, 16, 16), LabelLookupNetwork(2))
 

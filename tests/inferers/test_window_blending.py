@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -43,6 +45,52 @@ def test_affinities_ignore_per_window_embedding_shifts(image_3d):
     shifted_network = LabelLookupNetwork(NUM_OBJECTS, noise_scale=0.5, shift_scale=20.0)
     shifted = blend_windows(image, shifted_network, (16, 32, 32), starts, offsets=OFFSETS_3D)
     torch.testing.assert_close(shifted, steady, rtol=1e-4, atol=1e-4)
+
+
+class MirrorSensitiveNetwork(torch.nn.Module):
+    """Embeddings that change when the window is mirrored: the image plus a ramp along every axis."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramps = [torch.linspace(0.0, 3.0, size).view(*(-1 if a == axis else 1 for a in range(x.ndim - 2)))
+                 for axis, size in enumerate(x.shape[2:])]
+        return torch.cat([x[:, :1] + ramp.expand(x.shape[2:])[None, None].expand(x.shape[0], 1, *x.shape[2:])
+                          for ramp in ramps], dim=1)
+
+
+def test_test_time_flips_average_the_affinities_of_the_mirrored_passes():
+    image = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 8, 12, 10)).astype(np.float32))
+    network = MirrorSensitiveNetwork()
+    roi, offsets = (8, 12, 10), OFFSETS_3D[:6]
+    averaged = blend_windows(image, network, roi, [(0,), (0,), (0,)], offsets=offsets, test_time_flips=True)
+    passes = []
+    for count in range(4):
+        for axes in itertools.combinations((2, 3, 4), count):
+            embeddings = network(image[None].flip(axes)).flip(axes) if axes else network(image[None])
+            passes.append(embeddings_to_affinities(embeddings[0], offsets))
+    expected = torch.stack(passes).mean(0)
+    for channel, offset in enumerate(offsets):  # edges leaving the window are absent: neutral values
+        band = tuple(slice(None, -o) if o < 0 else slice(None) for o in offset)
+        expected[channel][band] = 0.0 if channel < 3 else 1.0
+    assert len(passes) == 8
+    torch.testing.assert_close(averaged, expected)
+    single = blend_windows(image, network, roi, [(0,), (0,), (0,)], offsets=offsets)
+    assert not torch.allclose(single, averaged)  # the ramps make the passes differ
+
+
+def test_test_time_flips_change_nothing_for_a_mirror_equivariant_network(image_3d):
+    image = torch.from_numpy(image_3d[:, :16, :32, :48])
+    network = LabelLookupNetwork(NUM_OBJECTS, noise_scale=0.5)
+    starts = _starts(image.shape[1:], (16, 32, 32), 0.5)
+    plain = blend_windows(image, network, (16, 32, 32), starts, offsets=OFFSETS_3D)
+    flipped = blend_windows(image, network, (16, 32, 32), starts, offsets=OFFSETS_3D, test_time_flips=True)
+    torch.testing.assert_close(flipped, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_test_time_flips_refuse_blended_embeddings(image_3d):
+    image = torch.from_numpy(image_3d[:, :16, :32, :32])
+    with pytest.raises(ValueError, match="embeddings of mirrored passes cannot be averaged"):
+        blend_windows(image, LabelLookupNetwork(NUM_OBJECTS), (16, 32, 32), [(0,), (0,), (0,)],
+                      output="embeddings", test_time_flips=True)
 
 
 def test_region_smaller_than_window_is_padded(image_3d):
