@@ -326,6 +326,13 @@ def _segment(args: argparse.Namespace, device: str) -> int:
             + (f" Trained on: {model['data_source']}." if model["data_source"] else ""),
             file=sys.stderr,
         )
+        if settings.test_time_flips:
+            passes = 2**settings.spatial_dims
+            print(
+                f"spoco-monai segment: test-time flips on: every window runs {passes} times (mirrored) and its "
+                "affinities are averaged; --test-time-flips off is faster.",
+                file=sys.stderr,
+            )
         for warning in warnings:
             print(f"spoco-monai segment: warning: {warning}", file=sys.stderr)
         result = segment_volume(

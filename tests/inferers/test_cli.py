@@ -211,8 +211,13 @@ def test_model_by_name_picks_its_weights_and_says_what_runs(tmp_path, bundle, vo
                  "--device", "cpu", "--no-progress"]) == 0
     error = capsys.readouterr().err
     assert "model flat (" in error and "the flat model. Trained on: hand-made volumes." in error
-    assert "warning" not in error
+    assert "warning" not in error and "test-time flips" not in error
     with open_volume(str(tmp_path / "a.zarr")) as result:
+        assert np.unique(result[...]).tolist() == [1]
+    assert main(["segment", path, str(tmp_path / "b.zarr"), "--bundle", str(bundle), "--model", "flat",
+                 "--device", "cpu", "--no-progress", "--test-time-flips", "on"]) == 0
+    assert "test-time flips on: every window runs 8 times (mirrored)" in capsys.readouterr().err
+    with open_volume(str(tmp_path / "b.zarr")) as result:
         assert np.unique(result[...]).tolist() == [1]
 
 
