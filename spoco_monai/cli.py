@@ -1,4 +1,4 @@
-"""Command line: ``spoco-monai segment INPUT OUTPUT --bundle bundle/ [options]``.
+"""Command line: ``spoco-monai train`` (a model from annotated volumes) and ``spoco-monai segment`` (whole volumes).
 
 Under ``torchrun`` (``torchrun --nproc_per_node=N -m spoco_monai.cli segment ...``) the processes join the
 process group torchrun describes (NCCL with ``--device cuda``, one GPU per process; gloo on CPU) and share
@@ -9,159 +9,32 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from monai.bundle import ConfigParser
-from torch import nn
 
-from .data.volume_io import LazyVolume, open_volume, parse_volume_path
-from .engines.checkpoint import load_network_weights
+from .bundle import (
+    DEFAULT_MODEL,
+    SETTINGS_KEY,
+    bundle_model,
+    bundle_settings,
+    input_mismatch_warnings,
+    load_bundle_network,
+    model_names,
+)
+from .data.volume_io import open_volume, parse_volume_path
 from .inferers.distributed import init_from_environment
 from .inferers.segment_volume import WORK_DIRECTORY_SUFFIX, segment_volume
 from .inferers.settings import BLENDS, CLUSTERING_OPTIONS, CLUSTERINGS, SegmentationSettings
 from .inferers.work_lock import WorkDirectoryLock, WorkDirectoryLockedError
+from .training.train_on_annotations import SCRATCH, FineTuneRecipe, train_on_annotations
 
-# the config entry holding the bundle's SegmentationSettings
-SETTINGS_KEY = "segmentation"
-# the bundle's configs every model's inference layers its own overlays on, relative to the bundle
-INFERENCE_CONFIGS = ("configs/common.json", "configs/inference.json")
-# an input voxel size this many times larger or smaller than the model's, along some axis, is warned about
-ELEMENT_SIZE_TOLERANCE = 1.5
-
-
-def load_bundle_network(
-    bundle: str | Path,
-    checkpoint: str | Path | None = None,
-    configs: Sequence[str] = INFERENCE_CONFIGS,
-    device: str | torch.device = "cpu",
-) -> tuple[nn.Module, ConfigParser]:
-    """Build ``network_def`` from a MONAI bundle and load its weights.
-
-    Args:
-        bundle: the bundle directory (``bundle_root`` in its configs).
-        checkpoint: weights file (default ``<bundle>/models/model.pt``), in any layout
-            :func:`~spoco_monai.engines.load_network_weights` reads.
-        configs: config files relative to the bundle, merged in order.
-        device: device to move the network to.
-
-    Returns:
-        the network in eval mode on ``device``, and the parsed config.
-
-    Raises:
-        FileNotFoundError: if a config or the checkpoint is missing.
-        ValueError: if the config has no ``network_def`` or the checkpoint holds no state dict that fits.
-    """
-    bundle = Path(bundle)
-    files = [bundle / config for config in configs]
-    for file in files:
-        if not file.is_file():
-            raise FileNotFoundError(f"bundle config {file} not found.")
-    parser = ConfigParser()
-    parser.read_config([str(file) for file in files])
-    parser["bundle_root"] = str(bundle)
-    if "network_def" not in parser:
-        raise ValueError(f"the bundle configs {[str(f) for f in files]} define no 'network_def'.")
-    network = parser.get_parsed_content("network_def")
-    load_network_weights(network, Path(checkpoint) if checkpoint is not None else bundle / "models" / "model.pt")
-    return network.to(device).eval(), parser
-
-
-def bundle_settings(config: ConfigParser) -> SegmentationSettings:
-    """The bundle's segmentation settings: its ``segmentation`` entry (see ``configs/common.json``).
-
-    Raises:
-        ValueError: the config has no such entry, or it is not a :class:`~spoco_monai.inferers.SegmentationSettings`.
-    """
-    if SETTINGS_KEY not in config:
-        raise ValueError(
-            f"the bundle config defines no '{SETTINGS_KEY}' (a spoco_monai.inferers.SegmentationSettings); "
-            "pass --roi-size to segment with the default settings."
-        )
-    settings = config.get_parsed_content(SETTINGS_KEY)
-    if not isinstance(settings, SegmentationSettings):
-        raise ValueError(
-            f"the bundle config's '{SETTINGS_KEY}' is a {type(settings).__name__}, expected a "
-            "spoco_monai.inferers.SegmentationSettings."
-        )
-    return settings
-
-
-DEFAULT_MODEL = "model"
-
-
-def bundle_model(bundle: str | Path, name: str = DEFAULT_MODEL) -> dict[str, Any]:
-    """The configs, weights and description of a model the bundle ships, by name, from its ``metadata.json``.
-
-    ``"model"`` is the bundle's default model (:data:`INFERENCE_CONFIGS`, ``models/model.pt``); other names are
-    the keys of ``additional_models``, each with its ``inference_config`` (a file or a list of files layered on
-    :data:`INFERENCE_CONFIGS`) and ``model_path``.
-
-    Returns:
-        ``{"name", "configs" (paths relative to the bundle), "model_path", "description", "data_source"}``.
-
-    Raises:
-        FileNotFoundError: the bundle has no ``configs/metadata.json`` (needed for any model but the default).
-        ValueError: no model of that name; the message lists the names there are.
-    """
-    metadata_path = Path(bundle) / "configs" / "metadata.json"
-    if not metadata_path.is_file() and name != DEFAULT_MODEL:
-        raise FileNotFoundError(f"{metadata_path} not found: --model {name} needs the bundle's metadata.json.")
-    metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
-    models = metadata.get("additional_models", {})
-    if name == DEFAULT_MODEL:
-        entry = {**metadata, "inference_config": [], "model_path": "models/model.pt"}
-    elif name in models:
-        entry = models[name]
-    else:
-        raise ValueError(
-            f"the bundle {bundle} ships no model named {name!r}; choose one of {[DEFAULT_MODEL, *sorted(models)]}."
-        )
-    extra = entry["inference_config"]
-    extra = [extra] if isinstance(extra, str) else list(extra)
-    return {
-        "name": name,
-        "configs": [*INFERENCE_CONFIGS, *[c for c in extra if c not in INFERENCE_CONFIGS]],
-        "model_path": entry["model_path"],
-        "description": entry.get("description", ""),
-        "data_source": entry.get("data_source", ""),
-    }
-
-
-def input_mismatch_warnings(volume: LazyVolume, config: ConfigParser) -> list[str]:
-    """Warnings for an input unlike the model's training data: dimensionality, channels or voxel size.
-
-    The voxel size is compared when the input file carries one (:attr:`~spoco_monai.data.LazyVolume.element_size`)
-    and the config has the model's ``element_size``.
-    """
-    dims = int(config.get_parsed_content("spatial_dims")) if "spatial_dims" in config else None
-    channels = int(config.get_parsed_content("in_channels")) if "in_channels" in config else None
-    trained_size = config.get_parsed_content("element_size") if "element_size" in config else None
-    shape = tuple(volume.shape)
-    if dims is not None and len(shape) not in (dims, dims + 1):
-        return [
-            f"the input has shape {shape}, the model segments {dims}D images "
-            f"({'(C, Y, X)' if dims == 2 else '(C, Z, Y, X)'}): choose a {len(shape)}D model with --model."
-        ]
-    warnings = []
-    if dims is not None and channels is not None:
-        found = shape[0] if len(shape) == dims + 1 else 1
-        if found != channels:
-            warnings.append(f"the input has {found} channel(s), the model was trained on {channels}.")
-    if trained_size is not None and volume.element_size is not None and len(trained_size) == len(volume.element_size):
-        ratios = np.asarray(volume.element_size, dtype=float) / np.asarray(trained_size, dtype=float)
-        if np.any(ratios > ELEMENT_SIZE_TOLERANCE) or np.any(ratios < 1 / ELEMENT_SIZE_TOLERANCE):
-            warnings.append(
-                f"the input's voxel size {tuple(volume.element_size)} differs from the model's training voxel size "
-                f"{tuple(trained_size)} (its config's element_size): objects appear at another scale; resample the "
-                "input or fine-tune the model on data of this voxel size."
-            )
-    return warnings
+# the bundle the commands use unless told otherwise: the one beside the current folder, as in the README
+DEFAULT_BUNDLE = "bundle"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,12 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     segment.add_argument("input", help="input volume, (C, *S) or (*S)")
     segment.add_argument("output", help="output volume (must not exist unless --overwrite)")
-    segment.add_argument("--bundle", required=True, help="MONAI bundle directory")
+    segment.add_argument("--bundle", default=DEFAULT_BUNDLE, help=f"MONAI bundle directory (default: {DEFAULT_BUNDLE})")
     segment.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help="a model the bundle ships, by name (its metadata.json: 'model' or a key of additional_models, e.g. "
-        "dsb2018_nuclei_2d); sets the configs and weights, with the model's settings (default: model)",
+        help=f"a model the bundle ships, by name ({', '.join(model_names(DEFAULT_BUNDLE)) or 'see its metadata.json'}), "
+        "or a model folder written by 'spoco-monai train'; sets the configs and weights, with the model's settings "
+        f"(default: {DEFAULT_MODEL})",
     )
     segment.add_argument("--checkpoint", help="weights (default: the model's, e.g. BUNDLE/models/model.pt)")
     segment.add_argument("--config", nargs="+", help="bundle config files defining network_def (default: the model's)")
@@ -243,12 +117,96 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace OUTPUT once the new one is complete (for file.h5:dataset or volume.zarr:array, that dataset only)",
     )
     segment.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _add_train_parser(commands)
     return parser
+
+
+def _add_train_parser(commands: Any) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train or fine-tune a model on your images and a few annotated objects",
+        description=(
+            "Train a model on IMAGES and their LABELS (id > 0 an annotated object, 0 unlabeled, -1 ignored: a napari "
+            "Labels layer saved as TIFF works as it is; HDF5/zarr as file.h5:dataset; NIfTI) and write a model folder "
+            "that 'spoco-monai segment --model FOLDER' uses. Every annotated object is trained on. Before training it "
+            "prints the volumes, their annotated objects and an estimated time; a rerun of the same command resumes."
+        ),
+    )
+    train.add_argument("--images", nargs="+", required=True, help="image files, 2D or 3D, channels first if any")
+    train.add_argument("--labels", nargs="+", required=True, help="label files, one per image, in the same order")
+    train.add_argument("--output", required=True, help="the model folder to write")
+    train.add_argument(
+        "--from",
+        dest="start_from",
+        default=SCRATCH,
+        help=f"'{SCRATCH}', a model the bundle ships to fine-tune ({', '.join(model_names(DEFAULT_BUNDLE))}), or a "
+        f"model folder (default: {SCRATCH})",
+    )
+    train.add_argument("--val-images", nargs="+", default=[], help="images with dense labels to select the weights on")
+    train.add_argument("--val-labels", nargs="+", default=[], help="their labels")
+    defaults = FineTuneRecipe()
+    train.add_argument("--iterations", type=int, default=defaults.iterations, help="optimiser steps (default: %(default)s)")
+    train.add_argument(
+        "--minutes", type=float, default=15.0, help="stop after this many minutes, keeping the last weights (default: 15)"
+    )
+    train.add_argument(
+        "--learning-rate-factor",
+        type=float,
+        default=defaults.learning_rate_factor,
+        help="fine-tuning learning rate as a factor of the model's (default: %(default)s)",
+    )
+    train.add_argument("--patch-size", nargs="+", type=int, help="training patch size per axis (default: the model's)")
+    train.add_argument("--max-instances", type=int, help="annotated objects per patch in the loss (default: all)")
+    train.add_argument(
+        "--sparse-fraction",
+        type=float,
+        help="benchmarks only: simulate an annotator who labeled this fraction of the objects of DENSE labels",
+    )
+    train.add_argument(
+        "--annotated-fraction",
+        type=float,
+        help="for models with a foreground output: the fraction of all objects your labels annotate (default: 1.0)",
+    )
+    train.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    train.add_argument("--bundle", default=DEFAULT_BUNDLE, help=f"MONAI bundle directory (default: {DEFAULT_BUNDLE})")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _train(args: argparse.Namespace) -> int:
+    recipe = FineTuneRecipe(
+        iterations=args.iterations,
+        learning_rate_factor=args.learning_rate_factor,
+        max_instances=args.max_instances,
+        patch_size=tuple(args.patch_size) if args.patch_size else None,
+    )
+    try:
+        train_on_annotations(
+            args.images,
+            args.labels,
+            args.output,
+            start_from=args.start_from,
+            bundle=args.bundle,
+            validation_images=args.val_images,
+            validation_labels=args.val_labels,
+            recipe=recipe,
+            minutes=args.minutes,
+            sparse_fraction=args.sparse_fraction,
+            annotated_fraction=args.annotated_fraction,
+            seed=args.seed,
+            progress=not args.no_progress,
+            log=lambda line: print(f"spoco-monai train: {line}", file=sys.stderr),
+        )
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as error:
+        print(f"spoco-monai train: error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spoco-monai`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "train":
+        return _train(args)
     device, joined_group = init_from_environment(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         return _segment(args, device)
@@ -321,11 +279,7 @@ def _segment(args: argparse.Namespace, device: str) -> int:
         settings = command_line_settings(args, config, device)
         with open_volume(args.input) as volume:
             warnings = input_mismatch_warnings(volume, config)
-        print(
-            f"spoco-monai segment: model {model['name']} ({checkpoint}): {model['description']}"
-            + (f" Trained on: {model['data_source']}." if model["data_source"] else ""),
-            file=sys.stderr,
-        )
+        print(f"spoco-monai segment: {_model_summary(model, args.checkpoint)}", file=sys.stderr)
         if settings.test_time_flips:
             passes = 2**settings.spatial_dims
             print(
@@ -347,6 +301,14 @@ def _segment(args: argparse.Namespace, device: str) -> int:
     if result is not None:
         print(result)
     return 0
+
+
+def _model_summary(model: dict[str, Any], checkpoint: str | None) -> str:
+    """One line on the model a segmentation uses: its name and the first sentence of its description."""
+    if checkpoint is not None:
+        return f"the network and settings of model {model['name']} with the weights {checkpoint}"
+    first_sentence = model["description"].split(". ")[0].rstrip(".")
+    return f"model {model['name']} ({model['model_path']}): {first_sentence}."
 
 
 def _one_or_many(values: list[int] | None) -> int | list[int] | None:

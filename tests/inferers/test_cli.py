@@ -210,7 +210,7 @@ def test_model_by_name_picks_its_weights_and_says_what_runs(tmp_path, bundle, vo
     assert main(["segment", path, str(tmp_path / "a.zarr"), "--bundle", str(bundle), "--model", "flat",
                  "--device", "cpu", "--no-progress"]) == 0
     error = capsys.readouterr().err
-    assert "model flat (" in error and "the flat model. Trained on: hand-made volumes." in error
+    assert "model flat (models/flat.pt): the flat model." in error
     assert "warning" not in error and "test-time flips" not in error
     with open_volume(str(tmp_path / "a.zarr")) as result:
         assert np.unique(result[...]).tolist() == [1]
@@ -224,7 +224,7 @@ def test_model_by_name_picks_its_weights_and_says_what_runs(tmp_path, bundle, vo
 def test_unknown_model_lists_the_shipped_ones(tmp_path, bundle, volume, capsys):
     _add_model(bundle, "flat", 0.0)
     assert main(["segment", volume[0], str(tmp_path / "a.zarr"), "--bundle", str(bundle), "--model", "nope"]) == 1
-    assert "ships no model named 'nope'; choose one of ['model', 'flat']" in capsys.readouterr().err
+    assert "ships no model named 'nope' and no model folder is there; choose one of ['model', 'flat']" in capsys.readouterr().err
 
 
 def test_input_unlike_the_training_data_is_warned_about_before_work(tmp_path, bundle, capsys):

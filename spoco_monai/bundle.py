@@ -1,0 +1,188 @@
+"""The bundle's models: the registry of models by name, model folders, and loading a model's network and settings.
+
+A model is named either by a key of the bundle's ``metadata.json`` (``"model"``, the default, or one of its
+``additional_models``) or by the path of a model folder written by ``spoco-monai train``
+(:mod:`spoco_monai.training.model_folder`). The command line, :mod:`spoco_monai.visualize` and the benchmarks
+load networks through this module only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+from torch import nn
+
+from spoco_monai.data.volume_io import LazyVolume
+from spoco_monai.engines.checkpoint import load_network_weights
+from spoco_monai.inferers.settings import SegmentationSettings
+from spoco_monai.training.model_folder import is_model_folder, read_model_folder
+
+# the config entry holding the bundle's SegmentationSettings
+SETTINGS_KEY = "segmentation"
+# the bundle's configs every model's inference layers its own overlays on, relative to the bundle
+INFERENCE_CONFIGS = ("configs/common.json", "configs/inference.json")
+# the configs the default model is trained with, relative to the bundle
+TRAINING_CONFIGS = ("configs/common.json", "configs/train.json")
+# an input voxel size this many times larger or smaller than the model's, along some axis, is warned about
+ELEMENT_SIZE_TOLERANCE = 1.5
+
+
+def load_bundle_network(
+    bundle: str | Path,
+    checkpoint: str | Path | None = None,
+    configs: Sequence[str] = INFERENCE_CONFIGS,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, ConfigParser]:
+    """Build ``network_def`` from a MONAI bundle and load its weights.
+
+    Args:
+        bundle: the bundle directory (``bundle_root`` in its configs).
+        checkpoint: weights file (default ``<bundle>/models/model.pt``), in any layout
+            :func:`~spoco_monai.engines.load_network_weights` reads.
+        configs: config files relative to the bundle, merged in order.
+        device: device to move the network to.
+
+    Returns:
+        the network in eval mode on ``device``, and the parsed config.
+
+    Raises:
+        FileNotFoundError: if a config or the checkpoint is missing.
+        ValueError: if the config has no ``network_def`` or the checkpoint holds no state dict that fits.
+    """
+    bundle = Path(bundle)
+    files = [bundle / config for config in configs]
+    for file in files:
+        if not file.is_file():
+            raise FileNotFoundError(f"bundle config {file} not found.")
+    parser = ConfigParser()
+    parser.read_config([str(file) for file in files])
+    parser["bundle_root"] = str(bundle)
+    if "network_def" not in parser:
+        raise ValueError(f"the bundle configs {[str(f) for f in files]} define no 'network_def'.")
+    network = parser.get_parsed_content("network_def")
+    load_network_weights(network, Path(checkpoint) if checkpoint is not None else bundle / "models" / "model.pt")
+    return network.to(device).eval(), parser
+
+
+def bundle_settings(config: ConfigParser) -> SegmentationSettings:
+    """The bundle's segmentation settings: its ``segmentation`` entry (see ``configs/common.json``).
+
+    Raises:
+        ValueError: the config has no such entry, or it is not a :class:`~spoco_monai.inferers.SegmentationSettings`.
+    """
+    if SETTINGS_KEY not in config:
+        raise ValueError(
+            f"the bundle config defines no '{SETTINGS_KEY}' (a spoco_monai.inferers.SegmentationSettings); "
+            "pass --roi-size to segment with the default settings."
+        )
+    settings = config.get_parsed_content(SETTINGS_KEY)
+    if not isinstance(settings, SegmentationSettings):
+        raise ValueError(
+            f"the bundle config's '{SETTINGS_KEY}' is a {type(settings).__name__}, expected a "
+            "spoco_monai.inferers.SegmentationSettings."
+        )
+    return settings
+
+
+DEFAULT_MODEL = "model"
+
+
+def model_names(bundle: str | Path) -> list[str]:
+    """The names of the models the bundle ships: ``"model"`` and the keys of ``additional_models``."""
+    metadata_path = Path(bundle) / "configs" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+    return [DEFAULT_MODEL, *sorted(metadata.get("additional_models", {}))]
+
+
+def bundle_model(bundle: str | Path, name: str | Path = DEFAULT_MODEL) -> dict[str, Any]:
+    """The configs, weights and description of a model: one the bundle ships, by name, or a model folder.
+
+    ``"model"`` is the bundle's default model (:data:`INFERENCE_CONFIGS`, ``models/model.pt``, trained with
+    :data:`TRAINING_CONFIGS`); other names are the keys of ``additional_models`` in its ``metadata.json``, each with
+    its ``inference_config`` (a file or a list of files layered on :data:`INFERENCE_CONFIGS`), ``training_config``
+    and ``model_path``. A path to a folder written by ``spoco-monai train`` (see
+    :mod:`spoco_monai.training.model_folder`) gives that folder's config, weights and record.
+
+    Returns:
+        ``{"name", "configs", "model_path", "training_configs", "description", "data_source", "record"}``: configs
+        and weights relative to the bundle (absolute for a model folder); ``record`` is a model folder's
+        ``model.json`` (None for a shipped model).
+
+    Raises:
+        FileNotFoundError: the bundle has no ``configs/metadata.json`` (needed for any model but the default).
+        ValueError: no model of that name (the message lists the names there are), or an incomplete model folder.
+    """
+    if is_model_folder(name) or Path(name).is_dir():
+        record = read_model_folder(name)
+        return {
+            "name": str(Path(name)),
+            "configs": [record["config"]],
+            "model_path": record["weights"],
+            "training_configs": record.get("training_configs", list(TRAINING_CONFIGS)),
+            "description": record.get("description", ""),
+            "data_source": record.get("data_source", ""),
+            "record": record,
+        }
+    name = str(name)
+    metadata_path = Path(bundle) / "configs" / "metadata.json"
+    if not metadata_path.is_file() and name != DEFAULT_MODEL:
+        raise FileNotFoundError(f"{metadata_path} not found: --model {name} needs the bundle's metadata.json.")
+    metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+    models = metadata.get("additional_models", {})
+    if name == DEFAULT_MODEL:
+        entry = {**metadata, "inference_config": [], "model_path": "models/model.pt"}
+    elif name in models:
+        entry = models[name]
+    else:
+        raise ValueError(
+            f"the bundle {bundle} ships no model named {name!r} and no model folder is there; choose one of "
+            f"{model_names(bundle)} or the folder 'spoco-monai train' wrote."
+        )
+    extra = entry["inference_config"]
+    extra = [extra] if isinstance(extra, str) else list(extra)
+    return {
+        "name": name,
+        "configs": [*INFERENCE_CONFIGS, *[c for c in extra if c not in INFERENCE_CONFIGS]],
+        "model_path": entry["model_path"],
+        "training_configs": list(entry.get("training_config", TRAINING_CONFIGS)),
+        "description": entry.get("description", ""),
+        "data_source": entry.get("data_source", ""),
+        "record": None,
+    }
+
+
+def input_mismatch_warnings(volume: LazyVolume, config: ConfigParser) -> list[str]:
+    """Warnings for an input unlike the model's training data: dimensionality, channels or voxel size.
+
+    The voxel size is compared when the input file carries one (:attr:`~spoco_monai.data.LazyVolume.element_size`)
+    and the config has the model's ``element_size``.
+    """
+    dims = int(config.get_parsed_content("spatial_dims")) if "spatial_dims" in config else None
+    channels = int(config.get_parsed_content("in_channels")) if "in_channels" in config else None
+    trained_size = config.get_parsed_content("element_size") if "element_size" in config else None
+    shape = tuple(volume.shape)
+    if dims is not None and len(shape) not in (dims, dims + 1):
+        return [
+            f"the input has shape {shape}, the model segments {dims}D images "
+            f"({'(C, Y, X)' if dims == 2 else '(C, Z, Y, X)'}): choose a {len(shape)}D model with --model."
+        ]
+    warnings = []
+    if dims is not None and channels is not None:
+        found = shape[0] if len(shape) == dims + 1 else 1
+        if found != channels:
+            warnings.append(f"the input has {found} channel(s), the model was trained on {channels}.")
+    if trained_size is not None and volume.element_size is not None and len(trained_size) == len(volume.element_size):
+        ratios = np.asarray(volume.element_size, dtype=float) / np.asarray(trained_size, dtype=float)
+        if np.any(ratios > ELEMENT_SIZE_TOLERANCE) or np.any(ratios < 1 / ELEMENT_SIZE_TOLERANCE):
+            warnings.append(
+                f"the input's voxel size {tuple(volume.element_size)} differs from the model's training voxel size "
+                f"{tuple(trained_size)} (its config's element_size): objects appear at another scale; resample the "
+                "input or fine-tune the model on data of this voxel size."
+            )
+    return warnings

@@ -1,0 +1,357 @@
+"""Train or fine-tune a model on a user's annotated volumes and write a self-contained model folder.
+
+This is what ``spoco-monai train`` runs. It drives the bundle's own training workflow (``train.json`` layered on the
+starting model's training configs, plus ``finetune.json`` when it starts from trained weights) with the user's
+image/label pairs as its datalist, so the bundle and the command share every piece: data checks, sampling,
+augmentation, the SPOCO trainer, checkpoints and resuming.
+
+Real sparse labels (id > 0 annotated, 0 unlabeled, -1 ignored) are used whole: every annotated object is trained
+on. ``sparse_fraction`` exists only to simulate an annotator on dense labels, and the record says which of the two
+a model was trained with.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import monai
+import numpy as np
+import torch
+from ignite.engine import Events
+from ignite.handlers import TimeLimit
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from spoco_monai.bundle import DEFAULT_MODEL, bundle_model
+from spoco_monai.engines.checkpoint import load_network_weights
+from spoco_monai.training.annotations import AnnotatedVolume, describe_volumes, summarize_pairs
+from spoco_monai.training.model_folder import TRAINING_FOLDER, write_model_folder
+
+__all__ = ["FineTuneRecipe", "SCRATCH", "train_on_annotations"]
+
+SCRATCH = "scratch"
+# the bundle's model whose architecture and settings a training from scratch takes, per dimensionality
+SCRATCH_MODELS = {2: "dsb2018_nuclei_2d", 3: DEFAULT_MODEL}
+FINETUNE_CONFIG = "configs/finetune.json"
+# an input voxel size this many times larger or smaller than the model's, along some axis, is pointed out
+ELEMENT_SIZE_TOLERANCE = 1.5
+
+
+@dataclass(frozen=True)
+class FineTuneRecipe:
+    """The training settings of ``spoco-monai train``; each default is explained in the bundle docs ("Your data").
+
+    Attributes:
+        iterations: optimiser steps (each on ``patches_per_volume`` patches).
+        learning_rate_factor: fine-tuning learning rate as a factor of the model's training rate.
+        max_instances: annotated objects drawn per patch for the loss (the rest of the patch's objects wait for
+            another patch); None uses all of them.
+        patch_size: training patch size; None keeps the starting model's.
+        overrides: further bundle config entries, by name.
+    """
+
+    iterations: int = 300
+    learning_rate_factor: float = 0.1
+    max_instances: int | None = None
+    patch_size: tuple[int, ...] | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def train_on_annotations(
+    images: Sequence[str | os.PathLike],
+    labels: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    start_from: str = SCRATCH,
+    bundle: str | os.PathLike = "bundle",
+    validation_images: Sequence[str | os.PathLike] = (),
+    validation_labels: Sequence[str | os.PathLike] = (),
+    recipe: FineTuneRecipe | None = None,
+    minutes: float | None = 15.0,
+    sparse_fraction: float | None = None,
+    annotated_fraction: float | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train a model on annotated volumes and write the model folder ``output``.
+
+    Args:
+        images: image paths (NIfTI, TIFF, ``file.h5:dataset``, zarr), 2D or 3D, channels first if any.
+        labels: label paths, one per image: id > 0 an annotated object, 0 unlabeled, -1 ignored.
+        output: the model folder to write (see :mod:`~spoco_monai.training.model_folder`); its ``training``
+            subfolder holds the checkpoints, and a rerun of the same command resumes from them.
+        start_from: ``"scratch"``, a model the bundle ships (e.g. ``"em3d_neurons"``) or a model folder.
+        bundle: the MONAI bundle directory.
+        validation_images: images with dense labels to select the best weights on (by the model's key metric);
+            without them the final weights are the model.
+        validation_labels: their labels.
+        recipe: the training settings (default :class:`FineTuneRecipe`).
+        minutes: stop training after this many minutes (the weights of the last step are kept); None: no limit.
+        sparse_fraction: None (the default) uses the labels as annotated; a fraction p in (0, 1] simulates an
+            annotator who labeled p of the objects of dense labels (benchmarks only).
+        annotated_fraction: for a model with a foreground output, the fraction of the objects the labels annotate
+            (its positive-unlabeled prior); None takes ``sparse_fraction``, or 1.0 for dense labels.
+        seed: seeds every random choice of the training.
+        progress: show a progress bar with the remaining time.
+        log: receives the lines reported to the user.
+
+    Returns:
+        the model folder.
+
+    Raises:
+        ValueError: bad data (every problem named with its file), an unknown starting model, a bad setting.
+    """
+    recipe = recipe or FineTuneRecipe()
+    bundle, output = Path(bundle).resolve(), Path(output).resolve()
+    start = _starting_point(bundle, start_from, images, labels)
+    model_config = _parse(bundle, start["inference_configs"])
+    dims = int(model_config.get_parsed_content("spatial_dims"))
+    volumes = summarize_pairs(images, labels, dims)
+    validation = summarize_pairs(validation_images, validation_labels, dims) if validation_images else []
+    for line in _report(start, volumes, validation, model_config, sparse_fraction):
+        log(line)
+
+    training_folder = output / TRAINING_FOLDER
+    training_folder.mkdir(parents=True, exist_ok=True)
+    overrides = _training_overrides(
+        bundle, training_folder, start, volumes, validation, recipe, sparse_fraction, annotated_fraction, seed, progress
+    )
+    flow = ConfigWorkflow(
+        config_file=[str(bundle / name) for name in start["training_configs"]], workflow_type=None, **overrides
+    )
+    # MONAI's LoadImage reports each reader it tries before the one that fits; the data were checked above
+    logging.getLogger("LoadImage").setLevel(logging.WARNING)
+    flow.initialize()
+    trainer = flow.parser.get_parsed_content("train#trainer")
+    if progress:
+        # the progress bar replaces the per-iteration loss lines
+        trainer.logger.setLevel(logging.WARNING)
+    if minutes is not None:
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, TimeLimit(max(1, round(minutes * 60))))
+    log(_time_estimate(flow.parser, recipe.iterations))
+    began = time.perf_counter()
+    flow.run()
+    seconds = time.perf_counter() - began
+    flow.finalize()
+
+    iterations = int(trainer.state.iteration)
+    network = flow.parser.get_parsed_content("saved_network")
+    best = Path(flow.parser.get_parsed_content("ckpt_dir")) / "model.pt"
+    if validation and best.is_file():
+        load_network_weights(network, best)
+    stopped = f", stopped at the {minutes:g}-minute limit" if iterations < recipe.iterations else ""
+    record = _record(start, volumes, validation, recipe, sparse_fraction, seed, iterations, seconds, stopped, overrides)
+    inference_config = _inference_config(bundle, start, overrides)
+    write_model_folder(output, network.state_dict(), inference_config, record)
+    log(
+        f"trained {iterations} of {recipe.iterations} iterations in {seconds / 60:.1f} min{stopped}; model folder "
+        f"{output} (segment with: spoco-monai segment IMAGE OUTPUT --model {output})"
+    )
+    return output
+
+
+def _starting_point(
+    bundle: Path, start_from: str, images: Sequence[str | os.PathLike], labels: Sequence[str | os.PathLike]
+) -> dict[str, Any]:
+    """The configs and weights a training starts from: a shipped model, a model folder, or scratch."""
+    if start_from == SCRATCH:
+        dims = len(summarize_pairs(images[:1], labels[:1])[0].shape)
+        entry = bundle_model(bundle, SCRATCH_MODELS[dims])
+        return {**_configs_of(entry), "name": SCRATCH, "weights": None, "base": SCRATCH_MODELS[dims]}
+    entry = bundle_model(bundle, start_from)
+    weights = Path(entry["model_path"])
+    weights = weights if weights.is_absolute() else bundle / weights
+    record = entry["record"]
+    base = record["base_model"] if record is not None else entry["name"]
+    return {**_configs_of(entry), "name": entry["name"], "weights": str(weights), "base": base}
+
+
+def _configs_of(entry: dict[str, Any]) -> dict[str, Any]:
+    record = entry["record"]
+    return {
+        "inference_configs": entry["configs"] if record is None else record["inference_configs"],
+        "training_configs": list(entry["training_configs"]),
+        "settings": {} if record is None else record["settings"],
+    }
+
+
+def _parse(bundle: Path, configs: Sequence[str]) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(bundle / name) for name in configs])
+    parser["bundle_root"] = str(bundle)
+    return parser
+
+
+def _report(
+    start: dict[str, Any],
+    volumes: Sequence[AnnotatedVolume],
+    validation: Sequence[AnnotatedVolume],
+    model_config: ConfigParser,
+    sparse_fraction: float | None,
+) -> list[str]:
+    """What the training found and will do, for the user, before it starts."""
+    lines = [
+        "starting from " + ("scratch (random weights)" if start["weights"] is None else f"{start['name']} ({start['weights']})")
+    ]
+    lines += describe_volumes(volumes)
+    objects = sum(volume.objects for volume in volumes)
+    if sparse_fraction is None:
+        lines.append(
+            f"labels: real annotations, used whole: all {objects} annotated object(s) in {len(volumes)} volume(s) are "
+            "trained on (0 = unlabeled, -1 = ignored)"
+        )
+    else:
+        lines.append(
+            f"labels: simulated annotator: {sparse_fraction:g} of the {objects} objects of the dense labels are kept "
+            "per volume (the rest become unlabeled); the kept ids are recorded in training/sparse_annotation.json"
+        )
+    if validation:
+        lines.append(f"validation: {len(validation)} volume(s) with dense labels select the best weights")
+    else:
+        lines.append("validation: none given (--val-images/--val-labels); the weights of the last iteration are kept")
+    trained = model_config.get_parsed_content("element_size") if "element_size" in model_config else None
+    for volume in volumes:
+        if trained is not None and volume.element_size is not None and len(trained) == len(volume.element_size):
+            ratios = np.asarray(volume.element_size, dtype=float) / np.asarray(trained, dtype=float)
+            if start["weights"] is not None and (
+                np.any(ratios > ELEMENT_SIZE_TOLERANCE) or np.any(ratios < 1 / ELEMENT_SIZE_TOLERANCE)
+            ):
+                lines.append(
+                    f"warning: {volume.image} has voxel size {volume.element_size}, the model was trained at "
+                    f"{tuple(trained)}: objects appear at another scale."
+                )
+    return lines
+
+
+def _training_overrides(
+    bundle: Path,
+    training_folder: Path,
+    start: dict[str, Any],
+    volumes: Sequence[AnnotatedVolume],
+    validation: Sequence[AnnotatedVolume],
+    recipe: FineTuneRecipe,
+    sparse_fraction: float | None,
+    annotated_fraction: float | None,
+    seed: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """The bundle config entries a training on these volumes replaces."""
+    pairs = [{"image": volume.image, "label": volume.label} for volume in volumes]
+    # without validation data the training volumes stand in for the (disabled) validation's image logging only
+    validation_pairs = [{"image": volume.image, "label": volume.label} for volume in validation] or pairs
+    fraction = 1.0 if sparse_fraction is None else float(sparse_fraction)
+    iterations = int(recipe.iterations)
+    overrides: dict[str, Any] = {
+        **start["settings"],
+        "bundle_root": str(bundle),
+        "output_dir": str(training_folder),
+        "datalist": {"training": pairs, "validation": validation_pairs},
+        "train_region": "@whole_region",
+        "report_region": "@whole_region",
+        "sparse": True,
+        "sparse_fraction": fraction,
+        "annotated_fraction": fraction if annotated_fraction is None else float(annotated_fraction),
+        "sparse_manifest": str(training_folder / "sparse_annotation.json"),
+        "num_iterations": iterations,
+        "val_interval": max(1, iterations // 3) if validation else iterations,
+        "checkpoint_interval": max(1, min(50, iterations)),
+        "run_validation": bool(validation),
+        "progress_bar": progress,
+        "seed": int(seed),
+        "num_workers": 0,
+    }
+    if recipe.max_instances is not None:
+        overrides["max_instances"] = int(recipe.max_instances)
+    if recipe.patch_size is not None:
+        overrides["patch_size"] = [int(size) for size in recipe.patch_size]
+    if start["weights"] is not None:
+        start["training_configs"] = [*start["training_configs"], FINETUNE_CONFIG]
+        overrides["source_checkpoint"] = start["weights"]
+        overrides["learning_rate_factor"] = float(recipe.learning_rate_factor)
+    overrides.update(recipe.overrides)
+    return overrides
+
+
+def _time_estimate(parser: ConfigParser, iterations: int) -> str:
+    """An estimate of the training time from one timed forward and backward pass of the network (plus teacher)."""
+    network = parser.get_parsed_content("network")
+    device = parser.get_parsed_content("device")
+    patch = [int(size) for size in parser.get_parsed_content("patch_size")]
+    batch = int(parser.get_parsed_content("patches_per_volume")) * int(parser.get_parsed_content("batch_size"))
+    channels = int(parser.get_parsed_content("in_channels"))
+    sample = torch.randn(batch, channels, *patch, device=device)
+    was_training = network.training
+    network.train()
+    began = time.perf_counter()
+    network(sample).square().mean().backward()
+    with torch.no_grad():
+        network(sample)
+    seconds = time.perf_counter() - began
+    network.zero_grad(set_to_none=True)
+    network.train(was_training)
+    # the loss and the data pipeline add about half the network's time on the bundle's models (bench/losses.py)
+    estimate = 1.5 * seconds * iterations
+    return (
+        f"training {iterations} iterations of {batch} patch(es) of {'x'.join(map(str, patch))} on "
+        f"{device}: about {estimate / 60:.1f} min (from one timed network step; the progress bar refines it)"
+    )
+
+
+def _inference_config(bundle: Path, start: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The complete inference config of the trained network: the starting model's, with the run's settings."""
+    parser = ConfigParser()
+    parser.read_config([str(bundle / name) for name in start["inference_configs"]])
+    config = parser.get()
+    for key in ("patch_size", *start["settings"]):
+        if key in overrides:
+            config[key] = overrides[key]
+    return config
+
+
+def _record(
+    start: dict[str, Any],
+    volumes: Sequence[AnnotatedVolume],
+    validation: Sequence[AnnotatedVolume],
+    recipe: FineTuneRecipe,
+    sparse_fraction: float | None,
+    seed: int,
+    iterations: int,
+    seconds: float,
+    stopped: str,
+    overrides: dict[str, Any],
+) -> dict[str, Any]:
+    objects = sum(volume.objects for volume in volumes)
+    labels = "real sparse annotations" if sparse_fraction is None else f"simulated annotator (fraction {sparse_fraction:g})"
+    origin = "trained from scratch" if start["weights"] is None else f"fine-tuned from {start['name']}"
+    settings = {key: overrides[key] for key in ("patch_size", "max_instances") if key in overrides}
+    return {
+        "description": (
+            f"{origin} on {objects} annotated object(s) in {len(volumes)} volume(s) ({labels}); {iterations} "
+            f"iterations, {seconds / 60:.1f} min{stopped}, seed {seed}"
+        ),
+        "data_source": ", ".join(volume.image for volume in volumes),
+        "base_model": start["base"],
+        "started_from": start["name"],
+        "start_weights": start["weights"],
+        "labels": labels,
+        "sparse_fraction": sparse_fraction,
+        "training_data": [volume.as_record() for volume in volumes],
+        "validation_data": [volume.as_record() for volume in validation],
+        "annotated_objects": objects,
+        "iterations": iterations,
+        "planned_iterations": recipe.iterations,
+        "learning_rate_factor": recipe.learning_rate_factor if start["weights"] is not None else None,
+        "seconds": round(seconds, 1),
+        "seed": seed,
+        "inference_configs": list(start["inference_configs"]),
+        "training_configs": [name for name in start["training_configs"] if name != FINETUNE_CONFIG],
+        "settings": settings,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"monai": monai.__version__, "torch": torch.__version__},
+    }

@@ -1,0 +1,117 @@
+"""``spoco-monai train``: from a volume with a few annotated objects to a model folder that ``segment`` uses."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from spoco_monai.bundle import bundle_model
+from spoco_monai.cli import main
+from spoco_monai.data import make_synthetic_volume, open_volume
+from spoco_monai.training import read_model_folder
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
+ANNOTATED = (3, 8, 11, 20, 27)
+
+
+@pytest.fixture(scope="module")
+def annotated_volume(tmp_path_factory) -> tuple[Path, Path]:
+    """A 32x64x64 TIFF image and its label as napari saves a Labels layer: 5 cells annotated, the rest 0."""
+    folder = tmp_path_factory.mktemp("annotated")
+    image, dense = make_synthetic_volume((32, 64, 64), seed=3, mean_cell_size=16.0)
+    label = np.where(np.isin(dense[0], ANNOTATED), dense[0], 0).astype(np.uint16)
+    tifffile.imwrite(folder / "image.tif", image[0])
+    tifffile.imwrite(folder / "image_labels.tif", label)
+    return folder / "image.tif", folder / "image_labels.tif"
+
+
+@pytest.fixture(scope="module")
+def trained(annotated_volume, tmp_path_factory) -> tuple[Path, str]:
+    image, label = annotated_volume
+    output = tmp_path_factory.mktemp("trained") / "my_model"
+    argv = ["train", "--images", str(image), "--labels", str(label), "--output", str(output), "--from", "model",
+            "--iterations", "2", "--bundle", str(BUNDLE), "--no-progress"]
+    messages = io.StringIO()
+    with contextlib.redirect_stderr(messages):
+        assert main(argv) == 0
+    return output, messages.getvalue()
+
+
+def test_train_reports_the_volumes_and_their_annotated_objects_before_training(trained, annotated_volume):
+    output, messages = trained
+    image, label = annotated_volume
+    assert f"{image}: 32x64x64 voxels, 5 annotated object(s) in {label}" in messages
+    assert "real annotations, used whole: all 5 annotated object(s) in 1 volume(s)" in messages
+    assert "starting from model" in messages
+    assert "validation: none given" in messages
+    assert "training 2 iterations of 2 patch(es) of 32x64x64" in messages
+    assert messages.index("annotated object(s) in") < messages.index("trained 2 of 2 iterations")
+
+
+def test_real_sparse_labels_are_used_whole(trained):
+    output, _ = trained
+    manifest = json.loads((output / "training" / "sparse_annotation.json").read_text())
+    assert manifest == {"image_labels.tif": list(ANNOTATED)}
+
+
+def test_the_model_folder_records_data_objects_iterations_and_seed(trained):
+    output, _ = trained
+    record = read_model_folder(output)
+    assert record["annotated_objects"] == 5 and record["iterations"] == 2 and record["seed"] == 0
+    assert record["labels"] == "real sparse annotations" and record["sparse_fraction"] is None
+    assert record["started_from"] == "model" and record["base_model"] == "model"
+    assert record["training_data"][0]["objects"] == 5 and record["training_data"][0]["shape"] == [32, 64, 64]
+    assert record["description"].startswith("fine-tuned from model on 5 annotated object(s) in 1 volume(s)")
+    weights = torch.load(output / "model.pt", weights_only=True)
+    shipped = torch.load(BUNDLE / "models" / "model.pt", weights_only=True)
+    assert weights.keys() == shipped.keys()
+    assert any(not torch.equal(weights[name], shipped[name]) for name in shipped)
+
+
+def test_segment_uses_the_model_folder_and_describes_it(trained, annotated_volume, tmp_path, capsys):
+    output, _ = trained
+    image, _ = annotated_volume
+    labels = tmp_path / "labels.tif"
+    assert main(["segment", str(image), str(labels), "--model", str(output), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"model {output} ({output / 'model.pt'}): fine-tuned from model on 5 annotated object(s)" in err
+    with open_volume(labels) as volume:
+        assert volume.shape == (32, 64, 64) and int(np.max(volume[...])) > 0
+    assert bundle_model(BUNDLE, output)["model_path"] == str(output.resolve() / "model.pt")
+
+
+def test_a_simulated_annotator_is_named_as_such(annotated_volume, tmp_path, capsys):
+    image, _ = annotated_volume
+    dense = tmp_path / "dense.tif"
+    tifffile.imwrite(dense, make_synthetic_volume((32, 64, 64), seed=3, mean_cell_size=16.0)[1][0].astype(np.uint16))
+    output = tmp_path / "simulated"
+    argv = ["train", "--images", str(image), "--labels", str(dense), "--output", str(output), "--iterations", "1",
+            "--sparse-fraction", "0.25", "--bundle", str(BUNDLE), "--no-progress"]
+    assert main(argv) == 0
+    assert "simulated annotator: 0.25 of the" in capsys.readouterr().err
+    record = read_model_folder(output)
+    assert record["labels"] == "simulated annotator (fraction 0.25)" and record["started_from"] == "scratch"
+    manifest = json.loads((output / "training" / "sparse_annotation.json").read_text())
+    total = record["training_data"][0]["objects"]
+    assert len(manifest["dense.tif"]) == max(1, int(np.floor(0.25 * total + 0.5)))
+
+
+def test_a_label_without_annotations_stops_before_training(annotated_volume, tmp_path, capsys):
+    image, _ = annotated_volume
+    empty = tmp_path / "empty_labels.tif"
+    tifffile.imwrite(empty, np.zeros((32, 64, 64), np.uint16))
+    argv = ["train", "--images", str(image), "--labels", str(empty), "--output", str(tmp_path / "out"),
+            "--bundle", str(BUNDLE), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        f"spoco-monai train: error: {empty}: expected at least one annotated object (an id > 0), found none."
+    )
+    assert not (tmp_path / "out").exists()
