@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,8 +140,9 @@ def _add_train_parser(commands: Any) -> None:
         "--from",
         dest="start_from",
         default=SCRATCH,
-        help=f"'{SCRATCH}', a model the bundle ships to fine-tune ({', '.join(model_names(DEFAULT_BUNDLE))}), or a "
-        f"model folder (default: {SCRATCH})",
+        help=f"a model the bundle ships to fine-tune ({', '.join(model_names(DEFAULT_BUNDLE))}), a model folder, "
+        f"'{SCRATCH}' (random weights), or '{SCRATCH}:NAME' (random weights, the settings of model NAME) "
+        f"(default: {SCRATCH})",
     )
     train.add_argument("--val-images", nargs="+", default=[], help="images with dense labels to select the weights on")
     train.add_argument("--val-labels", nargs="+", default=[], help="their labels")
@@ -167,7 +169,20 @@ def _add_train_parser(commands: Any) -> None:
         type=float,
         help="for models with a foreground output: the fraction of all objects your labels annotate (default: 1.0)",
     )
+    train.add_argument(
+        "--keep-clustering",
+        action="store_true",
+        help="keep the starting model's clustering scale instead of re-choosing it on the annotated objects",
+    )
     train.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    train.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="replace entries of the bundle's training config (VALUE as JSON, else text), e.g. "
+        "loss_weights#consistency=2 ('Settings' in the bundle docs)",
+    )
     train.add_argument("--bundle", default=DEFAULT_BUNDLE, help=f"MONAI bundle directory (default: {DEFAULT_BUNDLE})")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -178,8 +193,10 @@ def _train(args: argparse.Namespace) -> int:
         learning_rate_factor=args.learning_rate_factor,
         max_instances=args.max_instances,
         patch_size=tuple(args.patch_size) if args.patch_size else None,
+        choose_delta_dist=not args.keep_clustering,
     )
     try:
+        recipe = dataclasses.replace(recipe, overrides=_config_entries(args.set))
         train_on_annotations(
             args.images,
             args.labels,
@@ -301,6 +318,24 @@ def _segment(args: argparse.Namespace, device: str) -> int:
     if result is not None:
         print(result)
     return 0
+
+
+def _config_entries(assignments: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as config entries; a VALUE that is not JSON is kept as text.
+
+    Raises:
+        ValueError: an assignment without ``=``.
+    """
+    entries = {}
+    for assignment in assignments:
+        key, separator, value = assignment.partition("=")
+        if not separator or not key:
+            raise ValueError(f"--set expects KEY=VALUE, found {assignment!r}.")
+        try:
+            entries[key] = json.loads(value)
+        except json.JSONDecodeError:
+            entries[key] = value
+    return entries
 
 
 def _model_summary(model: dict[str, Any], checkpoint: str | None) -> str:

@@ -13,6 +13,7 @@ from spoco_monai.metrics.adapted_rand_error import (
     adapted_rand_error,
     adapted_rand_error_from_overlap,
 )
+from spoco_monai.metrics.annotated_objects import annotated_object_iou, annotated_rand_error
 from spoco_monai.metrics.average_precision import (
     MEAN_AP_IOU_THRESHOLDS,
     AveragePrecisionMetric,
@@ -36,6 +37,7 @@ from spoco_monai.metrics.handlers import (
     VariationOfInformation,
 )
 from spoco_monai.metrics.instance_metric import InstanceSegmentationMetric
+from spoco_monai.metrics.instance_scores import INSTANCE_SCORE_KEYS, instance_scores
 from spoco_monai.metrics.overlap import LabelOverlap, label_overlap
 from spoco_monai.metrics.symmetric_best_dice import (
     SymmetricBestDiceMetric,
@@ -49,12 +51,16 @@ from spoco_monai.metrics.variation_of_information import (
 )
 
 __all__ = [
+    "annotated_object_iou",
+    "annotated_rand_error",
+    "instance_scores",
     "AbsoluteCountDifference",
     "AbsoluteCountDifferenceMetric",
     "AdaptedRandError",
     "AdaptedRandErrorMetric",
     "AveragePrecision",
     "AveragePrecisionMetric",
+    "INSTANCE_SCORE_KEYS",
     "InstanceSegmentationMetric",
     "LabelOverlap",
     "MEAN_AP_IOU_THRESHOLDS",

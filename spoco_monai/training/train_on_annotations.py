@@ -30,7 +30,9 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 from spoco_monai.bundle import DEFAULT_MODEL, bundle_model
 from spoco_monai.engines.checkpoint import load_network_weights
+from spoco_monai.inferers.settings import AFFINITY_CLUSTERINGS
 from spoco_monai.training.annotations import AnnotatedVolume, describe_volumes, summarize_pairs
+from spoco_monai.training.clustering_choice import choose_delta_dist
 from spoco_monai.training.model_folder import TRAINING_FOLDER, write_model_folder
 
 __all__ = ["FineTuneRecipe", "SCRATCH", "train_on_annotations"]
@@ -53,6 +55,8 @@ class FineTuneRecipe:
         max_instances: annotated objects drawn per patch for the loss (the rest of the patch's objects wait for
             another patch); None uses all of them.
         patch_size: training patch size; None keeps the starting model's.
+        choose_delta_dist: after training, re-choose the affinity clustering's ``delta_dist`` on the annotated
+            objects (:func:`~spoco_monai.training.clustering_choice.choose_delta_dist`).
         overrides: further bundle config entries, by name.
     """
 
@@ -60,6 +64,7 @@ class FineTuneRecipe:
     learning_rate_factor: float = 0.1
     max_instances: int | None = None
     patch_size: tuple[int, ...] | None = None
+    choose_delta_dist: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -86,7 +91,9 @@ def train_on_annotations(
         labels: label paths, one per image: id > 0 an annotated object, 0 unlabeled, -1 ignored.
         output: the model folder to write (see :mod:`~spoco_monai.training.model_folder`); its ``training``
             subfolder holds the checkpoints, and a rerun of the same command resumes from them.
-        start_from: ``"scratch"``, a model the bundle ships (e.g. ``"em3d_neurons"``) or a model folder.
+        start_from: a model the bundle ships (e.g. ``"em3d_neurons"``) or a model folder to fine-tune; ``"scratch"``
+            for random weights with the settings of the bundle's default model of the data's dimensionality, or
+            ``"scratch:NAME"`` with those of the shipped model ``NAME``.
         bundle: the MONAI bundle directory.
         validation_images: images with dense labels to select the best weights on (by the model's key metric);
             without them the final weights are the model.
@@ -148,6 +155,8 @@ def train_on_annotations(
     stopped = f", stopped at the {minutes:g}-minute limit" if iterations < recipe.iterations else ""
     record = _record(start, volumes, validation, recipe, sparse_fraction, seed, iterations, seconds, stopped, overrides)
     inference_config = _inference_config(bundle, start, overrides)
+    if recipe.choose_delta_dist:
+        record["delta_dist_scores"] = _choose_delta_dist(network, inference_config, bundle, volumes, log)
     write_model_folder(output, network.state_dict(), inference_config, record)
     log(
         f"trained {iterations} of {recipe.iterations} iterations in {seconds / 60:.1f} min{stopped}; model folder "
@@ -160,10 +169,12 @@ def _starting_point(
     bundle: Path, start_from: str, images: Sequence[str | os.PathLike], labels: Sequence[str | os.PathLike]
 ) -> dict[str, Any]:
     """The configs and weights a training starts from: a shipped model, a model folder, or scratch."""
-    if start_from == SCRATCH:
-        dims = len(summarize_pairs(images[:1], labels[:1])[0].shape)
-        entry = bundle_model(bundle, SCRATCH_MODELS[dims])
-        return {**_configs_of(entry), "name": SCRATCH, "weights": None, "base": SCRATCH_MODELS[dims]}
+    if start_from == SCRATCH or start_from.startswith(f"{SCRATCH}:"):
+        _, _, like = start_from.partition(":")
+        if not like:
+            like = SCRATCH_MODELS[len(summarize_pairs(images[:1], labels[:1])[0].shape)]
+        entry = bundle_model(bundle, like)
+        return {**_configs_of(entry), "name": start_from, "weights": None, "base": like}
     entry = bundle_model(bundle, start_from)
     weights = Path(entry["model_path"])
     weights = weights if weights.is_absolute() else bundle / weights
@@ -314,6 +325,30 @@ def _inference_config(bundle: Path, start: dict[str, Any], overrides: dict[str, 
     return config
 
 
+def _choose_delta_dist(
+    network: torch.nn.Module,
+    inference_config: dict[str, Any],
+    bundle: Path,
+    volumes: Sequence[AnnotatedVolume],
+    log: Callable[[str], None],
+) -> dict[str, float]:
+    """Re-choose the clustering's ``delta_dist`` on the annotated objects and write it into the inference config."""
+    parser = ConfigParser(inference_config)
+    parser["bundle_root"] = str(bundle)
+    settings = parser.get_parsed_content("segmentation")
+    if settings.clustering not in AFFINITY_CLUSTERINGS:
+        return {}
+    network.eval()
+    best, scores = choose_delta_dist(network, settings, volumes)
+    inference_config["affinity_delta_dist"] = best
+    table = ", ".join(f"{candidate:g}: {score:.3f}" for candidate, score in scores.items())
+    log(
+        f"clustering scale delta_dist re-chosen on the annotated objects: {best:g} (the model's {settings.delta_dist:g}; "
+        f"mean IoU of an annotated object with its best segment: {table})"
+    )
+    return {str(candidate): score for candidate, score in scores.items()}
+
+
 def _record(
     start: dict[str, Any],
     volumes: Sequence[AnnotatedVolume],
@@ -328,7 +363,7 @@ def _record(
 ) -> dict[str, Any]:
     objects = sum(volume.objects for volume in volumes)
     labels = "real sparse annotations" if sparse_fraction is None else f"simulated annotator (fraction {sparse_fraction:g})"
-    origin = "trained from scratch" if start["weights"] is None else f"fine-tuned from {start['name']}"
+    origin = f"trained from scratch ({start['base']}'s settings)" if start["weights"] is None else f"fine-tuned from {start['name']}"
     settings = {key: overrides[key] for key in ("patch_size", "max_instances") if key in overrides}
     return {
         "description": (

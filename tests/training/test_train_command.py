@@ -69,6 +69,11 @@ def test_the_model_folder_records_data_objects_iterations_and_seed(trained):
     assert record["started_from"] == "model" and record["base_model"] == "model"
     assert record["training_data"][0]["objects"] == 5 and record["training_data"][0]["shape"] == [32, 64, 64]
     assert record["description"].startswith("fine-tuned from model on 5 annotated object(s) in 1 volume(s)")
+    # the clustering scale is re-chosen among five candidates around the model's (2.0) on the annotated objects
+    scores = record["delta_dist_scores"]
+    assert sorted(map(float, scores)) == [1.34, 1.66, 2.0, 2.34, 2.66]
+    chosen = json.loads((output / "inference.json").read_text())["affinity_delta_dist"]
+    assert scores[str(chosen)] == max(scores.values())
     weights = torch.load(output / "model.pt", weights_only=True)
     shipped = torch.load(BUNDLE / "models" / "model.pt", weights_only=True)
     assert weights.keys() == shipped.keys()
@@ -93,11 +98,12 @@ def test_a_simulated_annotator_is_named_as_such(annotated_volume, tmp_path, caps
     tifffile.imwrite(dense, make_synthetic_volume((32, 64, 64), seed=3, mean_cell_size=16.0)[1][0].astype(np.uint16))
     output = tmp_path / "simulated"
     argv = ["train", "--images", str(image), "--labels", str(dense), "--output", str(output), "--iterations", "1",
-            "--sparse-fraction", "0.25", "--bundle", str(BUNDLE), "--no-progress"]
+            "--sparse-fraction", "0.25", "--bundle", str(BUNDLE), "--no-progress", "--keep-clustering"]
     assert main(argv) == 0
     assert "simulated annotator: 0.25 of the" in capsys.readouterr().err
     record = read_model_folder(output)
     assert record["labels"] == "simulated annotator (fraction 0.25)" and record["started_from"] == "scratch"
+    assert "delta_dist_scores" not in record
     manifest = json.loads((output / "training" / "sparse_annotation.json").read_text())
     total = record["training_data"][0]["objects"]
     assert len(manifest["dense.tif"]) == max(1, int(np.floor(0.25 * total + 0.5)))

@@ -1,0 +1,258 @@
+"""Your volume, a few annotated objects: the one-command fine-tune against what a user would do instead.
+
+Run as ``python bench/own_volume.py --dataset em --fractions 0.1 --seeds 0 [--rows ...]`` from the repository
+root. A simulated user annotates a fraction of the objects in the training part of a real volume (a seeded
+annotator, :class:`~spoco_monai.transforms.SparseInstanceSampling`; the dense labels there are not used
+otherwise), and every row is scored on the other part of the volume, which nothing trained or chose on:
+
+* ``shipped``: the bundle's model for this kind of data, as it is;
+* ``finetune``: ``spoco-monai train --from MODEL`` with its default recipe (:func:`train_on_annotations`);
+* ``scratch``: the same command from random weights (``--from scratch:MODEL``), for the fine-tune's wall time;
+* ``classical``: the seeded watershed a user would try first (:mod:`spoco_monai.baselines`), its seed distance
+  chosen on the annotated objects (best mean IoU of an annotated object with one segment);
+* ``unet``: a boundary U-Net (the shipped model's MONAI UNet, one output) trained on the annotated objects' masks
+  and borders with the loss only where the labels say something (inside an annotated object and on its border),
+  for the fine-tune's wall time, then the same seeded watershed on its boundary map.
+
+Datasets: ``em`` (``neuroproof_fib_A.h5``: train z < 63, score z >= 63; ``em3d_neurons``), ``membranes``
+(``plantseg_ovule_sample.h5``: train x < 64, score x >= 64; ``lm3d_membranes``), ``nuclei`` (``gonuclear_1137.h5``:
+train z < 50, score z >= 50; ``lm3d_nuclei``; no ``unet`` row: a boundary map does not say where nuclei are).
+Every result goes to ``<output-dir>/<dataset>_<fraction>_<seed>_<row>.json`` (written atomically); a rerun skips
+rows already there. The table lists adapted Rand error, VOI split/merge, SBD, AP@0.5, segments / objects and the
+training seconds; the machine load is printed with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from monai.networks.nets import UNet
+from skimage.segmentation import find_boundaries
+
+from spoco_monai.baselines import membrane_watershed, nuclei_watershed
+from spoco_monai.bundle import bundle_model, bundle_settings, load_bundle_network
+from spoco_monai.data.atomic import write_atomically
+from spoco_monai.inferers import segment_volume
+from spoco_monai.metrics import annotated_object_iou, instance_scores
+from spoco_monai.training.train_on_annotations import SCRATCH, FineTuneRecipe, train_on_annotations
+from spoco_monai.transforms import SparseInstanceSampling
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+BUNDLE = REPOSITORY / "bundle"
+DATA = REPOSITORY.parent / "shared" / "data"
+ROWS = ("shipped", "finetune", "scratch", "classical", "unet")
+MIN_DISTANCES = (2, 4, 6, 8, 12, 16, 24)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A real volume split into the part a user annotates and the part every row is scored on."""
+
+    file: Path
+    model: str
+    axis: int
+    split: int
+    dense_tissue: bool
+
+    def parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[float, ...]]:
+        """``(train image, train labels, test image, test labels, element size)``, ZYX."""
+        with h5py.File(self.file, "r") as handle:
+            raw, label = handle["raw"][...], handle["label"][...].astype(np.int64)
+            element_size = tuple(float(s) for s in handle["raw"].attrs.get("element_size_um", (1.0, 1.0, 1.0)))
+        train = [slice(None)] * 3
+        test = [slice(None)] * 3
+        train[self.axis], test[self.axis] = slice(0, self.split), slice(self.split, None)
+        return raw[tuple(train)], label[tuple(train)], raw[tuple(test)], label[tuple(test)], element_size
+
+
+DATASETS = {
+    "em": Dataset(DATA / "em3d" / "neuroproof_fib_A.h5", "em3d_neurons", 0, 63, True),
+    "membranes": Dataset(DATA / "lm3d" / "plantseg_ovule_sample.h5", "lm3d_membranes", 2, 64, True),
+    "nuclei": Dataset(DATA / "lm3d" / "gonuclear_1137.h5", "lm3d_nuclei", 0, 50, False),
+}
+
+
+def classical_segment(dataset: Dataset, image: np.ndarray, min_distance: float, element_size) -> np.ndarray:
+    """The classical watershed of the dataset: membranes (dark in EM, so negated) or Otsu nuclei."""
+    if dataset.model == "em3d_neurons":
+        return membrane_watershed(-image.astype(np.float32), min_distance=min_distance, element_size=element_size)
+    if dataset.dense_tissue:
+        return membrane_watershed(image.astype(np.float32), min_distance=min_distance, element_size=element_size)
+    return nuclei_watershed(image.astype(np.float32), min_distance=min_distance, element_size=element_size)
+
+
+def choose_min_distance(segment, image: np.ndarray, sparse: np.ndarray) -> float:
+    """The seed distance whose segmentation best matches the annotated objects (sparse labels only)."""
+    scores = {distance: annotated_object_iou(segment(image, distance), sparse) for distance in MIN_DISTANCES}
+    return max(scores, key=scores.get)
+
+
+def write_pair(folder: Path, name: str, image: np.ndarray, label: np.ndarray | None, element_size) -> str:
+    path = folder / f"{name}.h5"
+    with write_atomically(path) as temporary, h5py.File(temporary, "w") as handle:
+        handle["raw"] = image
+        handle["raw"].attrs["element_size_um"] = element_size
+        if label is not None:
+            handle["label"] = label.astype(np.int32)
+    return str(path)
+
+
+def segment_with_model(model: str | Path, test_image: str) -> np.ndarray:
+    entry = bundle_model(BUNDLE, model)
+    weights = Path(entry["model_path"])
+    network, config = load_bundle_network(BUNDLE, weights if weights.is_absolute() else BUNDLE / weights,
+                                          entry["configs"], "cpu")
+    return np.asarray(segment_volume(test_image, network, bundle_settings(config), progress=False))
+
+
+def boundary_target(sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The boundary map and where it is known: inside every annotated object and on its border (both sides).
+
+    With only the annotated objects nonzero, every boundary ``find_boundaries`` marks touches one of them.
+    """
+    border = find_boundaries(np.where(sparse > 0, sparse, 0), mode="thick")
+    known = ((sparse > 0) | border) & (sparse != -1)
+    return border.astype(np.float32), known
+
+
+def model_patch_size(model: str) -> tuple[int, ...]:
+    """The training patch size of a shipped model (its inference configs define it)."""
+    _, config = load_bundle_network(BUNDLE, BUNDLE / bundle_model(BUNDLE, model)["model_path"],
+                                    bundle_model(BUNDLE, model)["configs"])
+    return tuple(int(size) for size in config.get_parsed_content("patch_size"))
+
+
+def train_boundary_unet(
+    image: np.ndarray, sparse: np.ndarray, patch: tuple[int, ...], seconds: float, seed: int
+) -> torch.nn.Module:
+    """A 3D MONAI UNet trained on the annotated objects' borders, masked BCE, for ``seconds`` of wall time."""
+    generator = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    network = UNet(3, 1, 1, (16, 32, 64, 128), (2, 2, 2), num_res_units=1, norm=("group", {"num_groups": 8}))
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3, weight_decay=1e-5)
+    normalised = ((image - image.mean()) / max(float(image.std()), 1e-6)).astype(np.float32)
+    target, known = boundary_target(sparse)
+    centres = np.argwhere(known)
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        centre = centres[generator.integers(len(centres))]
+        start = [int(np.clip(c - p // 2, 0, s - p)) for c, p, s in zip(centre, patch, image.shape)]
+        region = tuple(slice(b, b + p) for b, p in zip(start, patch))
+        flips = tuple(axis for axis in range(3) if generator.random() < 0.5)
+        x, y, m = (torch.as_tensor(np.flip(a[region], flips).copy())[None, None] for a in (normalised, target, known))
+        logits = network(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, weight=m.float(), reduction="sum")
+        loss = loss / m.sum().clamp_min(1)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return network.eval()
+
+
+def boundary_map(network: torch.nn.Module, image: np.ndarray, patch: tuple[int, ...]) -> np.ndarray:
+    from monai.inferers import sliding_window_inference
+
+    normalised = ((image - image.mean()) / max(float(image.std()), 1e-6)).astype(np.float32)
+    with torch.no_grad():
+        logits = sliding_window_inference(torch.as_tensor(normalised)[None, None], patch, 1, network, overlap=0.25)
+    return torch.sigmoid(logits)[0, 0].numpy()
+
+
+def run_row(row: str, dataset: Dataset, fraction: float, seed: int, folder: Path, budget: dict) -> dict:
+    train_image, train_label, test_image, test_label, element_size = dataset.parts()
+    sparse = SparseInstanceSampling(fraction, seed=seed)(train_label, identity=dataset.file.name)
+    train_path = write_pair(folder, "train", train_image, sparse, element_size)
+    test_path = write_pair(folder, "test", test_image, None, element_size)
+    annotated = int(np.count_nonzero(np.unique(sparse) > 0))
+    began = time.perf_counter()
+    training_s = 0.0
+    if row == "shipped":
+        prediction = segment_with_model(dataset.model, f"{test_path}:raw")
+    elif row in ("finetune", "scratch"):
+        start = dataset.model if row == "finetune" else f"{SCRATCH}:{dataset.model}"
+        minutes = None if row == "finetune" else budget["finetune"] / 60
+        recipe = FineTuneRecipe() if row == "finetune" else FineTuneRecipe(iterations=100000)
+        output = train_on_annotations([f"{train_path}:raw"], [f"{train_path}:label"], folder / row, start_from=start,
+                                      bundle=BUNDLE, recipe=recipe, minutes=minutes, seed=seed, progress=False)
+        training_s = json.loads((output / "model.json").read_text())["seconds"]
+        prediction = segment_with_model(output, f"{test_path}:raw")
+    elif row == "classical":
+        def segment(image, distance):
+            return classical_segment(dataset, image, distance, element_size)
+
+        distance = choose_min_distance(segment, train_image, sparse)
+        prediction = segment(test_image, distance)
+    else:
+        patch = model_patch_size(dataset.model)
+        network = train_boundary_unet(train_image, sparse, patch, budget["finetune"], seed)
+        training_s = budget["finetune"]
+
+        def segment(image, distance):
+            return membrane_watershed(boundary_map(network, image, patch), min_distance=distance,
+                                      element_size=element_size)
+
+        distance = choose_min_distance(segment, train_image, sparse)
+        prediction = segment(test_image, distance)
+    result = instance_scores(prediction, test_label)
+    result.update(training_s=training_s, seconds=time.perf_counter() - began, annotated=annotated)
+    return result
+
+
+def markdown_table(results: dict[tuple, dict]) -> str:
+    lines = ["| data | annotated | seed | row | ARand | VOI split | VOI merge | SBD | AP@0.5 | segs / objs | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (name, fraction, seed, row), r in results.items():
+        lines.append(
+            f"| {name} | {fraction:g} ({r['annotated']}) | {seed} | {row} | {r['arand']:.3f} | {r['voi_split']:.3f} | "
+            f"{r['voi_merge']:.3f} | {r['sbd']:.3f} | {r['ap50']:.3f} | {r['segments']} / {r['objects']} | "
+            f"{r['training_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="em")
+    parser.add_argument("--fractions", nargs="+", type=float, default=[0.1])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--output-dir", type=Path, default=REPOSITORY / "bench" / "runs" / "own_volume")
+    args = parser.parse_args(argv)
+    dataset = DATASETS[args.dataset]
+    if not dataset.file.is_file():
+        raise SystemExit(f"{dataset.file} not found: this benchmark needs ../shared/data beside the repository.")
+    results = {}
+    for fraction in args.fractions:
+        for seed in args.seeds:
+            folder = args.output_dir / f"{args.dataset}_{fraction:g}_{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            budget: dict[str, float] = {}
+            rows = [row for row in args.rows if not (row == "unet" and not dataset.dense_tissue)]
+            for row in sorted(rows, key=lambda r: r != "finetune"):
+                path = folder / f"{row}.json"
+                if path.is_file():
+                    result = json.loads(path.read_text())
+                else:
+                    if row in ("scratch", "unet") and "finetune" not in budget:
+                        budget["finetune"] = json.loads((folder / "finetune.json").read_text())["training_s"]
+                    result = run_row(row, dataset, fraction, seed, folder, budget)
+                    with write_atomically(path) as temporary:
+                        temporary.write_text(json.dumps(result, indent=1))
+                if row == "finetune":
+                    budget["finetune"] = result["training_s"]
+                results[(args.dataset, fraction, seed, row)] = result
+                print(f"{args.dataset} {fraction:g} seed {seed} {row}: ARand {result['arand']:.3f}", flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f}; torch threads {torch.get_num_threads()}")
+    print(markdown_table(results))
+
+
+if __name__ == "__main__":
+    main()
