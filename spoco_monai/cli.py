@@ -170,9 +170,10 @@ def _add_train_parser(commands: Any) -> None:
         help="for models with a foreground output: the fraction of all objects your labels annotate (default: 1.0)",
     )
     train.add_argument(
-        "--keep-clustering",
+        "--rechoose-clustering",
         action="store_true",
-        help="keep the starting model's clustering scale instead of re-choosing it on the annotated objects",
+        help="re-choose the clustering scale (delta_dist) on the annotated objects after training; it favours "
+        "splitting objects the training fitted (bundle docs, 'Your data')",
     )
     train.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     train.add_argument(
@@ -193,7 +194,7 @@ def _train(args: argparse.Namespace) -> int:
         learning_rate_factor=args.learning_rate_factor,
         max_instances=args.max_instances,
         patch_size=tuple(args.patch_size) if args.patch_size else None,
-        choose_delta_dist=not args.keep_clustering,
+        choose_delta_dist=args.rechoose_clustering,
     )
     try:
         recipe = dataclasses.replace(recipe, overrides=_config_entries(args.set))

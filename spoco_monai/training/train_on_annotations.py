@@ -64,7 +64,7 @@ class FineTuneRecipe:
     learning_rate_factor: float = 0.1
     max_instances: int | None = None
     patch_size: tuple[int, ...] | None = None
-    choose_delta_dist: bool = True
+    choose_delta_dist: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from collections.abc import Hashable, Mapping, Sequence
@@ -104,6 +105,17 @@ class SparseInstanceSampling(Transform):
         self.keep_background = keep_background
         self.background_id = background_id
         self.manifest = SparseAnnotationManifest(manifest_path) if manifest_path is not None else None
+
+    def describe(self) -> str:
+        """One line for the user: whether the labels are used as annotated or an annotator is simulated."""
+        if self.fraction == 1.0:
+            dense = " (dense: the background is an object of its own)" if self.keep_background else ""
+            return f"labels used as annotated: every object (id > 0) of every label image is trained on{dense}"
+        return (
+            f"simulated annotator: {self.fraction:g} of each label image's objects are kept (seed {self.seed}), the "
+            "others become unlabeled; this is for experiments on dense labels: set sparse_fraction 1.0 to train on "
+            "real sparse annotations"
+        )
 
     def kept_count(self, num_objects: int) -> int:
         """Number of objects kept out of ``num_objects``: p * K rounded half up, at least 1 when K > 0."""
@@ -227,7 +239,8 @@ class SparseInstanceSamplingd(MapTransform):
         return str(data[self.id_key])
 
     def check_manifest(self, items: Sequence[Mapping], reader: Any = None) -> Sequence[Mapping]:
-        """Sparsify now the items the manifest already records, so that a mismatch stops a run at start-up.
+        """Say how the labels are used, and sparsify now the items the manifest already records, so that a mismatch
+        stops a run at start-up.
 
         A manifest written with other settings (an output folder reused with another seed or fraction) is then
         reported by the bundle's start-up checks, before any data loader, thread or network exists, instead of
@@ -244,6 +257,7 @@ class SparseInstanceSamplingd(MapTransform):
             ValueError: the manifest records other kept ids for one of the items (see
                 :class:`SparseAnnotationManifest`).
         """
+        logging.getLogger(__name__).info(self.sampling.describe())
         if self.sampling.manifest is None:
             return items
         recorded = self.sampling.manifest.read()

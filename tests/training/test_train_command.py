@@ -37,7 +37,7 @@ def trained(annotated_volume, tmp_path_factory) -> tuple[Path, str]:
     image, label = annotated_volume
     output = tmp_path_factory.mktemp("trained") / "my_model"
     argv = ["train", "--images", str(image), "--labels", str(label), "--output", str(output), "--from", "model",
-            "--iterations", "2", "--bundle", str(BUNDLE), "--no-progress"]
+            "--iterations", "2", "--bundle", str(BUNDLE), "--no-progress", "--rechoose-clustering"]
     messages = io.StringIO()
     with contextlib.redirect_stderr(messages):
         assert main(argv) == 0
@@ -98,7 +98,7 @@ def test_a_simulated_annotator_is_named_as_such(annotated_volume, tmp_path, caps
     tifffile.imwrite(dense, make_synthetic_volume((32, 64, 64), seed=3, mean_cell_size=16.0)[1][0].astype(np.uint16))
     output = tmp_path / "simulated"
     argv = ["train", "--images", str(image), "--labels", str(dense), "--output", str(output), "--iterations", "1",
-            "--sparse-fraction", "0.25", "--bundle", str(BUNDLE), "--no-progress", "--keep-clustering"]
+            "--sparse-fraction", "0.25", "--bundle", str(BUNDLE), "--no-progress"]
     assert main(argv) == 0
     assert "simulated annotator: 0.25 of the" in capsys.readouterr().err
     record = read_model_folder(output)
