@@ -223,8 +223,19 @@ def _train(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spoco-monai`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if args.command == "train":
-        return _train(args)
+    try:
+        if args.command == "train":
+            return _train(args)
+        return _run_segment(args)
+    except KeyboardInterrupt:
+        print(
+            f"\nspoco-monai {args.command}: interrupted; run the same command again to resume where it stopped.",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _run_segment(args: argparse.Namespace) -> int:
     device, joined_group = init_from_environment(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         return _segment(args, device)

@@ -121,3 +121,13 @@ def test_a_label_without_annotations_stops_before_training(annotated_volume, tmp
         f"spoco-monai train: error: {empty}: expected at least one annotated object (an id > 0), found none."
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_says_how_to_resume_instead_of_a_traceback(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("spoco_monai.cli.train_on_annotations", interrupted)
+    assert main(["train", "--images", "a.tif", "--labels", "b.tif", "--output", "out"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "spoco-monai train: interrupted; run the same command again to resume where it stopped."
