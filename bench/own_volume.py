@@ -181,7 +181,8 @@ def run_row(row: str, dataset: Dataset, fraction: float, seed: int, folder: Path
         minutes = None if row == "finetune" else budget["finetune"] / 60
         recipe = FineTuneRecipe() if row == "finetune" else FineTuneRecipe(iterations=100000)
         output = train_on_annotations([f"{train_path}:raw"], [f"{train_path}:label"], folder / row, start_from=start,
-                                      bundle=BUNDLE, recipe=recipe, minutes=minutes, seed=seed, progress=False)
+                                      bundle=BUNDLE, recipe=recipe, minutes=minutes, annotated_fraction=fraction,
+                                      seed=seed, progress=False)
         training_s = json.loads((output / "model.json").read_text())["seconds"]
         prediction = segment_with_model(output, f"{test_path}:raw")
     elif row == "classical":

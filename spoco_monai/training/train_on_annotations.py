@@ -61,7 +61,7 @@ class FineTuneRecipe:
     """
 
     iterations: int = 300
-    learning_rate_factor: float = 0.1
+    learning_rate_factor: float = 0.02
     max_instances: int | None = None
     patch_size: tuple[int, ...] | None = None
     choose_delta_dist: bool = False

@@ -1,0 +1,56 @@
+"""``bench/own_volume.py``: the boundary peer's masked target, the annotator's split, a short run on real EM."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+_spec = importlib.util.spec_from_file_location("own_volume", REPOSITORY / "bench" / "own_volume.py")
+own_volume = importlib.util.module_from_spec(_spec)
+sys.modules["own_volume"] = own_volume
+_spec.loader.exec_module(own_volume)
+
+
+def test_the_boundary_target_is_known_inside_annotated_objects_and_on_their_borders_only():
+    sparse = np.array([[0, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, -1], [0, 1, 1, 0, 2, 2], [0, 0, 0, 0, 2, 2]])
+    target, known = own_volume.boundary_target(sparse)
+    # thick boundaries (4-neighbourhood): every voxel with a neighbour of another id, on both sides
+    expected_border = np.array(
+        [[0, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 0]], dtype=np.float32
+    )
+    np.testing.assert_array_equal(target, expected_border)
+    # known: the annotated objects and their borders, never an ignored voxel
+    expected_known = expected_border.astype(bool) | (sparse > 0)
+    expected_known[1, 5] = False
+    np.testing.assert_array_equal(known, expected_known)
+
+
+def test_the_datasets_split_their_volumes_without_overlap():
+    em = own_volume.DATASETS["em"]
+    if not em.file.is_file():
+        pytest.skip(f"real data not found at {em.file} (the shared data folder ../shared/data is absent)")
+    train_image, train_label, test_image, test_label, element_size = em.parts()
+    assert train_image.shape == (63, 250, 250) and test_image.shape == (62, 250, 250)
+    assert train_label.shape == train_image.shape and test_label.shape == test_image.shape
+    assert element_size == (0.01, 0.01, 0.01)
+
+
+def test_a_short_run_writes_its_rows_and_resumes(tmp_path, capsys, monkeypatch):
+    if not own_volume.DATASETS["membranes"].file.is_file():
+        pytest.skip("real data not found (the shared data folder ../shared/data is absent)")
+    monkeypatch.setattr(own_volume, "MIN_DISTANCES", (6, 12))
+    argv = ["--dataset", "membranes", "--fractions", "0.2", "--rows", "classical", "--output-dir", str(tmp_path)]
+    own_volume.main(argv)
+    first = capsys.readouterr().out
+    result = json.loads((tmp_path / "membranes_0.2_0" / "classical.json").read_text())
+    assert result["objects"] > 0 and 0.0 <= result["arand"] <= 1.0 and result["annotated"] >= 1
+    assert "| membranes | 0.2 (" in first and "| classical |" in first
+    own_volume.main(argv)
+    assert capsys.readouterr().out.splitlines()[-1] == first.splitlines()[-1]
