@@ -7,6 +7,7 @@ otherwise), and every row is scored on the other part of the volume, which nothi
 
 * ``shipped``: the bundle's model for this kind of data, as it is;
 * ``finetune``: ``spoco-monai train --from MODEL`` with its default recipe (:func:`train_on_annotations`);
+* ``holdout``: the same with ``--holdout 0.25``: a quarter of the annotated objects re-choose the clustering scale;
 * ``scratch``: the same command from random weights (``--from scratch:MODEL``), for the fine-tune's wall time;
 * ``classical``: the seeded watershed a user would try first (:mod:`spoco_monai.baselines`), its seed distance
   chosen on the annotated objects (best mean IoU of an annotated object with one segment);
@@ -48,7 +49,7 @@ from spoco_monai.transforms import SparseInstanceSampling
 REPOSITORY = Path(__file__).resolve().parents[1]
 BUNDLE = REPOSITORY / "bundle"
 DATA = REPOSITORY.parent / "shared" / "data"
-ROWS = ("shipped", "finetune", "scratch", "classical", "unet")
+ROWS = ("shipped", "finetune", "holdout", "scratch", "classical", "unet")
 MIN_DISTANCES = (2, 4, 6, 8, 12, 16, 24)
 
 
@@ -176,10 +177,14 @@ def run_row(row: str, dataset: Dataset, fraction: float, seed: int, folder: Path
     training_s = 0.0
     if row == "shipped":
         prediction = segment_with_model(dataset.model, f"{test_path}:raw")
-    elif row in ("finetune", "scratch"):
-        start = dataset.model if row == "finetune" else f"{SCRATCH}:{dataset.model}"
-        minutes = None if row == "finetune" else budget["finetune"] / 60
-        recipe = FineTuneRecipe() if row == "finetune" else FineTuneRecipe(iterations=100000)
+    elif row in ("finetune", "holdout", "scratch"):
+        start = dataset.model if row != "scratch" else f"{SCRATCH}:{dataset.model}"
+        minutes = None if row != "scratch" else budget["finetune"] / 60
+        recipe = {
+            "finetune": FineTuneRecipe(),
+            "holdout": FineTuneRecipe(holdout=0.25),
+            "scratch": FineTuneRecipe(iterations=100000),
+        }[row]
         output = train_on_annotations([f"{train_path}:raw"], [f"{train_path}:label"], folder / row, start_from=start,
                                       bundle=BUNDLE, recipe=recipe, minutes=minutes, annotated_fraction=fraction,
                                       seed=seed, progress=False)

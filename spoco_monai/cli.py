@@ -170,10 +170,11 @@ def _add_train_parser(commands: Any) -> None:
         help="for models with a foreground output: the fraction of all objects your labels annotate (default: 1.0)",
     )
     train.add_argument(
-        "--rechoose-clustering",
-        action="store_true",
-        help="re-choose the clustering scale (delta_dist) on the annotated objects after training; it favours "
-        "splitting objects the training fitted (bundle docs, 'Your data')",
+        "--holdout",
+        type=float,
+        default=0.0,
+        help="keep this fraction of the annotated objects out of training and re-choose the clustering scale "
+        "(delta_dist) on them (default: 0, train on all and keep the model's scale)",
     )
     train.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     train.add_argument(
@@ -194,7 +195,7 @@ def _train(args: argparse.Namespace) -> int:
         learning_rate_factor=args.learning_rate_factor,
         max_instances=args.max_instances,
         patch_size=tuple(args.patch_size) if args.patch_size else None,
-        choose_delta_dist=args.rechoose_clustering,
+        holdout=args.holdout,
     )
     try:
         recipe = dataclasses.replace(recipe, overrides=_config_entries(args.set))

@@ -4,9 +4,10 @@ The affinity of two voxels, ``[1 - ||e_i - e_j|| / (2 delta_d)]_+^2``, depends o
 different objects; fine-tuning moves them, and the Mutex Watershed is sensitive to the scale (on the EM volume of
 ``bench/own_volume.py`` a shipped model scores adapted Rand error 0.32 with its ``delta_d`` 3.0, 0.60 with 2.0 and
 0.56 with 4.0). Dense labels to re-tune it on are exactly what a user of sparse labels does not have, so the
-choice is scored on the annotated objects: each should come out as one segment of its own
-(:func:`~spoco_monai.metrics.annotated_object_iou`), which penalises splitting it and merging it with its unlabeled
-neighbours alike.
+choice is scored on annotated objects the training did not see (a hold-out): each should come out as one segment of
+its own (:func:`~spoco_monai.metrics.annotated_rand_error`), which penalises splitting it and merging it with its
+unlabeled neighbours alike. Objects the network was trained on are no judges: it fits them, so they stay whole even
+at scales that split every other object.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from spoco_monai.data.volume_io import open_volume
 from spoco_monai.inferers.segment_volume import segment_volume
 from spoco_monai.inferers.settings import AFFINITY_CLUSTERINGS, SegmentationSettings
-from spoco_monai.metrics.annotated_objects import annotated_object_iou
+from spoco_monai.metrics.annotated_objects import annotated_rand_error
 from spoco_monai.training.annotations import AnnotatedVolume
 
 __all__ = ["DELTA_DIST_FACTORS", "choose_delta_dist"]
@@ -33,18 +33,21 @@ def choose_delta_dist(
     network: Callable[[torch.Tensor], torch.Tensor],
     settings: SegmentationSettings,
     volumes: Sequence[AnnotatedVolume],
+    judges: Sequence[np.ndarray],
     factors: Sequence[float] = DELTA_DIST_FACTORS,
 ) -> tuple[float, dict[float, float]]:
-    """The ``delta_dist`` among ``factors`` x the settings' under which the annotated objects come out best.
+    """The ``delta_dist`` among ``factors`` x the settings' under which the judging objects come out best.
 
     Args:
         network: the trained network, in eval mode.
         settings: the model's segmentation settings (an affinity clustering).
         volumes: the annotated volumes (their whole images are segmented once per candidate).
+        judges: per volume, labels of its spatial shape holding only the objects to judge by (id > 0), e.g. the
+            annotated objects held out of training; a volume without any is skipped.
         factors: candidates as factors of ``settings.delta_dist``; ties keep the one nearest to 1.
 
     Returns:
-        the chosen ``delta_dist`` and every candidate's mean annotated-object IoU over the volumes.
+        the chosen ``delta_dist`` and every candidate's mean annotated-object Rand error over the judged volumes.
 
     Raises:
         ValueError: the settings' clustering does not use affinities (HDBSCAN clusters embeddings directly).
@@ -54,10 +57,9 @@ def choose_delta_dist(
             f"only the affinity clusterings {AFFINITY_CLUSTERINGS} have a delta_dist to choose, found "
             f"{settings.clustering!r}."
         )
-    labels = []
-    for volume in volumes:
-        with open_volume(volume.label) as label:
-            labels.append(np.asarray(label[...]).reshape(volume.shape))
+    judged = [(volume, judge) for volume, judge in zip(volumes, judges) if (judge > 0).any()]
+    if not judged:
+        raise ValueError("no volume holds an object to judge the clustering scale by.")
     scores = {}
     for factor in sorted(factors, key=lambda f: abs(f - 1.0)):
         candidate = round(settings.delta_dist * factor, 3)
@@ -65,10 +67,10 @@ def choose_delta_dist(
         scores[candidate] = float(
             np.mean(
                 [
-                    annotated_object_iou(segment_volume(volume.image, network, trial, progress=False), label)
-                    for volume, label in zip(volumes, labels)
+                    annotated_rand_error(segment_volume(volume.image, network, trial, progress=False), judge)
+                    for volume, judge in judged
                 ]
             )
         )
-    best = max(scores, key=scores.get)
+    best = min(scores, key=scores.get)
     return best, dict(sorted(scores.items()))

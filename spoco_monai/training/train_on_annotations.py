@@ -29,10 +29,12 @@ from ignite.handlers import TimeLimit
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from spoco_monai.bundle import DEFAULT_MODEL, bundle_model
+from spoco_monai.data.volume_io import open_volume
 from spoco_monai.engines.checkpoint import load_network_weights
 from spoco_monai.inferers.settings import AFFINITY_CLUSTERINGS
 from spoco_monai.training.annotations import AnnotatedVolume, describe_volumes, summarize_pairs
 from spoco_monai.training.clustering_choice import choose_delta_dist
+from spoco_monai.transforms.sparse_manifest import SparseAnnotationManifest
 from spoco_monai.training.model_folder import TRAINING_FOLDER, write_model_folder
 
 __all__ = ["FineTuneRecipe", "SCRATCH", "train_on_annotations"]
@@ -55,8 +57,10 @@ class FineTuneRecipe:
         max_instances: annotated objects drawn per patch for the loss (the rest of the patch's objects wait for
             another patch); None uses all of them.
         patch_size: training patch size; None keeps the starting model's.
-        choose_delta_dist: after training, re-choose the affinity clustering's ``delta_dist`` on the annotated
-            objects (:func:`~spoco_monai.training.clustering_choice.choose_delta_dist`).
+        holdout: the fraction of each volume's annotated objects kept out of training (a seeded choice, recorded
+            in the sparse annotation manifest) to re-choose the affinity clustering's ``delta_dist`` on
+            (:func:`~spoco_monai.training.clustering_choice.choose_delta_dist`); 0 trains on every annotated object
+            and keeps the starting model's scale.
         overrides: further bundle config entries, by name.
     """
 
@@ -64,7 +68,7 @@ class FineTuneRecipe:
     learning_rate_factor: float = 0.02
     max_instances: int | None = None
     patch_size: tuple[int, ...] | None = None
-    choose_delta_dist: bool = False
+    holdout: float = 0.0
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,13 +119,17 @@ def train_on_annotations(
         ValueError: bad data (every problem named with its file), an unknown starting model, a bad setting.
     """
     recipe = recipe or FineTuneRecipe()
+    if not 0.0 <= recipe.holdout < 1.0:
+        raise ValueError(f"holdout must be in [0, 1), found {recipe.holdout}.")
+    if recipe.holdout and sparse_fraction is not None:
+        raise ValueError("a hold-out works on real annotations; it cannot be combined with a simulated annotator.")
     bundle, output = Path(bundle).resolve(), Path(output).resolve()
     start = _starting_point(bundle, start_from, images, labels)
     model_config = _parse(bundle, start["inference_configs"])
     dims = int(model_config.get_parsed_content("spatial_dims"))
     volumes = summarize_pairs(images, labels, dims)
     validation = summarize_pairs(validation_images, validation_labels, dims) if validation_images else []
-    for line in _report(start, volumes, validation, model_config, sparse_fraction):
+    for line in _report(start, volumes, validation, model_config, sparse_fraction, recipe.holdout):
         log(line)
 
     training_folder = output / TRAINING_FOLDER
@@ -155,8 +163,12 @@ def train_on_annotations(
     stopped = f", stopped at the {minutes:g}-minute limit" if iterations < recipe.iterations else ""
     record = _record(start, volumes, validation, recipe, sparse_fraction, seed, iterations, seconds, stopped, overrides)
     inference_config = _inference_config(bundle, start, overrides)
-    if recipe.choose_delta_dist:
-        record["delta_dist_scores"] = _choose_delta_dist(network, inference_config, bundle, volumes, log)
+    if recipe.holdout:
+        judges = _held_out_objects(volumes, Path(overrides["sparse_manifest"]))
+        record["held_out_objects"] = {
+            volume.label: np.unique(judge[judge > 0]).tolist() for volume, judge in zip(volumes, judges)
+        }
+        record["delta_dist_scores"] = _choose_delta_dist(network, inference_config, bundle, volumes, judges, log)
     write_model_folder(output, network.state_dict(), inference_config, record)
     log(
         f"trained {iterations} of {recipe.iterations} iterations in {seconds / 60:.1f} min{stopped}; model folder "
@@ -205,6 +217,7 @@ def _report(
     validation: Sequence[AnnotatedVolume],
     model_config: ConfigParser,
     sparse_fraction: float | None,
+    holdout: float,
 ) -> list[str]:
     """What the training found and will do, for the user, before it starts."""
     lines = [
@@ -212,7 +225,13 @@ def _report(
     ]
     lines += describe_volumes(volumes)
     objects = sum(volume.objects for volume in volumes)
-    if sparse_fraction is None:
+    if holdout:
+        lines.append(
+            f"labels: real annotations; hold-out: {holdout:g} of each volume's {objects} annotated object(s) are kept "
+            "out of training (a seeded choice, recorded in training/sparse_annotation.json) to choose the clustering "
+            "scale on; the others are trained on"
+        )
+    elif sparse_fraction is None:
         lines.append(
             f"labels: real annotations, used whole: all {objects} annotated object(s) in {len(volumes)} volume(s) are "
             "trained on (0 = unlabeled, -1 = ignored)"
@@ -256,7 +275,7 @@ def _training_overrides(
     pairs = [{"image": volume.image, "label": volume.label} for volume in volumes]
     # without validation data the training volumes stand in for the (disabled) validation's image logging only
     validation_pairs = [{"image": volume.image, "label": volume.label} for volume in validation] or pairs
-    fraction = 1.0 if sparse_fraction is None else float(sparse_fraction)
+    fraction = 1.0 - recipe.holdout if sparse_fraction is None else float(sparse_fraction)
     iterations = int(recipe.iterations)
     overrides: dict[str, Any] = {
         **start["settings"],
@@ -267,7 +286,9 @@ def _training_overrides(
         "report_region": "@whole_region",
         "sparse": True,
         "sparse_fraction": fraction,
-        "annotated_fraction": fraction if annotated_fraction is None else float(annotated_fraction),
+        "annotated_fraction": (1.0 if sparse_fraction is None else fraction)
+        if annotated_fraction is None
+        else float(annotated_fraction),
         "sparse_manifest": str(training_folder / "sparse_annotation.json"),
         "num_iterations": iterations,
         "val_interval": max(1, iterations // 3) if validation else iterations,
@@ -330,23 +351,36 @@ def _choose_delta_dist(
     inference_config: dict[str, Any],
     bundle: Path,
     volumes: Sequence[AnnotatedVolume],
+    judges: Sequence[np.ndarray],
     log: Callable[[str], None],
 ) -> dict[str, float]:
-    """Re-choose the clustering's ``delta_dist`` on the annotated objects and write it into the inference config."""
+    """Re-choose the clustering's ``delta_dist`` on the held-out objects and write it into the inference config."""
     parser = ConfigParser(inference_config)
     parser["bundle_root"] = str(bundle)
     settings = parser.get_parsed_content("segmentation")
     if settings.clustering not in AFFINITY_CLUSTERINGS:
         return {}
     network.eval()
-    best, scores = choose_delta_dist(network, settings, volumes)
+    best, scores = choose_delta_dist(network, settings, volumes, judges)
     inference_config["affinity_delta_dist"] = best
     table = ", ".join(f"{candidate:g}: {score:.3f}" for candidate, score in scores.items())
     log(
-        f"clustering scale delta_dist re-chosen on the annotated objects: {best:g} (the model's {settings.delta_dist:g}; "
-        f"mean IoU of an annotated object with its best segment: {table})"
+        f"clustering scale delta_dist re-chosen on the held-out objects: {best:g} (the model's {settings.delta_dist:g}; "
+        f"their Rand error per candidate: {table})"
     )
     return {str(candidate): score for candidate, score in scores.items()}
+
+
+def _held_out_objects(volumes: Sequence[AnnotatedVolume], manifest_path: Path) -> list[np.ndarray]:
+    """Per volume, its labels holding only the annotated objects the training's manifest did not keep."""
+    kept = SparseAnnotationManifest(manifest_path).read()
+    judges = []
+    for volume in volumes:
+        with open_volume(volume.label) as label:
+            values = np.asarray(label[...]).reshape(volume.shape).astype(np.int64)
+        trained = kept.get(os.path.basename(volume.label), [])
+        judges.append(np.where((values > 0) & ~np.isin(values, trained), values, 0))
+    return judges
 
 
 def _record(

@@ -37,7 +37,7 @@ def trained(annotated_volume, tmp_path_factory) -> tuple[Path, str]:
     image, label = annotated_volume
     output = tmp_path_factory.mktemp("trained") / "my_model"
     argv = ["train", "--images", str(image), "--labels", str(label), "--output", str(output), "--from", "model",
-            "--iterations", "2", "--bundle", str(BUNDLE), "--no-progress", "--rechoose-clustering"]
+            "--iterations", "2", "--bundle", str(BUNDLE), "--no-progress"]
     messages = io.StringIO()
     with contextlib.redirect_stderr(messages):
         assert main(argv) == 0
@@ -69,11 +69,7 @@ def test_the_model_folder_records_data_objects_iterations_and_seed(trained):
     assert record["started_from"] == "model" and record["base_model"] == "model"
     assert record["training_data"][0]["objects"] == 5 and record["training_data"][0]["shape"] == [32, 64, 64]
     assert record["description"].startswith("fine-tuned from model on 5 annotated object(s) in 1 volume(s)")
-    # the clustering scale is re-chosen among five candidates around the model's (2.0) on the annotated objects
-    scores = record["delta_dist_scores"]
-    assert sorted(map(float, scores)) == [1.34, 1.66, 2.0, 2.34, 2.66]
-    chosen = json.loads((output / "inference.json").read_text())["affinity_delta_dist"]
-    assert scores[str(chosen)] == max(scores.values())
+    assert "delta_dist_scores" not in record and "held_out_objects" not in record
     weights = torch.load(output / "model.pt", weights_only=True)
     shipped = torch.load(BUNDLE / "models" / "model.pt", weights_only=True)
     assert weights.keys() == shipped.keys()
@@ -103,7 +99,6 @@ def test_a_simulated_annotator_is_named_as_such(annotated_volume, tmp_path, caps
     assert "simulated annotator: 0.25 of the" in capsys.readouterr().err
     record = read_model_folder(output)
     assert record["labels"] == "simulated annotator (fraction 0.25)" and record["started_from"] == "scratch"
-    assert "delta_dist_scores" not in record
     manifest = json.loads((output / "training" / "sparse_annotation.json").read_text())
     total = record["training_data"][0]["objects"]
     assert len(manifest["dense.tif"]) == max(1, int(np.floor(0.25 * total + 0.5)))
@@ -131,3 +126,24 @@ def test_ctrl_c_says_how_to_resume_instead_of_a_traceback(monkeypatch, capsys):
     assert main(["train", "--images", "a.tif", "--labels", "b.tif", "--output", "out"]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "spoco-monai train: interrupted; run the same command again to resume where it stopped."
+
+
+def test_a_holdout_keeps_objects_out_of_training_and_chooses_the_clustering_scale_on_them(annotated_volume, tmp_path):
+    image, label = annotated_volume
+    output = tmp_path / "held_out"
+    messages = io.StringIO()
+    argv = ["train", "--images", str(image), "--labels", str(label), "--output", str(output), "--from", "model",
+            "--iterations", "1", "--holdout", "0.4", "--bundle", str(BUNDLE), "--no-progress"]
+    with contextlib.redirect_stderr(messages):
+        assert main(argv) == 0
+    assert "hold-out: 0.4 of each volume's 5 annotated object(s) are kept out of training" in messages.getvalue()
+    # 0.6 x 5 objects = 3 trained on, the 2 others judge the clustering scale
+    trained = json.loads((output / "training" / "sparse_annotation.json").read_text())["image_labels.tif"]
+    record = read_model_folder(output)
+    held_out = record["held_out_objects"][str(label)]
+    assert len(trained) == 3 and sorted(trained + held_out) == list(ANNOTATED)
+    scores = {float(candidate): score for candidate, score in record["delta_dist_scores"].items()}
+    assert sorted(scores) == [1.34, 1.66, 2.0, 2.34, 2.66]
+    chosen = json.loads((output / "inference.json").read_text())["affinity_delta_dist"]
+    assert scores[chosen] == min(scores.values())
+    assert "clustering scale delta_dist re-chosen on the held-out objects" in messages.getvalue()
