@@ -320,7 +320,8 @@ def _segment(args: argparse.Namespace, device: str) -> int:
         for warning in warnings:
             print(f"spoco-monai segment: warning: {warning}", file=sys.stderr)
         result = segment_volume(
-            args.input, network, settings, output=args.output, overwrite=args.overwrite, progress=not args.no_progress
+            args.input, network, settings, output=args.output, overwrite=args.overwrite, progress=not args.no_progress,
+            report=lambda line: print(f"spoco-monai segment: {line}", file=sys.stderr),
         )
     except (ValueError, TypeError, FileExistsError, FileNotFoundError, WorkDirectoryLockedError) as error:
         print(f"spoco-monai segment: error: {error}", file=sys.stderr)

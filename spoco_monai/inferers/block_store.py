@@ -24,11 +24,14 @@ class BlockRecord:
         num_labels: labels ``num_core_labels + 1 .. num_labels`` occur only in its halo.
         matches: ``(P, 3)`` int64 rows ``(label in this block, index of an earlier block, label there)``
             of objects this block's halo shares with the cores of earlier blocks.
+        input_digest: digest of the image values the block read (:func:`~.input_digest.input_digest`), by which a
+            resumed run tells whether the input has changed since; ``None`` when unknown.
     """
 
     num_core_labels: int
     num_labels: int
     matches: np.ndarray
+    input_digest: str | None = None
 
 
 class BlockStore(ABC):
@@ -50,6 +53,10 @@ class BlockStore(ABC):
     def record(self, index: int) -> BlockRecord:
         """The stitching record of block ``index``."""
 
+    @abstractmethod
+    def discard(self, index: int) -> None:
+        """Forget block ``index``: it no longer counts as finished."""
+
 
 class MemoryBlockStore(BlockStore):
     """Blocks kept in memory, for results returned as an array (nothing to resume)."""
@@ -70,6 +77,9 @@ class MemoryBlockStore(BlockStore):
 
     def record(self, index: int) -> BlockRecord:
         return self._records[index]
+
+    def discard(self, index: int) -> None:
+        del self._labels[index], self._records[index]
 
 
 class DirectoryBlockStore(BlockStore):
@@ -119,6 +129,7 @@ class DirectoryBlockStore(BlockStore):
             "num_core_labels": int(record.num_core_labels),
             "num_labels": int(record.num_labels),
             "matches": np.asarray(record.matches, dtype=np.int64).tolist(),
+            "input_digest": record.input_digest,
         }
         with write_atomically(self._path(index, ".json")) as temporary:
             temporary.write_text(json.dumps(payload))
@@ -129,7 +140,12 @@ class DirectoryBlockStore(BlockStore):
     def record(self, index: int) -> BlockRecord:
         payload = json.loads(self._path(index, ".json").read_text())
         matches = np.asarray(payload["matches"], dtype=np.int64).reshape(-1, 3)
-        return BlockRecord(payload["num_core_labels"], payload["num_labels"], matches)
+        return BlockRecord(payload["num_core_labels"], payload["num_labels"], matches, payload.get("input_digest"))
+
+    def discard(self, index: int) -> None:
+        # the record first: without it the block is unfinished, whatever happens to its labels after
+        self._path(index, ".json").unlink()
+        self._path(index, ".npy").unlink(missing_ok=True)
 
     def remove(self) -> None:
         """Delete the work directory."""

@@ -3,7 +3,8 @@
 The parts, one job each: :mod:`~.block_grid` plans the blocks, :mod:`~.block_reading` reads their extents (each
 storage chunk decoded about once), :mod:`~.block_prediction` predicts and blends a block's windows,
 :mod:`~.block_clustering` clusters a block, :mod:`~.stitching` matches blocks and joins their labels into global
-ids, and :mod:`~.labels_writer` writes the result; :mod:`~.block_store` keeps finished blocks and
+ids, and :mod:`~.labels_writer` writes the result; :mod:`~.block_store` keeps finished blocks,
+:mod:`~.input_digest` tells whether the input of a finished block has changed before a resumed run reuses it, and
 :mod:`~.work_lock` locks the work directory. This module runs them in order, as
 :class:`~.settings.SegmentationSettings` say.
 
@@ -44,6 +45,7 @@ from .block_reading import BlockReader
 from .block_store import BlockRecord, BlockStore, DirectoryBlockStore, MemoryBlockStore
 from .distributed import block_sharing_group
 from .freed_memory import release_freed_memory
+from .input_digest import discard_changed_blocks, input_digest
 from .labels_writer import write_labels
 from .settings import SegmentationSettings
 from .stitching import global_ids, save_matched
@@ -64,6 +66,7 @@ def segment_volume(
     timings: dict[str, float] | None = None,
     distributed: bool | None = None,
     in_channels: int | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> np.ndarray | str | None:
     """Segment a whole 2D/3D volume into instances, block by block (see the module docstring).
 
@@ -89,6 +92,9 @@ def segment_volume(
             than one process is initialised, ``True`` to require one, ``False`` to run alone.
         in_channels: expected number of image channels; ``None`` to read it from the network's first
             convolution (not checked when the network has none).
+        report: called with one line for the user when the run resumes from its work directory: how many
+            finished blocks it reuses, and how many it segments again because the image values they read have
+            changed since (see :func:`~.input_digest.discard_changed_blocks`).
 
     Returns:
         the ``(*S)`` int32 labels (int64 beyond 2^31 - 1 objects; 1.. objects, 0 where the clustering
@@ -158,8 +164,9 @@ def segment_volume(
                 "grid_halo": list(grid.halo),
                 **predictor.fingerprint(),
             }
-            # rank 0 sets the work directory up (or discards another run's) before the other ranks open it; a
-            # process alone, even inside a process group (distributed=False), waits for nobody
+            # rank 0 sets the work directory up (or discards another run's, and finished blocks of another input)
+            # before the other ranks open it; a process alone, even inside a process group (distributed=False),
+            # waits for nobody
             with idist.one_rank_first() if world_size > 1 else nullcontext():
                 store = DirectoryBlockStore(work, fingerprint, discard_mismatch=overwrite)
                 unmatched = (
@@ -167,6 +174,8 @@ def segment_volume(
                     if world_size > 1
                     else None
                 )
+                if rank == 0:
+                    _check_finished_blocks(volume, has_channels, grid, store, unmatched, work, report)
         stage_times = {"network": 0.0, "affinities": 0.0, "clustering": 0.0, "writing": 0.0}
         if unmatched is None:
             _process_blocks(volume, grid, store, predictor, progress, stage_times)
@@ -198,6 +207,31 @@ def segment_volume(
             volume.close()
 
 
+def _check_finished_blocks(
+    volume: Any,
+    has_channels: bool,
+    grid: BlockGrid,
+    store: BlockStore,
+    unmatched: BlockStore | None,
+    work: os.PathLike,
+    report: Callable[[str], None] | None,
+) -> None:
+    """Discard the finished blocks of an interrupted run whose input has changed, and say what is reused."""
+    discarded = discard_changed_blocks(volume, has_channels, grid, store, matched=True)
+    if unmatched is not None:
+        discarded |= discard_changed_blocks(volume, has_channels, grid, unmatched, matched=False)
+    reused = len(store.finished() | (unmatched.finished() if unmatched is not None else set()))
+    if report is None or reused + len(discarded) == 0:
+        return
+    line = f"resuming the interrupted run in {work}: {reused} of {len(grid)} blocks reused"
+    if discarded:
+        line += (
+            f", {len(discarded)} finished block(s) discarded and segmented again (the image values they read have "
+            "changed since, or those of a block they were stitched to)"
+        )
+    report(line + ".")
+
+
 def _process_blocks(
     volume: Any,
     grid: BlockGrid,
@@ -214,9 +248,9 @@ def _process_blocks(
         total=sum(block.num_windows for block in pending), desc="segment", unit="window", disable=not progress
     ) as bar, torch.no_grad():
         for block in pending:
-            labels, num_core = _segment_block(reader, block, len(grid), predictor, bar, stage_times)
+            labels, num_core, digest = _segment_block(reader, block, len(grid), predictor, bar, stage_times)
             start = time.perf_counter()
-            save_matched(block, labels, num_core, grid, store, predictor.settings.iou_threshold)
+            save_matched(block, labels, num_core, grid, store, predictor.settings.iou_threshold, digest)
             stage_times["clustering"] += time.perf_counter() - start
 
 
@@ -245,9 +279,9 @@ def _process_shared_blocks(
         position=rank,
     ) as bar, torch.no_grad():
         for block in mine:
-            labels, num_core = _segment_block(reader, block, len(grid), predictor, bar, stage_times)
+            labels, num_core, digest = _segment_block(reader, block, len(grid), predictor, bar, stage_times)
             no_matches = np.zeros((0, 3), dtype=np.int64)
-            unmatched.save(block.index, labels, BlockRecord(num_core, int(labels.max()), no_matches))
+            unmatched.save(block.index, labels, BlockRecord(num_core, int(labels.max()), no_matches, digest))
     idist.barrier()
     if rank != 0:
         return
@@ -256,7 +290,9 @@ def _process_shared_blocks(
     for block in tqdm(pending, desc="match", unit="block", disable=not progress):
         record = unmatched.record(block.index)
         labels = np.asarray(unmatched.core_labels(block.index))
-        save_matched(block, labels, record.num_core_labels, grid, store, predictor.settings.iou_threshold)
+        save_matched(
+            block, labels, record.num_core_labels, grid, store, predictor.settings.iou_threshold, record.input_digest
+        )
     stage_times["clustering"] += time.perf_counter() - start
 
 
@@ -267,11 +303,14 @@ def _segment_block(
     predictor: BlockPredictor,
     bar: tqdm,
     stage_times: dict[str, float],
-) -> tuple[np.ndarray, int]:
-    """Labels of the block's extent, core labels first (:func:`~.block_clustering.core_labels_first`), and
-    their number in the core."""
+) -> tuple[np.ndarray, int, str]:
+    """Labels of the block's extent, core labels first (:func:`~.block_clustering.core_labels_first`), their
+    number in the core, and the digest of the image values the block read."""
     start, affinities_before = time.perf_counter(), stage_times["affinities"]
-    prediction = predictor(reader(block), block, bar.update, stage_times)
+    region = reader(block)
+    digest = input_digest(region)
+    prediction = predictor(region, block, bar.update, stage_times)
+    del region
     middle = time.perf_counter()
     # the clustering of a large block takes a while with the window count standing still: say what runs
     bar.set_postfix_str(f"clustering block {block.index + 1}/{num_blocks}")
@@ -282,7 +321,7 @@ def _segment_block(
     labels, num_core = core_labels_first(labels, block.core_in_extent)
     stage_times["network"] += middle - start - (stage_times["affinities"] - affinities_before)
     stage_times["clustering"] += time.perf_counter() - middle
-    return labels, num_core
+    return labels, num_core, digest
 
 
 def _check_image(volume: Any, dims: int) -> bool:

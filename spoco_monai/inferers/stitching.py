@@ -61,7 +61,13 @@ def merge_matched_nodes(num_nodes: int, pairs: np.ndarray) -> np.ndarray:
 
 
 def save_matched(
-    block: Block, labels: np.ndarray, num_core: int, grid: BlockGrid, store: BlockStore, iou_threshold: float
+    block: Block,
+    labels: np.ndarray,
+    num_core: int,
+    grid: BlockGrid,
+    store: BlockStore,
+    iou_threshold: float,
+    input_digest: str | None = None,
 ) -> None:
     """Match a block's extent labels against the stored cores of earlier blocks, then store the block.
 
@@ -72,6 +78,7 @@ def save_matched(
         grid: the block grid.
         store: the finished blocks; every block with a smaller index that overlaps ``block`` must be in it.
         iou_threshold: see :func:`match_labels_by_iou`.
+        input_digest: digest of the image values the block read, kept in its record (see :class:`BlockRecord`).
     """
     matches = [np.zeros((0, 3), dtype=np.int64)]
     for other in grid.overlapping_cores(block):
@@ -86,7 +93,7 @@ def save_matched(
         ]
         pairs = match_labels_by_iou(here, np.asarray(there), iou_threshold)
         matches.append(np.column_stack([pairs[:, 0], np.full(len(pairs), other.index), pairs[:, 1]]))
-    record = BlockRecord(num_core, int(labels.max()), np.concatenate(matches).astype(np.int64))
+    record = BlockRecord(num_core, int(labels.max()), np.concatenate(matches).astype(np.int64), input_digest)
     store.save(block.index, labels[block.core_in_extent], record)
 
 

@@ -14,6 +14,7 @@ from skimage.metrics import adapted_rand_error
 
 from spoco_monai.cli import build_parser, bundle_settings, command_line_settings, load_bundle_network, main
 from spoco_monai.data.volume_io import open_volume, write_volume
+from spoco_monai.inferers import DirectoryBlockStore
 
 # a 1x1x1 convolution that scales the (z-scored) label id into a 4-dim embedding: with ids 1..10 (std < 3)
 # objects lie more than 50 / 3 > 2 delta_d apart
@@ -298,3 +299,58 @@ def test_voxel_size_unlike_the_training_data_is_warned_about_before_work(tmp_pat
             "(1.0, 0.25, 0.25) (its config's element_size)"
         )
         assert (message in error) == warned, error
+
+
+def _stop_after_saves(monkeypatch, count: int) -> None:
+    """Make a run stop, as a kill would, right after it has saved ``count`` blocks."""
+    save = DirectoryBlockStore.save
+    saved = []
+
+    def save_then_stop(store, index, core_labels, record):
+        save(store, index, core_labels, record)
+        saved.append(index)
+        if len(saved) == count:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(DirectoryBlockStore, "save", save_then_stop)
+
+
+def test_resumed_segment_says_what_it_reuses_and_equals_an_uninterrupted_run(tmp_path, bundle, volume, monkeypatch,
+                                                                            capsys):
+    path, _ = volume
+    output = tmp_path / "labels.zarr"
+    _stop_after_saves(monkeypatch, 3)
+    assert _segment(tmp_path, bundle, path, output) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert _segment(tmp_path, bundle, path, output) == 0
+    assert f"spoco-monai segment: resuming the interrupted run in {output}.spoco-work: 3 of 8 blocks reused.\n" in (
+        capsys.readouterr().err
+    )
+    assert _segment(tmp_path, bundle, path, tmp_path / "whole.zarr") == 0
+    assert "resuming" not in capsys.readouterr().err
+    with open_volume(output) as resumed, open_volume(tmp_path / "whole.zarr") as whole:
+        np.testing.assert_array_equal(resumed[:], whole[:])
+
+
+def test_resumed_segment_of_a_changed_input_segments_its_finished_blocks_again(tmp_path, bundle, volume, monkeypatch,
+                                                                             capsys):
+    path, labels = volume
+    output = tmp_path / "labels.zarr"
+    _stop_after_saves(monkeypatch, 1)
+    assert _segment(tmp_path, bundle, path, output) == 130
+    monkeypatch.undo()
+    # other values of the same shape, mean and standard deviation: the input mirrored along Y
+    mirrored = labels[:, ::-1].copy()
+    write_volume(path, mirrored.astype(np.float32), overwrite=True)
+    capsys.readouterr()
+    assert _segment(tmp_path, bundle, path, output) == 0
+    assert (
+        f"spoco-monai segment: resuming the interrupted run in {output}.spoco-work: 0 of 8 blocks reused, 1 finished "
+        "block(s) discarded and segmented again (the image values they read have changed since, or those of a block "
+        "they were stitched to).\n"
+    ) in capsys.readouterr().err
+    assert _segment(tmp_path, bundle, path, tmp_path / "fresh.zarr") == 0
+    with open_volume(output) as resumed, open_volume(tmp_path / "fresh.zarr") as fresh:
+        np.testing.assert_array_equal(resumed[:], fresh[:])
+        assert adapted_rand_error(mirrored, resumed[:])[0] == 0.0
