@@ -27,7 +27,8 @@ from .bundle import (
     load_bundle_network,
     model_names,
 )
-from .data.volume_io import open_volume, parse_volume_path
+from .data.disk_errors import DISK_FULL, describe_os_error
+from .data.volume_io import check_can_create, open_volume
 from .inferers.distributed import init_from_environment
 from .inferers.segment_volume import WORK_DIRECTORY_SUFFIX, segment_volume
 from .inferers.settings import BLENDS, CLUSTERING_OPTIONS, CLUSTERINGS, SegmentationSettings
@@ -298,11 +299,13 @@ def command_line_settings(
 def _segment(args: argparse.Namespace, device: str) -> int:
     lock = None
     try:
+        # before the lock file is created beside the output: a folder that cannot hold it is named as such
+        output = check_can_create(args.output, args.overwrite)
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
             torch.distributed.get_rank() == 0
         ):
             # before reading the whole input: a second run on this output stops at once
-            lock = WorkDirectoryLock(f"{parse_volume_path(args.output).file}{WORK_DIRECTORY_SUFFIX}")
+            lock = WorkDirectoryLock(f"{output.file}{WORK_DIRECTORY_SUFFIX}")
         model = bundle_model(args.bundle, args.model)
         checkpoint = args.checkpoint or Path(args.bundle) / model["model_path"]
         network, config = load_bundle_network(args.bundle, checkpoint, args.config or model["configs"], device)
@@ -323,8 +326,13 @@ def _segment(args: argparse.Namespace, device: str) -> int:
             args.input, network, settings, output=args.output, overwrite=args.overwrite, progress=not args.no_progress,
             report=lambda line: print(f"spoco-monai segment: {line}", file=sys.stderr),
         )
-    except (ValueError, TypeError, FileExistsError, FileNotFoundError, WorkDirectoryLockedError) as error:
+    except (ValueError, TypeError, WorkDirectoryLockedError) as error:
         print(f"spoco-monai segment: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        # the finished blocks stay in the work directory, so the same command resumes once there is space
+        retry = " Free space, then run the same command again: it resumes." if error.errno in DISK_FULL else ""
+        print(f"spoco-monai segment: error: {describe_os_error(error)}{retry}", file=sys.stderr)
         return 1
     finally:
         if lock is not None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-__all__ = ["write_atomically", "replace_path", "remove_path", "PARTIAL_PREFIX"]
+from .disk_errors import naming_path
+
+__all__ = ["write_atomically", "replace_path", "remove_path", "remove_after_failure", "PARTIAL_PREFIX"]
 
 PARTIAL_PREFIX = ".partial-"
 
@@ -31,21 +33,27 @@ def write_atomically(path: str | os.PathLike) -> Iterator[Path]:
 
     Args:
         path: the file or folder to (re)place; its folder must exist.
+
+    Raises:
+        OSError: from the block, or from flushing or renaming the file; one that names no path (a failed write)
+            names ``path``.
     """
     target = Path(path)
     temporary = target.with_name(PARTIAL_PREFIX + target.name)
     remove_path(temporary)
     try:
-        yield temporary
-        if temporary.is_file():
-            descriptor = os.open(temporary, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+        # a failed write (a full disk) names no path: name the file it was for
+        with naming_path(target):
+            yield temporary
+            if temporary.is_file():
+                descriptor = os.open(temporary, os.O_RDONLY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
         replace_path(temporary, target)
     except BaseException:
-        remove_path(temporary)
+        remove_after_failure(temporary)
         raise
 
 
@@ -67,3 +75,17 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def remove_after_failure(path: Path) -> None:
+    """Delete what a failed writer left at ``path`` as far as it goes, never raising.
+
+    It runs while the failure propagates, which an error of its own would hide: e.g. the threads of a failed zarr
+    write may still be adding chunks to the folder being deleted. Whatever is left is a temporary, removed before
+    the next write to it.
+    """
+    with suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

@@ -25,7 +25,9 @@ import numpy as np
 import tifffile
 import zarr
 
-from .atomic import PARTIAL_PREFIX, remove_path, replace_path
+from .atomic import PARTIAL_PREFIX, remove_after_failure, remove_path, replace_path
+from .disk_errors import naming_path
+from .hdf5_writing import open_hdf5_for_writing
 
 VOLUME_FORMATS = ("nifti", "tiff", "hdf5", "zarr")
 _SUFFIXES = {
@@ -405,14 +407,23 @@ def check_can_create(path: str | os.PathLike | VolumePath, overwrite: bool = Fal
     Raises:
         FileExistsError: if the volume exists and ``overwrite`` is False.
         FileNotFoundError: if the parent directory does not exist.
+        NotADirectoryError: if a part of the parent directory's path is a file.
+        PermissionError: if the parent directory (the file, for a dataset added to an existing HDF5 file) cannot be
+            written: a read-only file system or missing permissions, as the message says.
         ValueError: for an HDF5 path without a dataset, if the existing file is not an HDF5 file / zarr group, or
             if a whole zarr group would be replaced.
     """
     location = parse_volume_path(path)
     if location.format == "hdf5" and not location.key:
         raise ValueError(f"an HDF5 volume to write needs a dataset name, as 'file.h5:dataset', got {str(path)!r}.")
-    if not location.file.parent.is_dir():
-        raise FileNotFoundError(f"the directory {location.file.parent} for {location.file} does not exist.")
+    folder = location.file.parent
+    if not folder.is_dir():
+        # a file among the folders hides those below it: name it, it is what to fix
+        existing = next(path for path in (folder, *folder.parents) if path.exists())
+        if not existing.is_dir():
+            raise NotADirectoryError(f"cannot write {location.file}: {existing} is a file, not a folder.")
+        raise FileNotFoundError(f"the directory {folder} for {location.file} does not exist.")
+    _check_writable(location.file if _is_inner(location) and location.format == "hdf5" else folder, location)
     if not location.file.exists():
         return location
     if _is_inner(location):
@@ -432,6 +443,15 @@ def check_can_create(path: str | os.PathLike | VolumePath, overwrite: bool = Fal
             f"to replace, as '{location.file}:name'."
         )
     return location
+
+
+def _check_writable(path: Path, location: VolumePath) -> None:
+    """Raise ``PermissionError`` naming the cause when ``path``, which writing ``location`` changes, is read-only."""
+    if os.access(path, os.W_OK):
+        return
+    read_only = os.statvfs(path).f_flag & os.ST_RDONLY
+    cause = "is on a read-only file system" if read_only else "is not writable for this user"
+    raise PermissionError(f"cannot write {location.file}: {path} {cause}.")
 
 
 def _is_inner(location: VolumePath) -> bool:
@@ -539,50 +559,55 @@ def create_volume(
 
     Raises:
         FileExistsError: if ``path`` exists and ``overwrite`` is False.
+        OSError: a failed write (e.g. a full disk), naming ``path``; nothing is left under its name.
     """
     location = check_can_create(path, overwrite)
     shape = tuple(int(s) for s in shape)
     dtype = np.dtype(dtype)
     chunks = tuple(min(int(c), s) for c, s in zip(chunks or (64,) * len(shape), shape))
     attributes = {} if element_size is None else {ELEMENT_SIZE_ATTRIBUTE: [float(v) for v in element_size]}
-    if _is_inner(location):
-        with _create_inner(location, shape, dtype, chunks) as target:
-            target.attrs.update(attributes)
-            yield target
-        return
-    temporary = location.file.with_name(PARTIAL_PREFIX + location.file.name)
-    remove_path(temporary)
-    try:
-        if _is_ome_zarr(location):
-            root = zarr.open_group(store=temporary, mode="w", zarr_format=2)
-            root.attrs.update(_ngff_label_attributes(location.file.name, len(shape), element_size))
-            yield root.create_array(
-                name="0", shape=shape, dtype=dtype, chunks=chunks, fill_value=0,
-                chunk_key_encoding={"name": "v2", "separator": "/"},
-            )
-        elif location.format == "zarr":
-            if location.key:
-                root = zarr.open_group(store=temporary, mode="w")
-                target = root.create_array(name=location.key, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
-            else:
-                target = zarr.create_array(store=temporary, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
-            target.attrs.update(attributes)
-            yield target
-        elif location.format == "hdf5":
-            with h5py.File(temporary, "w") as handle:
-                target = handle.create_dataset(
-                    location.key, shape=shape, dtype=dtype, chunks=chunks, compression="gzip", fillvalue=0
-                )
+    # a failed write names no path: name the volume
+    with naming_path(location.file):
+        if _is_inner(location):
+            with _create_inner(location, shape, dtype, chunks) as target:
                 target.attrs.update(attributes)
                 yield target
-        else:
-            buffer = np.zeros(shape, dtype=dtype)
-            yield buffer
-            _write_whole(temporary, location.format, buffer, affine, element_size)
-    except BaseException:
+            return
+        temporary = location.file.with_name(PARTIAL_PREFIX + location.file.name)
         remove_path(temporary)
-        raise
-    replace_path(temporary, location.file)
+        try:
+            if _is_ome_zarr(location):
+                root = zarr.open_group(store=temporary, mode="w", zarr_format=2)
+                root.attrs.update(_ngff_label_attributes(location.file.name, len(shape), element_size))
+                yield root.create_array(
+                    name="0", shape=shape, dtype=dtype, chunks=chunks, fill_value=0,
+                    chunk_key_encoding={"name": "v2", "separator": "/"},
+                )
+            elif location.format == "zarr":
+                if location.key:
+                    root = zarr.open_group(store=temporary, mode="w")
+                    target = root.create_array(
+                        name=location.key, shape=shape, dtype=dtype, chunks=chunks, fill_value=0
+                    )
+                else:
+                    target = zarr.create_array(store=temporary, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
+                target.attrs.update(attributes)
+                yield target
+            elif location.format == "hdf5":
+                with open_hdf5_for_writing(temporary, "w") as handle:
+                    target = handle.create_dataset(
+                        location.key, shape=shape, dtype=dtype, chunks=chunks, compression="gzip", fillvalue=0
+                    )
+                    target.attrs.update(attributes)
+                    yield target
+            else:
+                buffer = np.zeros(shape, dtype=dtype)
+                yield buffer
+                _write_whole(temporary, location.format, buffer, affine, element_size)
+        except BaseException:
+            remove_after_failure(temporary)
+            raise
+        replace_path(temporary, location.file)
 
 
 @contextmanager
@@ -596,7 +621,7 @@ def _create_inner(location: VolumePath, shape: tuple[int, ...], dtype: np.dtype,
     parent, _, name = location.key.rpartition("/")
     temporary = f"{parent}/{PARTIAL_PREFIX}{name}" if parent else PARTIAL_PREFIX + name
     if location.format == "hdf5":
-        with h5py.File(location.file, "a") as handle:
+        with open_hdf5_for_writing(location.file, "r+") as handle:
             if temporary in handle:
                 del handle[temporary]
             try:
@@ -615,7 +640,7 @@ def _create_inner(location: VolumePath, shape: tuple[int, ...], dtype: np.dtype,
     try:
         yield group.create_array(name=temporary, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
     except BaseException:
-        remove_path(location.file / temporary)
+        remove_after_failure(location.file / temporary)
         raise
     # a zarr array on a local store is a folder: swapping folders leaves the rest of the group as it was
     replace_path(location.file / temporary, location.file / location.key)

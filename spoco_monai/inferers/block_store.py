@@ -123,8 +123,12 @@ class DirectoryBlockStore(BlockStore):
         return {int(path.stem) for path in self.directory.glob("[0-9]*.json")}
 
     def save(self, index: int, core_labels: np.ndarray, record: BlockRecord) -> None:
+        labels = np.ascontiguousarray(core_labels, dtype=np.uint32)
         with write_atomically(self._path(index, ".npy")) as temporary, open(temporary, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(core_labels, dtype=np.uint32))
+            # the values go through the file's own write, whose error says why it failed (numpy's says only how
+            # many bytes were written)
+            np.lib.format.write_array_header_1_0(handle, np.lib.format.header_data_from_array_1_0(labels))
+            handle.write(labels.data)
         payload = {
             "num_core_labels": int(record.num_core_labels),
             "num_labels": int(record.num_labels),

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import nibabel as nib
@@ -269,4 +271,28 @@ def test_overwrite_never_deletes_a_zarr_group(tmp_path):
     with pytest.raises(ValueError, match="is a zarr group"):
         write_volume(tmp_path / "v.zarr", VOLUME, overwrite=True)
     with open_volume(f"{tmp_path / 'v.zarr'}:raw") as volume:
+        np.testing.assert_array_equal(volume[:], VOLUME)
+
+
+def test_unwritable_locations_are_refused_with_their_cause(tmp_path, monkeypatch):
+    (tmp_path / "notes.txt").write_text("keep")
+    with pytest.raises(NotADirectoryError) as raised:
+        check_can_create(tmp_path / "notes.txt" / "a" / "v.zarr")
+    assert str(raised.value) == (
+        f"cannot write {tmp_path}/notes.txt/a/v.zarr: {tmp_path}/notes.txt is a file, not a folder."
+    )
+    write_volume(f"{tmp_path / 'v.h5'}:raw", VOLUME)
+    access, statvfs = os.access, os.statvfs
+    read_only = {tmp_path: os.ST_RDONLY, tmp_path / "v.h5": 0}
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) not in read_only and access(path, mode))
+    monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(f_flag=read_only[Path(path)]))
+    with pytest.raises(PermissionError) as raised:
+        check_can_create(tmp_path / "v.zarr")
+    assert str(raised.value) == f"cannot write {tmp_path}/v.zarr: {tmp_path} is on a read-only file system."
+    # a dataset added to an existing HDF5 file changes that file
+    with pytest.raises(PermissionError) as raised:
+        check_can_create(f"{tmp_path / 'v.h5'}:seg")
+    assert str(raised.value) == f"cannot write {tmp_path}/v.h5: {tmp_path}/v.h5 is not writable for this user."
+    monkeypatch.undo()
+    with open_volume(f"{tmp_path / 'v.h5'}:raw") as volume:
         np.testing.assert_array_equal(volume[:], VOLUME)

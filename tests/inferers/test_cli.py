@@ -1,20 +1,27 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
+import io
 import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pytest
 import tifffile
 import torch
+import zarr
 from inference_fakes import voronoi_labels
 from skimage.metrics import adapted_rand_error
 
 from spoco_monai.cli import build_parser, bundle_settings, command_line_settings, load_bundle_network, main
+from spoco_monai.data import hdf5_writing
 from spoco_monai.data.volume_io import open_volume, write_volume
-from spoco_monai.inferers import DirectoryBlockStore
+from spoco_monai.inferers import DirectoryBlockStore, block_store
 
 # a 1x1x1 convolution that scales the (z-scored) label id into a 4-dim embedding: with ids 1..10 (std < 3)
 # objects lie more than 50 / 3 > 2 delta_d apart
@@ -354,3 +361,132 @@ def test_resumed_segment_of_a_changed_input_segments_its_finished_blocks_again(t
     with open_volume(output) as resumed, open_volume(tmp_path / "fresh.zarr") as fresh:
         np.testing.assert_array_equal(resumed[:], fresh[:])
         assert adapted_rand_error(mirrored, resumed[:])[0] == 0.0
+
+
+class FullFile(io.FileIO):
+    """A file on a disk with ``free`` bytes left: the write that needs more fails with ENOSPC, as on a full disk."""
+
+    def __init__(self, path, mode: str, free: int) -> None:
+        super().__init__(path, mode)
+        self.free = free
+
+    def write(self, data) -> int:
+        size = memoryview(data).nbytes
+        if size > self.free:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.free -= size
+        return super().write(data)
+
+
+def _fill_disk_for_hdf5(monkeypatch) -> None:
+    monkeypatch.setattr(hdf5_writing, "open", lambda path, mode, buffering: FullFile(path, mode, 4096), raising=False)
+
+
+def _fill_disk_for_zarr(monkeypatch) -> None:
+    set_value = zarr.storage.LocalStore.set
+
+    async def set_metadata_only(store, key, value, *args, **kwargs):
+        if key.rsplit("/", 1)[-1] not in ("zarr.json", ".zarray", ".zattrs", ".zgroup"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return await set_value(store, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", set_metadata_only)
+
+
+def _fill_disk_for_tiff(monkeypatch) -> None:
+    def write_part(file, *args, **kwargs):
+        with open(file, "wb") as handle:
+            handle.write(b"II*\x00" + bytes(100))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tifffile, "imwrite", write_part)
+
+
+@pytest.mark.parametrize(
+    "output, fill_disk",
+    [("labels.h5:seg", _fill_disk_for_hdf5), ("labels.zarr", _fill_disk_for_zarr), ("labels.tif", _fill_disk_for_tiff)],
+)
+def test_full_disk_at_the_output_is_one_line_and_loses_no_block(tmp_path, bundle, volume, monkeypatch, capsys, output,
+                                                              fill_disk):
+    path, labels = volume
+    file = tmp_path / output.split(":")[0]
+    fill_disk(monkeypatch)
+    assert _segment(tmp_path, bundle, path, tmp_path / output) == 1
+    monkeypatch.undo()
+    assert error_line(capsys.readouterr().err) == (
+        f"spoco-monai segment: error: {file}: no space left on the device. Free space, then run the same command "
+        "again: it resumes."
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "image.h5", f"{file.name}.spoco-work"]
+    assert len(list((tmp_path / f"{file.name}.spoco-work").glob("*.json"))) == 9  # the run's record and 8 blocks
+    assert _segment(tmp_path, bundle, path, tmp_path / output) == 0
+    assert f"in {file}.spoco-work: 8 of 8 blocks reused.\n" in capsys.readouterr().err
+    with open_volume(tmp_path / output) as result:
+        assert adapted_rand_error(labels, result[:])[0] == 0.0
+
+
+def test_full_disk_at_a_block_is_one_line_and_keeps_the_finished_blocks(tmp_path, bundle, volume, monkeypatch, capsys):
+    path, labels = volume
+    output = tmp_path / "labels.zarr"
+
+    def open_on_full_disk(file, mode="r", *args, **kwargs):
+        # the fourth block's labels meet a full disk
+        free = 100 if Path(file).name == ".partial-0000003.npy" else 2**30
+        return io.BufferedWriter(FullFile(file, mode.replace("b", ""), free))
+
+    monkeypatch.setattr(block_store, "open", open_on_full_disk, raising=False)
+    assert _segment(tmp_path, bundle, path, output) == 1
+    monkeypatch.undo()
+    work = tmp_path / "labels.zarr.spoco-work"
+    assert error_line(capsys.readouterr().err) == (
+        f"spoco-monai segment: error: {work / '0000003.npy'}: no space left on the device. Free space, then run the "
+        "same command again: it resumes."
+    )
+    assert sorted(p.name for p in work.iterdir()) == [
+        "0000000.json", "0000000.npy", "0000001.json", "0000001.npy", "0000002.json", "0000002.npy", "run.json"
+    ]
+    assert _segment(tmp_path, bundle, path, output) == 0
+    assert f"in {work}: 3 of 8 blocks reused.\n" in capsys.readouterr().err
+    with open_volume(output) as result:
+        assert adapted_rand_error(labels, result[:])[0] == 0.0
+
+
+def _deny_writing(monkeypatch, folder, read_only: bool) -> None:
+    """``folder`` as on a read-only file system, or without write permission for this user."""
+    access, statvfs = os.access, os.statvfs
+
+    def denied(path, mode, *args, **kwargs):
+        return False if Path(path) == folder and mode & os.W_OK else access(path, mode, *args, **kwargs)
+
+    def flags(path):
+        return SimpleNamespace(f_flag=os.ST_RDONLY if read_only else 0) if Path(path) == folder else statvfs(path)
+
+    monkeypatch.setattr(os, "access", denied)
+    monkeypatch.setattr(os, "statvfs", flags)
+
+
+@pytest.mark.parametrize("case", ["parent is a file", "below a file", "missing folder", "read-only", "no permission"])
+def test_unwritable_output_locations_are_one_line_before_any_work(tmp_path, bundle, volume, monkeypatch, capsys, case):
+    path, _ = volume
+    (tmp_path / "notes.txt").write_text("keep")
+    (tmp_path / "out").mkdir()
+    output, message = {
+        "parent is a file": ("notes.txt/labels.zarr", "cannot write {tmp}/notes.txt/labels.zarr: {tmp}/notes.txt is a "
+                             "file, not a folder."),
+        "below a file": ("notes.txt/a/labels.zarr", "cannot write {tmp}/notes.txt/a/labels.zarr: {tmp}/notes.txt is "
+                         "a file, not a folder."),
+        "missing folder": ("missing/labels.zarr", "the directory {tmp}/missing for {tmp}/missing/labels.zarr does "
+                           "not exist."),
+        "read-only": ("out/labels.zarr", "cannot write {tmp}/out/labels.zarr: {tmp}/out is on a read-only file "
+                      "system."),
+        "no permission": ("out/labels.zarr", "cannot write {tmp}/out/labels.zarr: {tmp}/out is not writable for this "
+                          "user."),
+    }[case]
+    if case in ("read-only", "no permission"):
+        _deny_writing(monkeypatch, tmp_path / "out", read_only=case == "read-only")
+    assert _segment(tmp_path, bundle, path, tmp_path / output) == 1
+    assert capsys.readouterr().err == f"spoco-monai segment: error: {message.format(tmp=tmp_path)}\n"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["bundle", "configs", "common.json", "inference.json", "models", "model.pt", "image.h5", "notes.txt", "out"]
+    )
+
