@@ -168,9 +168,17 @@ def input_mismatch_warnings(volume: LazyVolume, config: ConfigParser) -> list[st
     trained_size = config.get_parsed_content("element_size") if "element_size" in config else None
     shape = tuple(volume.shape)
     if dims is not None and len(shape) not in (dims, dims + 1):
+        # an input of n axes is an image of n spatial axes, or of n - 1 with channels first
+        fitting = [d for d in (2, 3) if len(shape) in (d, d + 1)]
+        advice = (
+            f"choose a {fitting[0]}D model with --model."
+            if fitting
+            else f"no model segments {len(shape)}-axis images; remove the axes of length 1 or choose one channel or "
+            "time point first."
+        )
         return [
             f"the input has shape {shape}, the model segments {dims}D images "
-            f"({'(C, Y, X)' if dims == 2 else '(C, Z, Y, X)'}): choose a {len(shape)}D model with --model."
+            f"({'(C, Y, X)' if dims == 2 else '(C, Z, Y, X)'}): {advice}"
         ]
     warnings = []
     if dims is not None and channels is not None:

@@ -490,3 +490,14 @@ def test_unwritable_output_locations_are_one_line_before_any_work(tmp_path, bund
         ["bundle", "configs", "common.json", "inference.json", "models", "model.pt", "image.h5", "notes.txt", "out"]
     )
 
+
+def test_five_dimensional_input_is_told_that_no_model_segments_it(tmp_path, bundle, capsys):
+    _add_model(bundle, "flat", 1.0)
+    path = f"{tmp_path / 'movie.h5'}:raw"
+    write_volume(path, np.ones((1, 2, 8, 48, 48), dtype=np.float32))
+    assert main(["segment", path, str(tmp_path / "a.zarr"), "--bundle", str(bundle), "--model", "flat",
+                 "--no-progress"]) == 1
+    assert (
+        "warning: the input has shape (1, 2, 8, 48, 48), the model segments 3D images ((C, Z, Y, X)): no model "
+        "segments 5-axis images; remove the axes of length 1 or choose one channel or time point first."
+    ) in capsys.readouterr().err
