@@ -1,5 +1,5 @@
 """engines: the SPOCO trainer (student f, EMA teacher g, two views), its variant with the adversarial mask critic, and
-their checkpoint and logging helpers (loss terms, learning rate and embedding pictures for TensorBoard)."""
+their checkpoint, resume and logging helpers (loss terms, learning rate and embedding pictures for TensorBoard)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from spoco_monai.engines.embedding_pca import embedding_pca_rgb
 from spoco_monai.engines.learning_rate import LEARNING_RATE_TAG, write_learning_rate
 from spoco_monai.engines.outputs import loss_and_terms
 from spoco_monai.engines.trainer import LOSS_TERMS, TEACHER_PRED, SpocoTrainer
+from spoco_monai.engines.training_settings import ResumeCheckpointLoader, TrainingSettings
 
 __all__ = [
     "ADVERSARIAL_TERMS",
@@ -28,7 +29,9 @@ __all__ = [
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
     "EmbeddingImageHandler",
+    "ResumeCheckpointLoader",
     "SpocoTrainer",
+    "TrainingSettings",
     "ema_update",
     "embedding_pca_rgb",
     "latest_checkpoint",

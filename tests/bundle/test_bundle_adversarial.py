@@ -12,7 +12,8 @@ from bundle_workflow import CONFIGS, TINY, config, run_recorded
 from spoco_monai.engines import AdversarialSpocoTrainer
 
 CHECKPOINT_OBJECTS = {
-    "network", "teacher", "optimizer", "lr_scheduler", "trainer", "best_model_saver", "critic", "critic_optimizer"
+    "network", "teacher", "optimizer", "lr_scheduler", "trainer", "best_model_saver", "critic", "critic_optimizer",
+    "training_settings",
 }
 
 

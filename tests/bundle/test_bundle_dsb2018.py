@@ -78,7 +78,7 @@ def test_sparse_training_with_a_foreground_channel_learns_it_positive_unlabeled(
 def test_dsb2018_overlay_limits_validation_images(small_dsb, tmp_path, limit, expected):
     flow = workflow(
         ("train", "dsb2018_2d"), dataset_dir=str(small_dsb), output_dir=str(tmp_path / "output"),
-        max_validation_images=limit,
+        max_validation_images=limit, patch_size=[64, 64], sliding_window_roi_size=[64, 64],
     )
     assert len(flow.parser.get_parsed_content("validate#datalist")) == expected
 

@@ -1,4 +1,5 @@
-"""A training killed and resumed is the run it continues: same losses, weights, best model and checkpoints."""
+"""A training killed and resumed is the run it continues: same losses, weights, best model and checkpoints; it resumes
+only with the settings it was saved with, or new ones the user accepts."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import os
 
 import pytest
 import torch
-from bundle_workflow import run_recorded, workflow
+from bundle_workflow import TINY, config, run_recorded, workflow
 from ignite.engine import Events
+from monai.bundle import ConfigWorkflow
 
 from spoco_monai.engines import latest_checkpoint
 
@@ -66,3 +68,51 @@ def test_resume_restores_the_best_metric(tiny_dataset, tmp_path):
 
     flow.run()
     assert started == {"best": record["best_metric"], "epoch": 1}
+
+
+def _initialize(dataset, output, **overrides):
+    """The start-up of a training into ``output`` with this module's settings: the error that stops it, if any."""
+    flow = ConfigWorkflow(config_file=config("train"), workflow_type=None,
+                          **{**TINY, **SETTINGS, "dataset_dir": str(dataset), "output_dir": str(output), **overrides})
+    with pytest.raises(RuntimeError) as error:
+        flow.initialize()
+    return error.value.__cause__
+
+
+def test_resume_with_a_changed_setting_is_refused_naming_it(tiny_dataset, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_dataset, tmp_path, kill_at=4)
+    saved = {path.name: path.read_bytes() for path in (tmp_path / "checkpoints").iterdir()}
+    cause = _initialize(tiny_dataset, tmp_path, learning_rate=0.001)
+    assert isinstance(cause, ValueError)
+    assert str(cause).startswith(
+        f"the training in {tmp_path / 'checkpoints' / 'checkpoint_iteration=3.pt'} was saved with other settings: "
+        "learning_rate 0.0002 -> 0.001, lr_scheduler#base_lrs [0.0002] -> [0.001], lr_scheduler#eta_min 2e-06 -> "
+        "1e-05, optimizer#lr 0.0002 -> 0.001. "
+    )
+    assert {path.name: path.read_bytes() for path in (tmp_path / "checkpoints").iterdir()} == saved
+
+
+def test_resume_with_new_settings_goes_on_at_the_new_learning_rate(tiny_dataset, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_dataset, tmp_path, kill_at=4)
+    flow = workflow(("train",), dataset_dir=str(tiny_dataset), output_dir=str(tmp_path), **SETTINGS,
+                    learning_rate=0.001, resume_with_new_settings=True)
+    optimizer = flow.parser.get_parsed_content("optimizer")
+    rates = []
+
+    @flow.parser.get_parsed_content("train#trainer").on(Events.ITERATION_COMPLETED)
+    def _record(engine):
+        rates.append((engine.state.iteration, optimizer.param_groups[0]["lr"]))
+
+    flow.run()
+    # the new schedule (two epochs of three iterations, cosine from 1e-3 to 1e-5) at the resumed second epoch
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.001), T_max=2, eta_min=1e-5
+    )
+    reference.optimizer.step()
+    reference.step()
+    assert rates == [(iteration, reference.get_last_lr()[0]) for iteration in (4, 5, 6)]
+    final = torch.load(tmp_path / "checkpoints" / "checkpoint_final_iteration=6.pt", weights_only=True)
+    assert '"learning_rate": 0.001' in final["training_settings"]["values"]
+

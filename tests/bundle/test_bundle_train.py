@@ -26,7 +26,9 @@ def test_train_two_iterations_with_validation_and_checkpoints(tiny_dataset, tmp_
     assert evaluator.state.metrics["val_adapted_rand_error"] == pytest.approx(rescored(evaluator, adapted_rand_error))
     checkpoints = tmp_path / "checkpoints"
     state = torch.load(latest_checkpoint(checkpoints), weights_only=True)
-    assert set(state) == {"network", "teacher", "optimizer", "lr_scheduler", "trainer", "best_model_saver"}
+    assert set(state) == {
+        "network", "teacher", "optimizer", "lr_scheduler", "trainer", "best_model_saver", "training_settings"
+    }
     assert state["trainer"]["iteration"] == 2
     best = torch.load(checkpoints / "model.pt", weights_only=True)
     assert set(best) == set(state["network"])
