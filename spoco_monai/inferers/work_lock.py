@@ -23,7 +23,7 @@ class WorkDirectoryLock:
     the run it starts takes it again); it is released when every holder has released it.
 
     Args:
-        work: the work directory the lock protects (it need not exist).
+        work: the work directory the lock protects (it need not exist; the folder that holds it is created).
 
     Raises:
         WorkDirectoryLockedError: another process holds the lock; the message names it and the output.
@@ -38,6 +38,7 @@ class WorkDirectoryLock:
         if self.path in self._held:
             self._held[self.path][1] += 1
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a+")
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)

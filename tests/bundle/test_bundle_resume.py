@@ -1,8 +1,9 @@
 """A training killed and resumed is the run it continues: same losses, weights, best model and checkpoints; it resumes
-only with the settings it was saved with, or new ones the user accepts."""
+only with the settings it was saved with (or new ones the user accepts), and one training at a time writes a folder."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 import pytest
@@ -12,6 +13,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
 from spoco_monai.engines import latest_checkpoint
+from spoco_monai.inferers import WorkDirectoryLockedError
 
 pytestmark = pytest.mark.slow
 
@@ -116,3 +118,17 @@ def test_resume_with_new_settings_goes_on_at_the_new_learning_rate(tiny_dataset,
     final = torch.load(tmp_path / "checkpoints" / "checkpoint_final_iteration=6.pt", weights_only=True)
     assert '"learning_rate": 0.001' in final["training_settings"]["values"]
 
+
+def test_a_second_training_into_one_output_dir_is_refused(tiny_dataset, tmp_path):
+    output = tmp_path / "run"
+    # the lock as another process holds it (a lock of this process would be re-entrant)
+    with open(f"{output}.lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other.write("pid 4242 on elsewhere")
+        other.flush()
+        cause = _initialize(tiny_dataset, output)
+        assert isinstance(cause, WorkDirectoryLockedError)
+        assert str(cause).startswith("another run (pid 4242 on elsewhere) is writing this output")
+        assert not output.exists()
+    _run(tiny_dataset, output)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]
