@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from bundle_workflow import config
 from monai.bundle import ConfigParser, ConfigWorkflow
 
@@ -14,7 +15,7 @@ from spoco_monai.cli import main
 from spoco_monai.data import open_volume, write_volume
 from spoco_monai.data.synthetic import make_synthetic_volume
 from spoco_monai.engines import load_network_weights
-from spoco_monai.inferers import segment_volume
+from spoco_monai.inferers import DirectoryBlockStore, segment_volume
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
 
@@ -57,3 +58,33 @@ def test_command_line_bundle_and_python_give_identical_labels(tmp_path):
     np.testing.assert_array_equal(from_bundle_blockwise, from_bundle)
     np.testing.assert_array_equal(from_command_line, from_bundle)
     np.testing.assert_array_equal(from_python, from_bundle)
+
+
+def test_bundle_blockwise_inference_says_what_a_resumed_run_reuses(tmp_path, monkeypatch, capsys):
+    image, _ = make_synthetic_volume((40, 80, 80), seed=7)
+    path = tmp_path / "volume.nii.gz"
+    write_volume(path, image[0])
+    output = tmp_path / "labels.zarr"
+    save = DirectoryBlockStore.save
+
+    def save_then_stop(store, index, core_labels, record):
+        save(store, index, core_labels, record)
+        raise KeyboardInterrupt
+
+    def blockwise() -> ConfigWorkflow:
+        flow = ConfigWorkflow(
+            config_file=config("inference", "inference_volume"), workflow_type=None, input_image=str(path),
+            output_path=str(output), progress=False, device="$torch.device('cpu')",
+        )
+        flow.initialize()
+        return flow
+
+    monkeypatch.setattr(DirectoryBlockStore, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        blockwise().run()
+    monkeypatch.undo()
+    capsys.readouterr()
+    blockwise().run()
+    assert capsys.readouterr().out.endswith(
+        f"resuming the interrupted run in {output}.spoco-work: 1 of 1 blocks reused.\n{output}\n"
+    )
