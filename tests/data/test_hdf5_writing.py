@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import errno
 import gc
-import io
-import os
 
 import h5py
 import numpy as np
@@ -13,25 +11,6 @@ from spoco_monai.data import hdf5_writing
 from spoco_monai.data.hdf5_writing import open_hdf5_for_writing
 
 VALUES = np.arange(64 * 64 * 16, dtype=np.int64).reshape(16, 64, 64)
-
-
-class FullFile(io.FileIO):
-    """A file on a disk with ``free`` bytes left: the write that needs more fails with ENOSPC, as on a full disk."""
-
-    def __init__(self, path, mode: str, free: int) -> None:
-        super().__init__(path, mode)
-        self.free = free
-
-    def write(self, data) -> int:
-        size = memoryview(data).nbytes
-        if size > self.free:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.free -= size
-        return super().write(data)
-
-
-def full_disk(monkeypatch, free: int) -> None:
-    monkeypatch.setattr(hdf5_writing, "open", lambda path, mode, buffering: FullFile(path, mode, free), raising=False)
 
 
 def test_written_file_reads_back(tmp_path):
@@ -45,11 +24,11 @@ def test_written_file_reads_back(tmp_path):
 
 
 @pytest.mark.parametrize("free", [4096, 4 * 2**16 + 100])
-def test_full_disk_raises_once_every_object_is_closed(tmp_path, monkeypatch, free):
+def test_full_disk_raises_once_every_object_is_closed(tmp_path, monkeypatch, full_disk, free):
     # the chunks stay in HDF5's cache until the dataset object is deleted (right after the assignment): its close
     # writes them, and fails (4096 bytes), or the four chunks of 64 KiB fit and the file's close fails writing the
     # metadata
-    full_disk(monkeypatch, free)
+    monkeypatch.setattr(hdf5_writing, "open", full_disk(free), raising=False)
     with pytest.raises(OSError) as raised:
         with open_hdf5_for_writing(tmp_path / "v.h5", "w") as handle:
             handle.create_dataset("raw", shape=VALUES.shape, dtype=VALUES.dtype, chunks=(8, 32, 32))
@@ -61,10 +40,10 @@ def test_full_disk_raises_once_every_object_is_closed(tmp_path, monkeypatch, fre
     assert h5py.h5f.get_obj_ids(h5py.h5f.OBJ_ALL, objects) == []
 
 
-def test_full_disk_while_adding_a_dataset_keeps_the_others(tmp_path, monkeypatch):
+def test_full_disk_while_adding_a_dataset_keeps_the_others(tmp_path, monkeypatch, full_disk):
     with h5py.File(tmp_path / "v.h5", "w") as handle:
         handle["keep"] = VALUES[:1]
-    full_disk(monkeypatch, os.path.getsize(tmp_path / "v.h5") + 4096)
+    monkeypatch.setattr(hdf5_writing, "open", full_disk(4096), raising=False)
     with pytest.raises(OSError, match="No space left on device"):
         with open_hdf5_for_writing(tmp_path / "v.h5", "r+") as handle:
             handle.create_dataset("seg", data=VALUES, chunks=(8, 32, 32))

@@ -3,7 +3,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
-import io
 import json
 import os
 from pathlib import Path
@@ -363,26 +362,11 @@ def test_resumed_segment_of_a_changed_input_segments_its_finished_blocks_again(t
         assert adapted_rand_error(mirrored, resumed[:])[0] == 0.0
 
 
-class FullFile(io.FileIO):
-    """A file on a disk with ``free`` bytes left: the write that needs more fails with ENOSPC, as on a full disk."""
-
-    def __init__(self, path, mode: str, free: int) -> None:
-        super().__init__(path, mode)
-        self.free = free
-
-    def write(self, data) -> int:
-        size = memoryview(data).nbytes
-        if size > self.free:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.free -= size
-        return super().write(data)
+def _fill_disk_for_hdf5(monkeypatch, full_disk) -> None:
+    monkeypatch.setattr(hdf5_writing, "open", full_disk(4096), raising=False)
 
 
-def _fill_disk_for_hdf5(monkeypatch) -> None:
-    monkeypatch.setattr(hdf5_writing, "open", lambda path, mode, buffering: FullFile(path, mode, 4096), raising=False)
-
-
-def _fill_disk_for_zarr(monkeypatch) -> None:
+def _fill_disk_for_zarr(monkeypatch, full_disk) -> None:
     set_value = zarr.storage.LocalStore.set
 
     async def set_metadata_only(store, key, value, *args, **kwargs):
@@ -393,7 +377,7 @@ def _fill_disk_for_zarr(monkeypatch) -> None:
     monkeypatch.setattr(zarr.storage.LocalStore, "set", set_metadata_only)
 
 
-def _fill_disk_for_tiff(monkeypatch) -> None:
+def _fill_disk_for_tiff(monkeypatch, full_disk) -> None:
     def write_part(file, *args, **kwargs):
         with open(file, "wb") as handle:
             handle.write(b"II*\x00" + bytes(100))
@@ -406,11 +390,11 @@ def _fill_disk_for_tiff(monkeypatch) -> None:
     "output, fill_disk",
     [("labels.h5:seg", _fill_disk_for_hdf5), ("labels.zarr", _fill_disk_for_zarr), ("labels.tif", _fill_disk_for_tiff)],
 )
-def test_full_disk_at_the_output_is_one_line_and_loses_no_block(tmp_path, bundle, volume, monkeypatch, capsys, output,
-                                                              fill_disk):
+def test_full_disk_at_the_output_is_one_line_and_loses_no_block(tmp_path, bundle, volume, monkeypatch, capsys,
+                                                              full_disk, output, fill_disk):
     path, labels = volume
     file = tmp_path / output.split(":")[0]
-    fill_disk(monkeypatch)
+    fill_disk(monkeypatch, full_disk)
     assert _segment(tmp_path, bundle, path, tmp_path / output) == 1
     monkeypatch.undo()
     assert error_line(capsys.readouterr().err) == (
@@ -425,14 +409,14 @@ def test_full_disk_at_the_output_is_one_line_and_loses_no_block(tmp_path, bundle
         assert adapted_rand_error(labels, result[:])[0] == 0.0
 
 
-def test_full_disk_at_a_block_is_one_line_and_keeps_the_finished_blocks(tmp_path, bundle, volume, monkeypatch, capsys):
+def test_full_disk_at_a_block_is_one_line_and_keeps_the_finished_blocks(tmp_path, bundle, volume, monkeypatch, capsys,
+                                                                       full_disk):
     path, labels = volume
     output = tmp_path / "labels.zarr"
 
-    def open_on_full_disk(file, mode="r", *args, **kwargs):
+    def open_on_full_disk(file, *args, **kwargs):
         # the fourth block's labels meet a full disk
-        free = 100 if Path(file).name == ".partial-0000003.npy" else 2**30
-        return io.BufferedWriter(FullFile(file, mode.replace("b", ""), free))
+        return (full_disk(100) if Path(file).name == ".partial-0000003.npy" else open)(file, *args, **kwargs)
 
     monkeypatch.setattr(block_store, "open", open_on_full_disk, raising=False)
     assert _segment(tmp_path, bundle, path, output) == 1
