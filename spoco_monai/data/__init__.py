@@ -1,9 +1,11 @@
-"""Data: readers and a writer (HDF5, zarr, TIFF), lazy volume I/O, datalists, start-up dataset checks and synthetic sample data."""
+"""Data: readers and a writer (HDF5, zarr, TIFF), lazy volume I/O, datalists, start-up dataset checks, one-line
+messages for failed writes, and synthetic sample data."""
 
 from __future__ import annotations
 
 from spoco_monai.data.checks import check_dataset, check_new_outputs
 from spoco_monai.data.datalist import DATALIST_SPLITS, load_datalist, split_items
+from spoco_monai.data.disk_errors import describe_os_error
 from spoco_monai.data.readers import (
     ArrayFileReader,
     HDF5Reader,
