@@ -216,8 +216,11 @@ def _train(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             log=lambda line: print(f"spoco-monai train: {line}", file=sys.stderr),
         )
-    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as error:
+    except (ValueError, TypeError, WorkDirectoryLockedError) as error:
         print(f"spoco-monai train: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"spoco-monai train: error: {describe_os_error(error)}", file=sys.stderr)
         return 1
     return 0
 

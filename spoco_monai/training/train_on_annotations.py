@@ -116,7 +116,9 @@ def train_on_annotations(
         the model folder.
 
     Raises:
-        ValueError: bad data (every problem named with its file), an unknown starting model, a bad setting.
+        ValueError: bad data (every problem named with its file), an unknown starting model, a bad setting, or a
+            training to resume that was saved with other settings (see the bundle's ``resume_with_new_settings``).
+        WorkDirectoryLockedError: another training writes the same model folder.
     """
     recipe = recipe or FineTuneRecipe()
     if not 0.0 <= recipe.holdout < 1.0:
@@ -142,7 +144,7 @@ def train_on_annotations(
     )
     # MONAI's LoadImage reports each reader it tries before the one that fits; the data were checked above
     logging.getLogger("LoadImage").setLevel(logging.WARNING)
-    flow.initialize()
+    _initialize(flow)
     trainer = flow.parser.get_parsed_content("train#trainer")
     if progress:
         # the progress bar replaces the per-iteration loss lines
@@ -175,6 +177,20 @@ def train_on_annotations(
         f"{output} (segment with: spoco-monai segment IMAGE OUTPUT --model {output})"
     )
     return output
+
+
+def _initialize(flow: ConfigWorkflow) -> None:
+    """``flow.initialize()``, raising the error of the config entry that failed (another training writing the
+    folder, a resume with other settings) rather than MONAI's wrapper of it."""
+    try:
+        flow.initialize()
+    except RuntimeError as error:
+        cause: BaseException = error
+        while isinstance(cause, RuntimeError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if cause is error:
+            raise
+        raise cause from None
 
 
 def _starting_point(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 from pathlib import Path
@@ -147,3 +148,23 @@ def test_a_holdout_keeps_objects_out_of_training_and_chooses_the_clustering_scal
     chosen = json.loads((output / "inference.json").read_text())["affinity_delta_dist"]
     assert scores[chosen] == min(scores.values())
     assert "clustering scale delta_dist re-chosen on the held-out objects" in messages.getvalue()
+
+
+def test_a_second_training_into_one_model_folder_stops_in_one_line(annotated_volume, tmp_path, capsys):
+    image, label = annotated_volume
+    output = tmp_path / "my_model"
+    (output / "training").mkdir(parents=True)
+    argv = ["train", "--images", str(image), "--labels", str(label), "--output", str(output), "--iterations", "1",
+            "--bundle", str(BUNDLE), "--no-progress"]
+    # the lock as another process holds it (a lock of this process would be re-entrant)
+    with open(output / "training.lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other.write("pid 4242 on elsewhere")
+        other.flush()
+        assert main(argv) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"spoco-monai train: error: another run (pid 4242 on elsewhere) is writing this output: its work directory "
+        f"{output / 'training'} is locked by {output / 'training.lock'}; wait for it to finish or choose another "
+        "output."
+    )
+    assert sorted(path.name for path in (output / "training").iterdir()) == []
