@@ -11,11 +11,13 @@ otherwise), and every row is scored on the other part of the volume, which nothi
 * ``scratch``: the same command from random weights (``--from scratch:MODEL``), for the fine-tune's wall time;
 * ``classical``: the seeded watershed a user would try first (:mod:`spoco_monai.baselines`), its seed distance
   chosen on the annotated objects (best mean IoU of an annotated object with one segment);
+* ``finetune:NAME``: another recipe of :data:`RECIPES` (the selection of the default on ``em_selection``);
 * ``unet``: a boundary U-Net (the shipped model's MONAI UNet, one output) trained on the annotated objects' masks
   and borders with the loss only where the labels say something (inside an annotated object and on its border),
   for the fine-tune's wall time, then the same seeded watershed on its boundary map.
 
-Datasets: ``em`` (``neuroproof_fib_A.h5``: train z < 63, score z >= 63; ``em3d_neurons``), ``membranes``
+Datasets: ``em`` (``neuroproof_fib_A.h5``: train z < 63, score z >= 63; ``em3d_neurons``), ``em_selection`` (the
+recipe's selection data, inside z < 63 only: train y < 128, score y >= 128), ``membranes``
 (``plantseg_ovule_sample.h5``: train x < 64, score x >= 64; ``lm3d_membranes``), ``nuclei`` (``gonuclear_1137.h5``:
 train z < 50, score z >= 50; ``lm3d_nuclei``; no ``unet`` row: a boundary map does not say where nuclei are).
 Every result goes to ``<output-dir>/<dataset>_<fraction>_<seed>_<row>.json`` (written atomically); a rerun skips
@@ -50,6 +52,22 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 BUNDLE = REPOSITORY / "bundle"
 DATA = REPOSITORY.parent / "shared" / "data"
 ROWS = ("shipped", "finetune", "holdout", "scratch", "classical", "unet")
+# the fine-tuning recipes compared on the selection split (``finetune:NAME`` rows); "default" is FineTuneRecipe()
+RECIPES = {
+    "default": FineTuneRecipe(),
+    "lr0.1-40": FineTuneRecipe(iterations=40, learning_rate_factor=0.1),
+    "lr0.1-150": FineTuneRecipe(iterations=150, learning_rate_factor=0.1),
+    "lr0.1-75-patch128": FineTuneRecipe(iterations=75, learning_rate_factor=0.1, patch_size=(40, 128, 128)),
+    "lr0.1-150-consistency10": FineTuneRecipe(
+        iterations=150, learning_rate_factor=0.1, overrides={"loss_weights#consistency": 10}
+    ),
+    "lr0.1-150-unlabeled0": FineTuneRecipe(
+        iterations=150, learning_rate_factor=0.1, overrides={"loss_weights#unlabeled": 0}
+    ),
+    "lr0.02-150": FineTuneRecipe(iterations=150),
+    "lr0.02-300-consistency10": FineTuneRecipe(overrides={"loss_weights#consistency": 10}),
+    "lr0.01-300": FineTuneRecipe(learning_rate_factor=0.01),
+}
 MIN_DISTANCES = (2, 4, 6, 8, 12, 16, 24)
 
 
@@ -62,11 +80,18 @@ class Dataset:
     axis: int
     split: int
     dense_tissue: bool
+    crop: tuple[slice, ...] = ()
+    identity: str | None = None
+
+    @property
+    def annotator_identity(self) -> str:
+        """The key of the simulated annotator's seeded choice (the file name unless set)."""
+        return self.identity or self.file.name
 
     def parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[float, ...]]:
-        """``(train image, train labels, test image, test labels, element size)``, ZYX."""
+        """``(train image, train labels, test image, test labels, element size)``, ZYX, after ``crop``."""
         with h5py.File(self.file, "r") as handle:
-            raw, label = handle["raw"][...], handle["label"][...].astype(np.int64)
+            raw, label = handle["raw"][self.crop], handle["label"][self.crop].astype(np.int64)
             element_size = tuple(float(s) for s in handle["raw"].attrs.get("element_size_um", (1.0, 1.0, 1.0)))
         train = [slice(None)] * 3
         test = [slice(None)] * 3
@@ -76,6 +101,10 @@ class Dataset:
 
 DATASETS = {
     "em": Dataset(DATA / "em3d" / "neuroproof_fib_A.h5", "em3d_neurons", 0, 63, True),
+    # the recipe's selection split: inside the z < 63 part, annotate y < 128 and score y >= 128
+    "em_selection": Dataset(
+        DATA / "em3d" / "neuroproof_fib_A.h5", "em3d_neurons", 1, 128, True, (slice(0, 63),), "A_sel"
+    ),
     "membranes": Dataset(DATA / "lm3d" / "plantseg_ovule_sample.h5", "lm3d_membranes", 2, 64, True),
     "nuclei": Dataset(DATA / "lm3d" / "gonuclear_1137.h5", "lm3d_nuclei", 0, 50, False),
 }
@@ -169,7 +198,7 @@ def boundary_map(network: torch.nn.Module, image: np.ndarray, patch: tuple[int, 
 
 def run_row(row: str, dataset: Dataset, fraction: float, seed: int, folder: Path, budget: dict) -> dict:
     train_image, train_label, test_image, test_label, element_size = dataset.parts()
-    sparse = SparseInstanceSampling(fraction, seed=seed)(train_label, identity=dataset.file.name)
+    sparse = SparseInstanceSampling(fraction, seed=seed)(train_label, identity=dataset.annotator_identity)
     train_path = write_pair(folder, "train", train_image, sparse, element_size)
     test_path = write_pair(folder, "test", test_image, None, element_size)
     annotated = int(np.count_nonzero(np.unique(sparse) > 0))
@@ -177,17 +206,18 @@ def run_row(row: str, dataset: Dataset, fraction: float, seed: int, folder: Path
     training_s = 0.0
     if row == "shipped":
         prediction = segment_with_model(dataset.model, f"{test_path}:raw")
-    elif row in ("finetune", "holdout", "scratch"):
+    elif row.split(":")[0] in ("finetune", "holdout", "scratch"):
         start = dataset.model if row != "scratch" else f"{SCRATCH}:{dataset.model}"
         minutes = None if row != "scratch" else budget["finetune"] / 60
         recipe = {
             "finetune": FineTuneRecipe(),
             "holdout": FineTuneRecipe(holdout=0.25),
             "scratch": FineTuneRecipe(iterations=100000),
-        }[row]
-        output = train_on_annotations([f"{train_path}:raw"], [f"{train_path}:label"], folder / row, start_from=start,
-                                      bundle=BUNDLE, recipe=recipe, minutes=minutes, annotated_fraction=fraction,
-                                      seed=seed, progress=False)
+        }.get(row) or RECIPES[row.split(":")[1]]
+        output = train_on_annotations(
+            [f"{train_path}:raw"], [f"{train_path}:label"], folder / row.replace(":", "_"), start_from=start,
+            bundle=BUNDLE, recipe=recipe, minutes=minutes, annotated_fraction=fraction, seed=seed, progress=False,
+        )
         training_s = json.loads((output / "model.json").read_text())["seconds"]
         prediction = segment_with_model(output, f"{test_path}:raw")
     elif row == "classical":
@@ -229,7 +259,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="em")
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.1])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument(
+        "--rows", nargs="+", choices=[*ROWS, *(f"finetune:{name}" for name in RECIPES)], default=list(ROWS)
+    )
     parser.add_argument("--output-dir", type=Path, default=REPOSITORY / "bench" / "runs" / "own_volume")
     args = parser.parse_args(argv)
     dataset = DATASETS[args.dataset]
@@ -243,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
             budget: dict[str, float] = {}
             rows = [row for row in args.rows if not (row == "unet" and not dataset.dense_tissue)]
             for row in sorted(rows, key=lambda r: r != "finetune"):
-                path = folder / f"{row}.json"
+                path = folder / f"{row.replace(':', '_')}.json"
                 if path.is_file():
                     result = json.loads(path.read_text())
                 else:
