@@ -9,6 +9,7 @@ from spoco_monai.data.disk_errors import describe_os_error
 from spoco_monai.data.readers import (
     ArrayFileReader,
     HDF5Reader,
+    ImageFileReader,
     TiffReader,
     VolumeHandle,
     ZarrReader,

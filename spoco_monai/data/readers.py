@@ -45,17 +45,18 @@ __all__ = [
     "HDF5Reader",
     "ZarrReader",
     "TiffReader",
+    "ImageFileReader",
 ]
 
 
 def default_readers() -> list[ImageReader]:
-    """The readers of every format this package reads: HDF5, zarr, TIFF, and NIfTI through nibabel.
+    """The readers of every format this package reads: HDF5, zarr, TIFF, PNG/JPEG, and NIfTI through nibabel.
 
     NIfTI goes to MONAI's ``NibabelReader`` rather than ITK, so its arrays are as stored, like every other format
     and like :func:`~spoco_monai.data.volume_io.open_volume`. ``LoadImage`` falls back to MONAI's own readers for
     other formats (ITK's ``.mha``, ``.nrrd``, ...).
     """
-    return [HDF5Reader(), ZarrReader(), TiffReader(), NibabelReader()]
+    return [HDF5Reader(), ZarrReader(), TiffReader(), ImageFileReader(), NibabelReader()]
 
 
 def volume_file(name: PathLike) -> Path:
@@ -265,3 +266,14 @@ class TiffReader(ArrayFileReader):
     """
 
     file_format = "tiff"
+
+
+class ImageFileReader(ArrayFileReader):
+    """Read a 2D PNG or JPEG image (``.png``, ``.jpg``, ``.jpeg``): grey or label images give (Y, X), colour images
+    (C, Y, X) with their samples as channels (see :class:`~spoco_monai.data.volume_io.LazyVolume`).
+
+    Args:
+        channel_dim: see :class:`ArrayFileReader`.
+    """
+
+    file_format = "image"

@@ -24,12 +24,13 @@ import nibabel as nib
 import numpy as np
 import tifffile
 import zarr
+from PIL import Image
 
 from .atomic import PARTIAL_PREFIX, remove_after_failure, remove_path, replace_path
 from .disk_errors import naming_path
 from .hdf5_writing import open_hdf5_for_writing
 
-VOLUME_FORMATS = ("nifti", "tiff", "hdf5", "zarr")
+VOLUME_FORMATS = ("nifti", "tiff", "hdf5", "zarr", "image")
 _SUFFIXES = {
     ".nii": "nifti",
     ".nii.gz": "nifti",
@@ -39,6 +40,10 @@ _SUFFIXES = {
     ".hdf5": "hdf5",
     ".hdf": "hdf5",
     ".zarr": "zarr",
+    # 2D images as PIL reads them (a label image painted in any editor, a microscope's PNG export)
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
 }
 # the voxel size attribute of HDF5 datasets and zarr arrays, in micrometres per axis (as PlantSeg writes it)
 ELEMENT_SIZE_ATTRIBUTE = "element_size_um"
@@ -256,6 +261,11 @@ def _open(location: VolumePath) -> LazyVolume:
             return LazyVolume(
                 zarr.open(store, mode="r"), name, closer=store, channel_axis=channel_axis, element_size=element_size
             )
+    if location.format == "image":
+        with Image.open(location.file) as picture:
+            array = np.asarray(picture)
+        # colour samples are stored last; a label or grey image has none
+        return LazyVolume(array, name, channel_axis=-1 if array.ndim == 3 else None)
     if location.format == "hdf5":
         handle = h5py.File(location.file, "r")
         try:
@@ -414,6 +424,11 @@ def check_can_create(path: str | os.PathLike | VolumePath, overwrite: bool = Fal
             if a whole zarr group would be replaced.
     """
     location = parse_volume_path(path)
+    if location.format == "image":
+        raise ValueError(
+            f"cannot write labels to {location.file}: PNG and JPEG are read, not written (8 bits cannot hold every "
+            "object id); write a TIFF (.tif, which napari and Fiji open), zarr, HDF5 or NIfTI instead."
+        )
     if location.format == "hdf5" and not location.key:
         raise ValueError(f"an HDF5 volume to write needs a dataset name, as 'file.h5:dataset', got {str(path)!r}.")
     folder = location.file.parent

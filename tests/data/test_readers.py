@@ -9,9 +9,11 @@ import pytest
 import tifffile
 import zarr
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImage, LoadImaged
+from PIL import Image
 
 from spoco_monai.data import (
     HDF5Reader,
+    ImageFileReader,
     TiffReader,
     ZarrReader,
     check_dataset,
@@ -215,3 +217,24 @@ def test_default_readers_cover_every_format_alike(tmp_path):
     for path in paths:
         write_volume(path, image)
         np.testing.assert_array_equal(LoadImage(reader=default_readers(), dtype=None)(path).numpy(), image)
+
+
+def test_png_and_jpeg_images_read_like_every_other_format(tmp_path):
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    colour = np.stack([grey, grey + 1, grey + 2], axis=-1)
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    with open_volume(tmp_path / "grey.png") as volume:
+        assert volume.shape == (3, 4) and volume.channel_dim is None
+        np.testing.assert_array_equal(volume[...], grey)
+    with open_volume(tmp_path / "colour.png") as volume:
+        assert volume.shape == (3, 3, 4) and volume.channel_dim == 0
+        np.testing.assert_array_equal(volume[1], grey + 1)
+    array, meta = ImageFileReader().get_data(ImageFileReader().read(str(tmp_path / "grey.png")))
+    np.testing.assert_array_equal(array, grey)
+    assert list(meta["spatial_shape"]) == [3, 4]
+
+
+def test_labels_are_not_written_to_png(tmp_path):
+    with pytest.raises(ValueError, match="PNG and JPEG are read, not written"):
+        write_volume(tmp_path / "labels.png", np.zeros((4, 4), np.int32))

@@ -48,7 +48,7 @@ def test_parse_volume_path(path, file, key, volume_format):
 @pytest.mark.parametrize(
     "path, message",
     [
-        ("image.png", "cannot tell the volume format"),
+        ("image.bmp", "cannot tell the volume format"),
         ("image.nii:raw", "cannot tell the volume format"),
     ],
 )
