@@ -94,7 +94,8 @@ def segment_volume(
             convolution (not checked when the network has none).
         report: called with one line for the user when the run resumes from its work directory: how many
             finished blocks it reuses, and how many it segments again because the image values they read have
-            changed since (see :func:`~.input_digest.discard_changed_blocks`).
+            changed since (see :func:`~.input_digest.discard_changed_blocks`); and, at the end, how many objects
+            the labels hold.
 
     Returns:
         the ``(*S)`` int32 labels (int64 beyond 2^31 - 1 objects; 1.. objects, 0 where the clustering
@@ -197,6 +198,8 @@ def segment_volume(
             store.remove()
             result = str(output)
         stage_times["writing"] += time.perf_counter() - start
+        if report is not None:
+            report(f"{max((int(lookup.max()) for lookup in lookups if lookup.size), default=0)} objects found")
         if timings is not None:
             timings.update(stage_times)
         return result

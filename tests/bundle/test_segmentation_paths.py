@@ -86,5 +86,6 @@ def test_bundle_blockwise_inference_says_what_a_resumed_run_reuses(tmp_path, mon
     capsys.readouterr()
     blockwise().run()
     assert capsys.readouterr().out.endswith(
-        f"resuming the interrupted run in {output}.spoco-work: 1 of 1 blocks reused.\n{output}\n"
+        f"resuming the interrupted run in {output}.spoco-work: 1 of 1 blocks reused.\n"
+        f"100 objects found\n{output}\n"
     )

@@ -84,8 +84,9 @@ def test_segment_uses_the_model_folder_and_describes_it(trained, annotated_volum
     assert main(["segment", str(image), str(labels), "--model", str(output), "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert f"model {output} ({output / 'model.pt'}): fine-tuned from model on 5 annotated object(s)" in err
+    found = int(err.split(" objects found")[0].rsplit("spoco-monai segment: ", 1)[1])
     with open_volume(labels) as volume:
-        assert volume.shape == (32, 64, 64) and int(np.max(volume[...])) > 0
+        assert volume.shape == (32, 64, 64) and int(np.max(volume[...])) == found > 0
     assert bundle_model(BUNDLE, output)["model_path"] == str(output.resolve() / "model.pt")
 
 
