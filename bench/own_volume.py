@@ -166,7 +166,8 @@ def train_boundary_unet(
     """A 3D MONAI UNet trained on the annotated objects' borders, masked BCE, for ``seconds`` of wall time."""
     generator = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    network = UNet(3, 1, 1, (16, 32, 64, 128), (2, 2, 2), num_res_units=1, norm=("group", {"num_groups": 8}))
+    # instance norm: the one output channel cannot be split into the 8 groups of the SPOCO models' GroupNorm
+    network = UNet(3, 1, 1, (16, 32, 64, 128), (2, 2, 2), num_res_units=1, norm="instance")
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3, weight_decay=1e-5)
     normalised = ((image - image.mean()) / max(float(image.std()), 1e-6)).astype(np.float32)
     target, known = boundary_target(sparse)

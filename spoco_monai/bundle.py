@@ -110,9 +110,10 @@ def bundle_model(bundle: str | Path, name: str | Path = DEFAULT_MODEL) -> dict[s
     :mod:`spoco_monai.training.model_folder`) gives that folder's config, weights and record.
 
     Returns:
-        ``{"name", "configs", "model_path", "training_configs", "description", "data_source", "record"}``: configs
-        and weights relative to the bundle (absolute for a model folder); ``record`` is a model folder's
-        ``model.json`` (None for a shipped model).
+        ``{"name", "configs", "model_path", "training_configs", "finetune_settings", "description", "data_source",
+        "record"}``: configs and weights relative to the bundle (absolute for a model folder); ``finetune_settings``
+        the config entries a fine-tuning of this model sets (its ``finetune_settings`` in ``metadata.json``);
+        ``record`` is a model folder's ``model.json`` (None for a shipped model).
 
     Raises:
         FileNotFoundError: the bundle has no ``configs/metadata.json`` (needed for any model but the default).
@@ -125,6 +126,7 @@ def bundle_model(bundle: str | Path, name: str | Path = DEFAULT_MODEL) -> dict[s
             "configs": [record["config"]],
             "model_path": record["weights"],
             "training_configs": record.get("training_configs", list(TRAINING_CONFIGS)),
+            "finetune_settings": record.get("finetune_settings", {}),
             "description": record.get("description", ""),
             "data_source": record.get("data_source", ""),
             "record": record,
@@ -151,6 +153,7 @@ def bundle_model(bundle: str | Path, name: str | Path = DEFAULT_MODEL) -> dict[s
         "configs": [*INFERENCE_CONFIGS, *[c for c in extra if c not in INFERENCE_CONFIGS]],
         "model_path": entry["model_path"],
         "training_configs": list(entry.get("training_config", TRAINING_CONFIGS)),
+        "finetune_settings": dict(entry.get("finetune_settings", {})),
         "description": entry.get("description", ""),
         "data_source": entry.get("data_source", ""),
         "record": None,

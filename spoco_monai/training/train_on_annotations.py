@@ -202,7 +202,7 @@ def _starting_point(
         if not like:
             like = SCRATCH_MODELS[len(summarize_pairs(images[:1], labels[:1])[0].shape)]
         entry = bundle_model(bundle, like)
-        return {**_configs_of(entry), "name": start_from, "weights": None, "base": like}
+        return {**_configs_of(entry), "finetune_settings": {}, "name": start_from, "weights": None, "base": like}
     entry = bundle_model(bundle, start_from)
     weights = Path(entry["model_path"])
     weights = weights if weights.is_absolute() else bundle / weights
@@ -217,6 +217,7 @@ def _configs_of(entry: dict[str, Any]) -> dict[str, Any]:
         "inference_configs": entry["configs"] if record is None else record["inference_configs"],
         "training_configs": list(entry["training_configs"]),
         "settings": {} if record is None else record["settings"],
+        "finetune_settings": entry["finetune_settings"],
     }
 
 
@@ -256,6 +257,13 @@ def _report(
         lines.append(
             f"labels: simulated annotator: {sparse_fraction:g} of the {objects} objects of the dense labels are kept "
             "per volume (the rest become unlabeled); the kept ids are recorded in training/sparse_annotation.json"
+        )
+    border = start["finetune_settings"].get("unlabeled_border", 0) if start["weights"] is not None else 0
+    if border:
+        lines.append(
+            f"labels: the outer {border} voxel(s) of every annotated object are left unlabeled in training, as "
+            f"{start['base']} was trained (its data leave the boundaries between objects unlabeled); your label "
+            "files are not changed"
         )
     if validation:
         lines.append(f"validation: {len(validation)} volume(s) with dense labels select the best weights")
@@ -301,6 +309,8 @@ def _training_overrides(
         "train_region": "@whole_region",
         "report_region": "@whole_region",
         "sparse": True,
+        # in a user's labels 0 is unlabeled, never background, also for models trained with a background object
+        "keep_background": False,
         "sparse_fraction": fraction,
         "annotated_fraction": (1.0 if sparse_fraction is None else fraction)
         if annotated_fraction is None
@@ -322,6 +332,7 @@ def _training_overrides(
         start["training_configs"] = [*start["training_configs"], FINETUNE_CONFIG]
         overrides["source_checkpoint"] = start["weights"]
         overrides["learning_rate_factor"] = float(recipe.learning_rate_factor)
+        overrides.update(start["finetune_settings"])
     overrides.update(recipe.overrides)
     return overrides
 
@@ -415,6 +426,7 @@ def _record(
     labels = "real sparse annotations" if sparse_fraction is None else f"simulated annotator (fraction {sparse_fraction:g})"
     origin = f"trained from scratch ({start['base']}'s settings)" if start["weights"] is None else f"fine-tuned from {start['name']}"
     settings = {key: overrides[key] for key in ("patch_size", "max_instances") if key in overrides}
+    applied = {key: overrides[key] for key in start["finetune_settings"] if key in overrides}
     return {
         "description": (
             f"{origin} on {objects} annotated object(s) in {len(volumes)} volume(s) ({labels}); {iterations} "
@@ -437,6 +449,7 @@ def _record(
         "inference_configs": list(start["inference_configs"]),
         "training_configs": [name for name in start["training_configs"] if name != FINETUNE_CONFIG],
         "settings": settings,
+        "finetune_settings": applied,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"monai": monai.__version__, "torch": torch.__version__},
     }

@@ -8,6 +8,7 @@ from spoco_monai.transforms.labeled_crop import RandCropByLabeledInstances, Rand
 from spoco_monai.transforms.sparse_manifest import SparseAnnotationManifest
 from spoco_monai.transforms.sparse_sampling import SparseInstanceSampling, SparseInstanceSamplingd
 from spoco_monai.transforms.two_view import TwoViewIntensityAugment, TwoViewIntensityAugmentd
+from spoco_monai.transforms.unlabeled_border import UnlabeledBorder, UnlabeledBorderd
 
 from .cluster import Clusterd
 
@@ -22,4 +23,6 @@ __all__ = [
     "SparseInstanceSamplingd",
     "TwoViewIntensityAugment",
     "TwoViewIntensityAugmentd",
+    "UnlabeledBorder",
+    "UnlabeledBorderd",
 ]

@@ -169,3 +169,20 @@ def test_a_second_training_into_one_model_folder_stops_in_one_line(annotated_vol
         "output."
     )
     assert sorted(path.name for path in (output / "training").iterdir()) == []
+
+
+def test_fine_tuning_the_em_model_leaves_the_annotated_objects_borders_unlabeled(tmp_path):
+    image, dense = make_synthetic_volume((40, 64, 64), seed=4, mean_cell_size=16.0)
+    tifffile.imwrite(tmp_path / "em.tif", image[0])
+    tifffile.imwrite(tmp_path / "em_labels.tif", np.where(np.isin(dense[0], (2, 5)), dense[0], 0).astype(np.uint16))
+    output = tmp_path / "em_model"
+    messages = io.StringIO()
+    argv = ["train", "--images", str(tmp_path / "em.tif"), "--labels", str(tmp_path / "em_labels.tif"), "--output",
+            str(output), "--from", "em3d_neurons", "--iterations", "1", "--bundle", str(BUNDLE), "--no-progress"]
+    with contextlib.redirect_stderr(messages):
+        assert main(argv) == 0
+    assert "the outer 1 voxel(s) of every annotated object are left unlabeled in training" in messages.getvalue()
+    record = read_model_folder(output)
+    assert record["finetune_settings"] == {"unlabeled_border": 1}
+    # a model fine-tuned from it is fine-tuned the same way
+    assert bundle_model(BUNDLE, output)["finetune_settings"] == {"unlabeled_border": 1}
