@@ -33,6 +33,37 @@ TRAINING_CONFIGS = ("configs/common.json", "configs/train.json")
 ELEMENT_SIZE_TOLERANCE = 1.5
 
 
+def bundle_config(bundle: str | Path, configs: Sequence[str]) -> ConfigParser:
+    """The bundle's ``configs`` (relative to the bundle, or absolute) merged in order, with ``bundle_root`` set.
+
+    Raises:
+        FileNotFoundError: if a config is missing.
+    """
+    files = [Path(bundle) / config for config in configs]
+    for file in files:
+        if not file.is_file():
+            raise FileNotFoundError(f"bundle config {file} not found.")
+    parser = ConfigParser()
+    parser.read_config([str(file) for file in files])
+    parser["bundle_root"] = str(bundle)
+    return parser
+
+
+def voxel_size_warning(element_size: Sequence[float] | None, trained_size: Sequence[float] | None) -> str | None:
+    """A warning (to follow "the input's") when a voxel size differs from the model's training voxel size by more than
+    :data:`ELEMENT_SIZE_TOLERANCE` along some axis; None when they agree or either is unknown."""
+    if element_size is None or trained_size is None or len(element_size) != len(trained_size):
+        return None
+    ratios = np.asarray(element_size, dtype=float) / np.asarray(trained_size, dtype=float)
+    if np.all(ratios <= ELEMENT_SIZE_TOLERANCE) and np.all(ratios >= 1 / ELEMENT_SIZE_TOLERANCE):
+        return None
+    return (
+        f"voxel size {tuple(element_size)} differs from the model's training voxel size {tuple(trained_size)} "
+        "(its config's element_size): objects appear at another scale; resample the input or fine-tune the model on "
+        "data of this voxel size."
+    )
+
+
 def load_bundle_network(
     bundle: str | Path,
     checkpoint: str | Path | None = None,
@@ -56,15 +87,9 @@ def load_bundle_network(
         ValueError: if the config has no ``network_def`` or the checkpoint holds no state dict that fits.
     """
     bundle = Path(bundle)
-    files = [bundle / config for config in configs]
-    for file in files:
-        if not file.is_file():
-            raise FileNotFoundError(f"bundle config {file} not found.")
-    parser = ConfigParser()
-    parser.read_config([str(file) for file in files])
-    parser["bundle_root"] = str(bundle)
+    parser = bundle_config(bundle, configs)
     if "network_def" not in parser:
-        raise ValueError(f"the bundle configs {[str(f) for f in files]} define no 'network_def'.")
+        raise ValueError(f"the bundle configs {[str(bundle / c) for c in configs]} define no 'network_def'.")
     network = parser.get_parsed_content("network_def")
     load_network_weights(network, Path(checkpoint) if checkpoint is not None else bundle / "models" / "model.pt")
     return network.to(device).eval(), parser
@@ -188,12 +213,7 @@ def input_mismatch_warnings(volume: LazyVolume, config: ConfigParser) -> list[st
         found = shape[0] if len(shape) == dims + 1 else 1
         if found != channels:
             warnings.append(f"the input has {found} channel(s), the model was trained on {channels}.")
-    if trained_size is not None and volume.element_size is not None and len(trained_size) == len(volume.element_size):
-        ratios = np.asarray(volume.element_size, dtype=float) / np.asarray(trained_size, dtype=float)
-        if np.any(ratios > ELEMENT_SIZE_TOLERANCE) or np.any(ratios < 1 / ELEMENT_SIZE_TOLERANCE):
-            warnings.append(
-                f"the input's voxel size {tuple(volume.element_size)} differs from the model's training voxel size "
-                f"{tuple(trained_size)} (its config's element_size): objects appear at another scale; resample the "
-                "input or fine-tune the model on data of this voxel size."
-            )
+    size_warning = voxel_size_warning(volume.element_size, trained_size)
+    if size_warning is not None:
+        warnings.append(f"the input's {size_warning}")
     return warnings

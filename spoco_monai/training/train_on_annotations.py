@@ -28,7 +28,7 @@ from ignite.engine import Events
 from ignite.handlers import TimeLimit
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from spoco_monai.bundle import DEFAULT_MODEL, bundle_model
+from spoco_monai.bundle import DEFAULT_MODEL, bundle_config, bundle_model, voxel_size_warning
 from spoco_monai.data.volume_io import open_volume
 from spoco_monai.engines.checkpoint import load_network_weights
 from spoco_monai.inferers.settings import AFFINITY_CLUSTERINGS
@@ -43,8 +43,6 @@ SCRATCH = "scratch"
 # the bundle's model whose architecture and settings a training from scratch takes, per dimensionality
 SCRATCH_MODELS = {2: "dsb2018_nuclei_2d", 3: DEFAULT_MODEL}
 FINETUNE_CONFIG = "configs/finetune.json"
-# an input voxel size this many times larger or smaller than the model's, along some axis, is pointed out
-ELEMENT_SIZE_TOLERANCE = 1.5
 
 
 @dataclass(frozen=True)
@@ -127,7 +125,7 @@ def train_on_annotations(
         raise ValueError("a hold-out works on real annotations; it cannot be combined with a simulated annotator.")
     bundle, output = Path(bundle).resolve(), Path(output).resolve()
     start = _starting_point(bundle, start_from, images, labels)
-    model_config = _parse(bundle, start["inference_configs"])
+    model_config = bundle_config(bundle, start["inference_configs"])
     dims = int(model_config.get_parsed_content("spatial_dims"))
     volumes = summarize_pairs(images, labels, dims)
     validation = summarize_pairs(validation_images, validation_labels, dims) if validation_images else []
@@ -221,13 +219,6 @@ def _configs_of(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _parse(bundle: Path, configs: Sequence[str]) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(bundle / name) for name in configs])
-    parser["bundle_root"] = str(bundle)
-    return parser
-
-
 def _report(
     start: dict[str, Any],
     volumes: Sequence[AnnotatedVolume],
@@ -271,15 +262,9 @@ def _report(
         lines.append("validation: none given (--val-images/--val-labels); the weights of the last iteration are kept")
     trained = model_config.get_parsed_content("element_size") if "element_size" in model_config else None
     for volume in volumes:
-        if trained is not None and volume.element_size is not None and len(trained) == len(volume.element_size):
-            ratios = np.asarray(volume.element_size, dtype=float) / np.asarray(trained, dtype=float)
-            if start["weights"] is not None and (
-                np.any(ratios > ELEMENT_SIZE_TOLERANCE) or np.any(ratios < 1 / ELEMENT_SIZE_TOLERANCE)
-            ):
-                lines.append(
-                    f"warning: {volume.image} has voxel size {volume.element_size}, the model was trained at "
-                    f"{tuple(trained)}: objects appear at another scale."
-                )
+        size_warning = voxel_size_warning(volume.element_size, trained) if start["weights"] is not None else None
+        if size_warning is not None:
+            lines.append(f"warning: {volume.image}'s {size_warning}")
     return lines
 
 
@@ -364,9 +349,7 @@ def _time_estimate(parser: ConfigParser, iterations: int) -> str:
 
 def _inference_config(bundle: Path, start: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """The complete inference config of the trained network: the starting model's, with the run's settings."""
-    parser = ConfigParser()
-    parser.read_config([str(bundle / name) for name in start["inference_configs"]])
-    config = parser.get()
+    config = bundle_config(bundle, start["inference_configs"]).get()
     for key in ("patch_size", *start["settings"]):
         if key in overrides:
             config[key] = overrides[key]
