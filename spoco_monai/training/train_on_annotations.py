@@ -149,7 +149,7 @@ def train_on_annotations(
         trainer.logger.setLevel(logging.WARNING)
     if minutes is not None:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, TimeLimit(max(1, round(minutes * 60))))
-    log(_time_estimate(flow.parser, recipe.iterations))
+    log(_time_estimate(flow.parser, recipe.iterations, minutes))
     began = time.perf_counter()
     flow.run()
     seconds = time.perf_counter() - began
@@ -322,7 +322,7 @@ def _training_overrides(
     return overrides
 
 
-def _time_estimate(parser: ConfigParser, iterations: int) -> str:
+def _time_estimate(parser: ConfigParser, iterations: int, minutes: float | None) -> str:
     """An estimate of the training time from one timed forward and backward pass of the network (plus teacher)."""
     network = parser.get_parsed_content("network")
     device = parser.get_parsed_content("device")
@@ -341,9 +341,14 @@ def _time_estimate(parser: ConfigParser, iterations: int) -> str:
     network.train(was_training)
     # the loss and the data pipeline add about half the network's time on the bundle's models (bench/losses.py)
     estimate = 1.5 * seconds * iterations
+    limit = (
+        f"; the {minutes:g}-minute limit stops it after about {int(minutes * 60 / (1.5 * seconds))} of them"
+        if minutes is not None and estimate > minutes * 60
+        else ""
+    )
     return (
         f"training {iterations} iterations of {batch} patch(es) of {'x'.join(map(str, patch))} on "
-        f"{device}: about {estimate / 60:.1f} min (from one timed network step; the progress bar refines it)"
+        f"{device}: about {estimate / 60:.1f} min (from one timed network step; the progress bar refines it){limit}"
     )
 
 
