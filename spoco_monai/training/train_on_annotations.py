@@ -35,7 +35,7 @@ from spoco_monai.inferers.settings import AFFINITY_CLUSTERINGS
 from spoco_monai.training.annotations import AnnotatedVolume, describe_volumes, summarize_pairs
 from spoco_monai.training.clustering_choice import choose_delta_dist
 from spoco_monai.transforms.sparse_manifest import SparseAnnotationManifest
-from spoco_monai.training.model_folder import TRAINING_FOLDER, write_model_folder
+from spoco_monai.training.model_folder import TRAINING_FOLDER, is_model_folder, read_model_folder, write_model_folder
 
 __all__ = ["FineTuneRecipe", "SCRATCH", "train_on_annotations"]
 
@@ -156,6 +156,9 @@ def train_on_annotations(
     flow.finalize()
 
     iterations = int(trainer.state.iteration)
+    if is_model_folder(output) and read_model_folder(output)["iterations"] == iterations:
+        # a rerun of a finished training trains nothing: the record keeps the time the training took
+        seconds = max(seconds, float(read_model_folder(output)["seconds"]))
     network = flow.parser.get_parsed_content("saved_network")
     best = Path(flow.parser.get_parsed_content("ckpt_dir")) / "model.pt"
     if validation and best.is_file():

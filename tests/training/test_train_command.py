@@ -77,6 +77,21 @@ def test_the_model_folder_records_data_objects_iterations_and_seed(trained):
     assert any(not torch.equal(weights[name], shipped[name]) for name in shipped)
 
 
+def test_a_rerun_of_a_finished_training_keeps_the_model_and_its_record(trained, annotated_volume):
+    output, _ = trained
+    image, label = annotated_volume
+    before = read_model_folder(output)
+    weights = torch.load(output / "model.pt", weights_only=True)
+    argv = ["train", "--images", str(image), "--labels", str(label), "--output", str(output), "--from", "model",
+            "--iterations", "2", "--bundle", str(BUNDLE), "--no-progress"]
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main(argv) == 0
+    after = read_model_folder(output)
+    assert after["iterations"] == 2 and after["seconds"] == before["seconds"]
+    rewritten = torch.load(output / "model.pt", weights_only=True)
+    assert all(torch.equal(rewritten[name], weights[name]) for name in weights)
+
+
 def test_segment_uses_the_model_folder_and_describes_it(trained, annotated_volume, tmp_path, capsys):
     output, _ = trained
     image, _ = annotated_volume
