@@ -116,7 +116,7 @@ def seeded_watershed_from_affinities(
     shape) and cells in dense tissue (no mask, a ``boundary_threshold``: each cell's interior is cut out by its
     membrane borders, ``distance_weight`` 0). Measured on DSB2018 val (68 images, the shipped dense model, mask
     above 0.6, ``min_distance`` 9, weight 1, ``min_size`` 30): SBD 0.822 and AP@0.5 0.785 against 0.804 / 0.723
-    for the Mutex Watershed on the same affinities and mask (``bundle/docs/README.md``).
+    for the Mutex Watershed on the same affinities and mask (``bench/RESULTS.md``, "2D nuclei").
 
     Args:
         affinities: ``(K, *S)`` affinities (numpy or tensor); only the first ``len(S)`` channels (the

@@ -98,7 +98,7 @@ class SegmentationSettings:
         test_time_flips: also run every window mirrored along each combination of its axes and average the
             passes' affinities (``blend="affinities"`` only; see :func:`~.window_blending.blend_windows`). It costs
             4 (2D) or 8 (3D) times the network's time; on generated membrane volumes it placed cell borders
-            more exactly (``bundle/docs/README.md``, "Default model").
+            more exactly (``bench/RESULTS.md``, "Default model").
         device: device of the network's input and the blending buffers; ``None`` for the device of the network's
             parameters (CPU for a network without any).
 
