@@ -41,7 +41,7 @@ from monai.networks.nets import UNet
 from skimage.segmentation import find_boundaries
 
 from spoco_monai.baselines import membrane_watershed, nuclei_watershed
-from spoco_monai.bundle import bundle_model, bundle_settings, load_bundle_network
+from spoco_monai.bundle import bundle_config, bundle_model, bundle_settings, load_bundle_network
 from spoco_monai.data.atomic import write_atomically
 from spoco_monai.inferers import segment_volume
 from spoco_monai.metrics import annotated_object_iou, instance_scores
@@ -155,8 +155,7 @@ def boundary_target(sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def model_patch_size(model: str) -> tuple[int, ...]:
     """The training patch size of a shipped model (its inference configs define it)."""
-    _, config = load_bundle_network(BUNDLE, BUNDLE / bundle_model(BUNDLE, model)["model_path"],
-                                    bundle_model(BUNDLE, model)["configs"])
+    config = bundle_config(BUNDLE, bundle_model(BUNDLE, model)["configs"])
     return tuple(int(size) for size in config.get_parsed_content("patch_size"))
 
 
