@@ -4,6 +4,7 @@ two views, foreground target; and the clustering post-transform."""
 from __future__ import annotations
 
 from spoco_monai.transforms.foreground_target import ForegroundTarget, ForegroundTargetd
+from spoco_monai.transforms.item_region import ItemRegionCropd, region_slices
 from spoco_monai.transforms.labeled_crop import RandCropByLabeledInstances, RandCropByLabeledInstancesd
 from spoco_monai.transforms.sparse_manifest import SparseAnnotationManifest
 from spoco_monai.transforms.sparse_sampling import SparseInstanceSampling, SparseInstanceSamplingd
@@ -16,6 +17,7 @@ __all__ = [
     "Clusterd",
     "ForegroundTarget",
     "ForegroundTargetd",
+    "ItemRegionCropd",
     "RandCropByLabeledInstances",
     "RandCropByLabeledInstancesd",
     "SparseAnnotationManifest",
@@ -25,4 +27,5 @@ __all__ = [
     "TwoViewIntensityAugmentd",
     "UnlabeledBorder",
     "UnlabeledBorderd",
+    "region_slices",
 ]
