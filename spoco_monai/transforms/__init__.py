@@ -7,6 +7,7 @@ from __future__ import annotations
 from spoco_monai.transforms.annotation_manifest import AnnotationManifest
 from spoco_monai.transforms.box_annotation import SimulateBoxes, SimulateBoxesd
 from spoco_monai.transforms.foreground_target import ForegroundTarget, ForegroundTargetd
+from spoco_monai.transforms.grown_masks import GrowFromPoints, GrowFromPointsd
 from spoco_monai.transforms.item_region import ItemRegionCropd, region_slices
 from spoco_monai.transforms.labeled_crop import RandCropByLabeledInstances, RandCropByLabeledInstancesd
 from spoco_monai.transforms.point_annotation import SimulatePoints, SimulatePointsd
@@ -25,6 +26,8 @@ __all__ = [
     "Clusterd",
     "ForegroundTarget",
     "ForegroundTargetd",
+    "GrowFromPoints",
+    "GrowFromPointsd",
     "ItemRegionCropd",
     "RandCropByLabeledInstances",
     "RandCropByLabeledInstancesd",
