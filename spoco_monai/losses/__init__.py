@@ -10,6 +10,7 @@ from spoco_monai.losses.discriminative import DiscriminativeLoss
 from spoco_monai.losses.foreground import ForegroundLoss
 from spoco_monai.losses.kernel import kernel_sigma_squared
 from spoco_monai.losses.point_localization import PointLocalizationLoss
+from spoco_monai.losses.point_supervised import PointSupervisedLoss
 from spoco_monai.losses.single_instance import ChosenObjects, SingleInstanceLoss
 from spoco_monai.losses.spoco import SpocoLoss
 from spoco_monai.losses.unlabeled_push import UnlabeledPushLoss
@@ -22,6 +23,7 @@ __all__ = [
     "ForegroundLoss",
     "MaskCritic",
     "PointLocalizationLoss",
+    "PointSupervisedLoss",
     "SingleInstanceLoss",
     "SpocoLoss",
     "UnlabeledPushLoss",
