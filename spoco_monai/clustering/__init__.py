@@ -1,6 +1,6 @@
 """Clustering of pixel embeddings into instances: Mutex Watershed on embedding affinities, a seeded watershed
-inside a foreground mask, objects grown from points (localisation peaks or clicks), HDBSCAN, mean-shift and consistency clustering (all 2D and 3D, numpy arrays or torch
-tensors in, int64 labels out)."""
+inside a foreground mask, objects grown from points (localisation peaks or clicks), HDBSCAN, mean-shift and
+consistency clustering (all 2D and 3D, numpy arrays or torch tensors in, int64 labels out)."""
 
 from __future__ import annotations
 

@@ -115,7 +115,8 @@ def point_seeded_watershed(
     if embedding_radius is not None:
         flat = values.reshape(values.shape[0], -1)
         seed_sizes = np.bincount(seeds.ravel(), minlength=labels.max() + 1)
-        centres = np.stack([np.bincount(seeds.ravel(), weights=channel, minlength=labels.max() + 1) for channel in flat])
+        slots = labels.max() + 1
+        centres = np.stack([np.bincount(seeds.ravel(), weights=channel, minlength=slots) for channel in flat])
         centres = centres / np.maximum(seed_sizes, 1)
         distance = np.linalg.norm(flat - centres[:, labels.ravel()], axis=0).reshape(spatial_shape)
         labels[distance > embedding_radius] = 0

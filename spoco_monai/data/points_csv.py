@@ -23,7 +23,9 @@ def _number(path: Path, line: int, column: str, text: str, integral: bool) -> fl
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"points file {path}, line {line}: column {column!r} must be a number, found {text!r}.") from None
+        raise ValueError(
+            f"points file {path}, line {line}: column {column!r} must be a number, found {text!r}."
+        ) from None
     if not np.isfinite(value) or (integral and value != round(value)):
         kind = "an integer" if integral else "a finite number"
         raise ValueError(f"points file {path}, line {line}: column {column!r} must be {kind}, found {text!r}.")
@@ -69,7 +71,8 @@ def read_points_csv(path: str | os.PathLike, label_column: str = "label") -> tup
         line = row_index + 2
         if len(row) != len(header):
             raise ValueError(
-                f"points file {path}, line {line}: expected {len(header)} values ({','.join(header)}), found {len(row)}."
+                f"points file {path}, line {line}: expected {len(header)} values ({','.join(header)}), "
+                f"found {len(row)}."
             )
         for axis, column in enumerate(axis_columns):
             coordinates[row_index, axis] = _number(path, line, header[column], row[column], integral=False)
@@ -102,7 +105,8 @@ def write_points_csv(
         raise ValueError(f"coordinates must have shape (N, 2) or (N, 3), found {coordinates.shape}.")
     if labels is not None and len(labels) != len(coordinates):
         raise ValueError(f"expected one label per point ({len(coordinates)}), found {len(labels)}.")
-    header = ["index", *(f"axis-{i}" for i in range(coordinates.shape[1]))] + ([label_column] if labels is not None else [])
+    header = ["index", *(f"axis-{i}" for i in range(coordinates.shape[1]))]
+    header += [label_column] if labels is not None else []
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -131,7 +135,9 @@ def points_to_image(coordinates: np.ndarray, labels: np.ndarray, shape: tuple[in
     if coordinates.size == 0:
         coordinates = coordinates.reshape(0, len(shape))
     if coordinates.ndim != 2 or coordinates.shape[1] != len(shape):
-        raise ValueError(f"expected (N, {len(shape)}) coordinates for an image of shape {tuple(shape)}, found {coordinates.shape}.")
+        raise ValueError(
+            f"expected (N, {len(shape)}) coordinates for an image of shape {tuple(shape)}, found {coordinates.shape}."
+        )
     pixels = np.rint(coordinates).astype(np.int64)
     outside = ((pixels < 0) | (pixels >= np.asarray(shape))).any(axis=1)
     if bool(outside.any()):

@@ -1,4 +1,4 @@
-"""Training from clicks: an embedding loss on masks grown from the clicks plus a localisation loss on an extra channel."""
+"""Training from clicks: an embedding loss on masks grown from the clicks, a localisation loss on an extra channel."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ class PointSupervisedLoss(nn.Module):
     The network outputs E + 1 channels: E embedding channels, trained by ``embedding_loss`` (e.g. a ``SpocoLoss``
     in sparse mode) against labels grown from the clicks (:class:`~spoco_monai.transforms.GrowFromPointsd`), and a
     localisation logit, trained from the clicks themselves. At inference the localisation map's peaks seed the
-    objects (:func:`~spoco_monai.clustering.localization_seeds`, :func:`~spoco_monai.clustering.point_seeded_watershed`).
+    objects (:func:`~spoco_monai.clustering.localization_seeds`,
+    :func:`~spoco_monai.clustering.point_seeded_watershed`).
 
     total = embedding_loss + localization_weight * localization.
 
@@ -72,7 +73,8 @@ class PointSupervisedLoss(nn.Module):
             raise ValueError("PointSupervisedLoss needs the point annotation (a 'points' key made by SimulatePointsd).")
         if embeddings.ndim < 4 or embeddings.shape[1] < 2:
             raise ValueError(
-                f"expected embeddings plus a localisation channel (B, E + 1, *S), found shape {tuple(embeddings.shape)}."
+                "expected embeddings plus a localisation channel (B, E + 1, *S), "
+                f"found shape {tuple(embeddings.shape)}."
             )
         teacher = None if teacher_embeddings is None else teacher_embeddings[:, :-1]
         extra = {} if foreground is None else {"foreground": foreground}

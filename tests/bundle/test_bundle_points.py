@@ -32,7 +32,9 @@ def test_points_overlay_trains_two_iterations_from_clicks(tiny_2d, tmp_path):
     assert isinstance(trainer.loss_function, PointSupervisedLoss)
     assert flow.parser.get_parsed_content("network_def").out_channels == 17
     seen = []
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: seen.append(dict(engine.state.output["loss_terms"])))
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda engine: seen.append(dict(engine.state.output["loss_terms"]))
+    )
     flow.run()
     assert trainer.state.iteration == 2
     assert all(torch.isfinite(torch.tensor(terms["localization"])) for terms in seen)

@@ -21,7 +21,8 @@ def test_reads_a_file_as_napari_saves_it(tmp_path) -> None:
     coordinates, labels = read_points_csv(path)
     np.testing.assert_array_equal(coordinates, [[2.4, 3.6], [0.0, 1.0]])
     np.testing.assert_array_equal(labels, [1, 2])
-    np.testing.assert_array_equal(points_to_image(coordinates, labels, (3, 5)), [[0, 2, 0, 0, 0], [0] * 5, [0, 0, 0, 0, 1]])
+    expected = [[0, 2, 0, 0, 0], [0] * 5, [0, 0, 0, 0, 1]]
+    np.testing.assert_array_equal(points_to_image(coordinates, labels, (3, 5)), expected)
 
 
 def test_label_column_and_round_trip_in_3d(tmp_path) -> None:
@@ -77,7 +78,8 @@ def test_points_outside_the_image_raise() -> None:
 def test_boxes_round_trip(tmp_path) -> None:
     boxes = np.array([[3, 1, 1, 6, 12], [5, 6, 2, 9, 5]])
     write_boxes_csv(tmp_path / "b.csv", boxes)
-    assert (tmp_path / "b.csv").read_text().splitlines() == ["label,start-0,start-1,stop-0,stop-1", "3,1,1,6,12", "5,6,2,9,5"]
+    lines = ["label,start-0,start-1,stop-0,stop-1", "3,1,1,6,12", "5,6,2,9,5"]
+    assert (tmp_path / "b.csv").read_text().splitlines() == lines
     np.testing.assert_array_equal(read_boxes_csv(tmp_path / "b.csv"), boxes)
     with pytest.raises(ValueError, match=r"shape \(N, 5\) or \(N, 7\)"):
         write_boxes_csv(tmp_path / "c.csv", np.zeros((2, 4)))

@@ -42,7 +42,8 @@ def test_random_clicks_are_deep_inside_seeded_and_recorded(tmp_path) -> None:
     again = SimulatePoints(location="random", depth=0.5)(label, "a.tif")
     np.testing.assert_array_equal(points, again)
     assert AnnotationManifest(manifest).read() == {"a.tif": {"objects": [[1, *where[0].tolist()]], "background": []}}
-    others = {tuple(np.argwhere(SimulatePoints(location="random", seed=s)(label, "a.tif")[0] == 1)[0]) for s in range(8)}
+    clicked = [SimulatePoints(location="random", seed=s)(label, "a.tif")[0] == 1 for s in range(8)]
+    others = {tuple(np.argwhere(click)[0]) for click in clicked}
     assert len(others) > 1
 
 
