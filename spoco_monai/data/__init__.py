@@ -10,6 +10,7 @@ from spoco_monai.data.readers import (
     ArrayFileReader,
     HDF5Reader,
     ImageFileReader,
+    ReaderBySuffix,
     TiffReader,
     VolumeHandle,
     ZarrReader,

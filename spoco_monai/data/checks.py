@@ -24,7 +24,7 @@ from monai.data import FolderLayout, ImageReader
 from monai.transforms import LoadImage
 from monai.utils import ensure_tuple
 
-from spoco_monai.data.readers import ArrayFileReader, default_readers, volume_file
+from spoco_monai.data.readers import ArrayFileReader, ReaderBySuffix, default_readers, volume_file
 from spoco_monai.data.volume_io import UnreadableVolumeError
 
 __all__ = ["check_dataset", "check_new_outputs"]
@@ -46,6 +46,8 @@ class _VolumeInspector:
 
     def _array_file_reader(self, filename: str) -> ArrayFileReader | None:
         reader = next((reader for reader in self.readers if reader.verify_suffix(filename)), None)
+        if isinstance(reader, ReaderBySuffix):
+            reader = reader.reader_for(filename)
         return reader if isinstance(reader, ArrayFileReader) else None
 
     def shape(self, filename: str) -> tuple[int, tuple[int, ...]]:
