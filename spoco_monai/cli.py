@@ -303,7 +303,7 @@ def _segment(args: argparse.Namespace, device: str) -> int:
     lock = None
     try:
         # before the lock file is created beside the output: a folder that cannot hold it is named as such
-        output = check_can_create(args.output, args.overwrite)
+        output = check_can_create(args.output, args.overwrite, "--overwrite")
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
             torch.distributed.get_rank() == 0
         ):

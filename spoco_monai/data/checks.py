@@ -265,7 +265,7 @@ def check_new_outputs(
         listed = ", ".join(str(path) for path in existing[:_MAX_REPORTED])
         more = f" and {len(existing) - _MAX_REPORTED} more" if len(existing) > _MAX_REPORTED else ""
         raise FileExistsError(
-            f"{len(existing)} inference output(s) already exist: {listed}{more}; set overwrite to true to replace "
-            "them, or choose another output_dir."
+            f"{len(existing)} inference output(s) already exist: {listed}{more}; pass --overwrite True to replace "
+            "them, or choose another --output_dir."
         )
     return datalist_items

@@ -96,7 +96,7 @@ def test_inference_refuses_to_overwrite_unless_told(tiny_dataset, trained, tmp_p
     with pytest.raises(RuntimeError) as error:
         flow.initialize()
     assert isinstance(error.value.__cause__, FileExistsError)
-    assert f"1 inference output(s) already exist: {existing}" in str(error.value.__cause__)
+    assert f"1 inference output(s) already exist: {existing}; pass --overwrite True" in str(error.value.__cause__)
     assert existing.read_bytes() == b"keep"
     ConfigWorkflow(config_file=config("inference"), workflow_type=None, overwrite=True, **settings).initialize()
 

@@ -72,7 +72,10 @@ def test_segment_command_refuses_existing_output(tmp_path, bundle, volume, capsy
     output.write_bytes(b"keep")
     status = main(["segment", path, str(output), "--bundle", str(bundle), "--device", "cpu", "--no-progress"])
     assert status == 1
-    assert "already exists" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"spoco-monai segment: error: {output} already exists; choose another output path or pass --overwrite to "
+        "replace it.\n"
+    )
     assert output.read_bytes() == b"keep"
 
 
