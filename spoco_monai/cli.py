@@ -314,7 +314,7 @@ def _segment(args: argparse.Namespace, device: str) -> int:
         network, config = load_bundle_network(args.bundle, checkpoint, args.config or model["configs"], device)
         settings = command_line_settings(args, config, device)
         with open_volume(args.input) as volume:
-            warnings = input_mismatch_warnings(volume, config)
+            warnings = input_mismatch_warnings(volume, config, args.bundle)
         print(f"spoco-monai segment: {_model_summary(model, args.checkpoint)}", file=sys.stderr)
         if settings.test_time_flips:
             passes = 2**settings.spatial_dims

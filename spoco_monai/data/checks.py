@@ -24,6 +24,7 @@ from monai.data import FolderLayout, ImageReader
 from monai.transforms import LoadImage
 from monai.utils import ensure_tuple
 
+from spoco_monai.data.colour import colour_advice
 from spoco_monai.data.readers import ArrayFileReader, ReaderBySuffix, default_readers, volume_file
 from spoco_monai.data.volume_io import UnreadableVolumeError
 
@@ -141,9 +142,10 @@ def _check_item(
         ]
     image_channels = sum(inspector.shape(name)[0] for name in files[image_key])
     if in_channels is not None and image_channels != in_channels:
+        advice = colour_advice(image_channels, in_channels)
         return [
             f"{files[image_key][0]}: image has {image_channels} channel(s) but the network expects "
-            f"in_channels={in_channels}"
+            f"in_channels={in_channels}{'' if advice is None else f'; {advice}'}"
         ]
     for name in files[image_key]:
         try:

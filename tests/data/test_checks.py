@@ -234,3 +234,10 @@ def test_existing_volume_output_of_the_bundle_names_its_option(tmp_path):
     assert "labels.zarr already exists; choose another output path or pass --overwrite True to replace it." in str(
         error.value.__cause__
     )
+
+
+def test_colour_image_for_a_grey_network_is_told_how_to_convert(tmp_path):
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 9, 3), np.uint8), photometric="rgb")
+    with pytest.raises(ValueError, match=r"rgb\.tif: image has 3 channel\(s\) but the network expects in_channels=1; "
+                                         r"it looks like a colour \(RGB\) image; .*convert\('L'\)"):
+        check_dataset([{"image": str(tmp_path / "rgb.tif")}], spatial_dims=2, label_key=None, in_channels=1)
