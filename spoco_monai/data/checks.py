@@ -7,8 +7,8 @@ Call :func:`check_dataset` where a bundle config starts its run, e.g. in ``train
                    "$check_dataset(@train_datalist, @spatial_dims, reader=@reader)"]
 
 MONAI's ``ConfigWorkflow`` evaluates ``initialize`` before it builds datasets and data loaders, so a
-problem is reported before any file is cached or any network is built (MONAI shows the ``ValueError``
-as the cause of its "Failed to evaluate" error). The function returns the items unchanged, so it can
+problem is reported before any file is cached or any network is built (a bundle run prints the ``ValueError``'s
+message alone, see :mod:`spoco_monai.bundle_errors`). The function returns the items unchanged, so it can
 also wrap a datalist where it is defined:
 ``"train_datalist": "$check_dataset(@datalist['training'], @spatial_dims)"``.
 """
