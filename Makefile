@@ -26,7 +26,7 @@ SAMPLE := $(DEMO)/sample
 demo: $(STAMP)
 	$(PY) -c "from spoco_monai.data import write_synthetic_dataset; write_synthetic_dataset('$(SAMPLE)', n_volumes=1, shape=(96, 192, 192), seed=2026, validation_fraction=0.0)"
 	$(PY) -m monai.bundle run --config_file "['bundle/configs/common.json','bundle/configs/inference.json']" --input_image $(SAMPLE)/images/synthetic_000.nii.gz --output_dir $(DEMO) --overwrite True
-	$(PY) -m spoco_monai.visualize --image $(SAMPLE)/images/synthetic_000.nii.gz --labels $(DEMO)/synthetic_000_instances.nii.gz --ground-truth $(SAMPLE)/labels/synthetic_000.nii.gz --config bundle/configs/common.json bundle/configs/inference.json --output-dir $(DEMO) --baseline membranes --element-size 2 1 1
+	$(PY) -m spoco_monai.visualize --image $(SAMPLE)/images/synthetic_000.nii.gz --labels $(DEMO)/synthetic_000_instances.nii.gz --ground-truth $(SAMPLE)/labels/synthetic_000.nii.gz --output-dir $(DEMO) --baseline membranes --element-size 2 1 1
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -116,6 +116,8 @@ def bundle_settings(config: ConfigParser) -> SegmentationSettings:
     return settings
 
 
+# the bundle the commands use unless told otherwise: the one beside the current folder, as in the README
+DEFAULT_BUNDLE = "bundle"
 DEFAULT_MODEL = "model"
 
 

@@ -19,6 +19,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from .bundle import (
+    DEFAULT_BUNDLE,
     DEFAULT_MODEL,
     SETTINGS_KEY,
     bundle_model,
@@ -34,10 +35,6 @@ from .inferers.segment_volume import WORK_DIRECTORY_SUFFIX, segment_volume
 from .inferers.settings import BLENDS, CLUSTERING_OPTIONS, CLUSTERINGS, SegmentationSettings
 from .inferers.work_lock import WorkDirectoryLock, WorkDirectoryLockedError
 from .training.train_on_annotations import SCRATCH, FineTuneRecipe, train_on_annotations
-
-# the bundle the commands use unless told otherwise: the one beside the current folder, as in the README
-DEFAULT_BUNDLE = "bundle"
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``spoco-monai`` command."""

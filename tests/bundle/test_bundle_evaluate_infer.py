@@ -76,7 +76,7 @@ def test_inference_writes_labels_and_report(tiny_dataset, trained, tmp_path):
                  (("network_channels", "[8, 16]"), ("network_strides", "[2]"), ("patch_size", "[32, 32, 32]"))]
     report = visualize.main([
         "--image", str(image_path), "--labels", str(output), "--ground-truth", str(label_path),
-        "--config", *config("inference"), "--model", str(trained),
+        "--config", *config("inference"), "--checkpoint", str(trained),
         "--output-dir", str(tmp_path / "report"), *overrides,
     ])
     ground_truth = np.asarray(nib.load(label_path).dataobj)
