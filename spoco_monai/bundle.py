@@ -100,12 +100,18 @@ def bundle_settings(config: ConfigParser) -> SegmentationSettings:
     """The bundle's segmentation settings: its ``segmentation`` entry (see ``configs/common.json``).
 
     Raises:
-        ValueError: the config has no such entry, or it is not a :class:`~spoco_monai.inferers.SegmentationSettings`.
+        ValueError: the config has no such entry, it is not a :class:`~spoco_monai.inferers.SegmentationSettings`, or it
+            names the affinity kernel's width by its former name ``delta_dist``.
     """
     if SETTINGS_KEY not in config:
         raise ValueError(
             f"the bundle config defines no '{SETTINGS_KEY}' (a spoco_monai.inferers.SegmentationSettings); "
             "pass --roi-size to segment with the default settings."
+        )
+    if isinstance(config[SETTINGS_KEY], dict) and "delta_dist" in config[SETTINGS_KEY]:
+        raise ValueError(
+            f"the bundle config's '{SETTINGS_KEY}' names 'delta_dist', now 'affinity_delta_dist' (the affinity kernel's "
+            "width; 'delta_dist' is the loss's push margin): rename that key of its config."
         )
     settings = config.get_parsed_content(SETTINGS_KEY)
     if not isinstance(settings, SegmentationSettings):

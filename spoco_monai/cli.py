@@ -95,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help=f"foreground probability above which a voxel is an object's, with --foreground network {bundle_default}",
     )
-    segment.add_argument("--delta-dist", type=float, help=f"delta_d of the embedding affinities {bundle_default}")
+    segment.add_argument(
+        "--affinity-delta-dist",
+        type=float,
+        help="width delta_d of the affinity kernel: embeddings 2 delta_d apart have affinity 0 (the bundle's "
+        f"affinity_delta_dist) {bundle_default}",
+    )
     segment.add_argument(
         "--normalize",
         choices=("zscore", "none"),
@@ -172,7 +177,7 @@ def _add_train_parser(commands: Any) -> None:
         type=float,
         default=0.0,
         help="keep this fraction of the annotated objects out of training and re-choose the clustering scale "
-        "(delta_dist) on them (default: 0, train on all and keep the model's scale)",
+        "(affinity_delta_dist) on them (default: 0, train on all and keep the model's scale)",
     )
     train.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     train.add_argument(
@@ -265,7 +270,7 @@ def command_line_settings(
         "halo": _one_or_many(args.halo),
         "blend": args.blend,
         "clustering": args.clustering,
-        "delta_dist": args.delta_dist,
+        "affinity_delta_dist": args.affinity_delta_dist,
         "foreground_threshold": args.foreground_threshold,
         "sw_batch_size": args.sw_batch_size,
         "device": device,

@@ -42,7 +42,7 @@ def small_dsb(tmp_path) -> Path:
 def test_dsb2018_overlay_trains_and_validates(small_dsb, tmp_path):
     flow = workflow(
         ("train", "dsb2018_2d"), dataset_dir=str(small_dsb), output_dir=str(tmp_path / "output"),
-        patch_size=[64, 64], sliding_window_roi_size=[64, 64], clustering_kwargs={"min_size": 15, "strides": [2, 2]},
+        patch_size=[64, 64], clustering_kwargs={"min_size": 15, "strides": [2, 2]},
         patches_per_volume=2, max_validation_images=1,
     )
     assert flow.parser.get_parsed_content("spatial_dims") == 2
@@ -59,7 +59,7 @@ def test_dsb2018_overlay_trains_and_validates(small_dsb, tmp_path):
 def test_sparse_training_with_a_foreground_channel_learns_it_positive_unlabeled(small_dsb, tmp_path):
     flow = workflow(
         ("train", "dsb2018_2d"), dataset_dir=str(small_dsb), output_dir=str(tmp_path / "output"),
-        patch_size=[64, 64], sliding_window_roi_size=[64, 64], patches_per_volume=2, max_validation_images=1,
+        patch_size=[64, 64], patches_per_volume=2, max_validation_images=1,
         foreground_head=True, run_validation=False,
     )
     # the unlabeled pixels' foreground prior rides along as a second channel of the target, from sparse_fraction
@@ -78,7 +78,7 @@ def test_sparse_training_with_a_foreground_channel_learns_it_positive_unlabeled(
 def test_dsb2018_overlay_limits_validation_images(small_dsb, tmp_path, limit, expected):
     flow = workflow(
         ("train", "dsb2018_2d"), dataset_dir=str(small_dsb), output_dir=str(tmp_path / "output"),
-        max_validation_images=limit, patch_size=[64, 64], sliding_window_roi_size=[64, 64],
+        max_validation_images=limit, patch_size=[64, 64],
     )
     assert len(flow.parser.get_parsed_content("validate#datalist")) == expected
 
@@ -88,13 +88,13 @@ def test_nuclei_overlay_masks_the_clustering_with_a_foreground(tiny_dataset, sma
     base = workflow(("train",), dataset_dir=str(tiny_dataset)).parser
     assert base.get_parsed_content("validate#inferer").settings.foreground is None
     assert base.get_parsed_content("validate#postprocessing").transforms == ()
-    two_d = {"patch_size": [64, 64], "sliding_window_roi_size": [64, 64]}
+    two_d = {"patch_size": [64, 64]}
     nuclei = workflow(("train", "dsb2018_2d"), dataset_dir=str(small_dsb), **two_d).parser
     settings = nuclei.get_parsed_content("validate#inferer").settings
     # the intensity rule by default, sparse or dense; the clustering's own embedding kernel width
     assert settings.foreground == "intensity" and settings.whole_image_max_voxels == 2**21
     assert settings.offsets == ((-1, 0), (0, -1), (-3, 0), (0, -3), (-9, 0), (0, -9))
-    assert settings.delta_dist == 5.0 and nuclei.get_parsed_content("delta_dist") == 2.0
+    assert settings.affinity_delta_dist == 5.0 and nuclei.get_parsed_content("delta_dist") == 2.0
     assert nuclei.get_parsed_content("network_def").out_channels == 16
     # with dense labels a learned foreground is one switch away: the network's own foreground channel
     dense = workflow(

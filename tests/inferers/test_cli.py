@@ -256,14 +256,27 @@ def test_flags_replace_single_settings_and_default_to_the_bundle(bundle):
     plain = parser.parse_args(["segment", "in.h5", "out.zarr", "--bundle", str(bundle)])
     assert command_line_settings(plain, config, "cpu") == dataclasses.replace(bundle_settings(config), device="cpu")
     flags = ["--overlap", "0.5", "--min-size", "7", "--foreground", "intensity", "--normalize", "none",
-             "--block-shape", "16", "--blend", "embeddings", "--clustering", "hdbscan", "--foreground-threshold", "0.7"]
+             "--block-shape", "16", "--blend", "embeddings", "--clustering", "hdbscan", "--foreground-threshold", "0.7",
+             "--affinity-delta-dist", "3"]
     given = parser.parse_args(["segment", "in.h5", "out.zarr", "--bundle", str(bundle), *flags])
     expected = dataclasses.replace(
         bundle_settings(config), overlap=0.5, clustering_kwargs={"min_size": 7}, foreground="intensity",
         normalize=False, block_shape=16, blend="embeddings", clustering="hdbscan", device="cpu",
-        foreground_threshold=0.7,
+        foreground_threshold=0.7, affinity_delta_dist=3.0,
     )
     assert command_line_settings(given, config, "cpu") == expected
+
+
+def test_the_affinity_kernel_has_its_own_name_and_the_loss_margin_is_no_option(tmp_path, bundle, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["segment", "in.h5", "out.zarr", "--delta-dist", "3"])
+    assert "unrecognized arguments: --delta-dist 3" in capsys.readouterr().err
+    old = make_bundle(
+        tmp_path / "old", {"segmentation": {**SETTINGS, "delta_dist": 3.0}, "network_def": NETWORK_DEF}, {"weight": WEIGHT}
+    )
+    _, config = load_bundle_network(old)
+    with pytest.raises(ValueError, match="'delta_dist', now 'affinity_delta_dist'"):
+        bundle_settings(config)
 
 
 def test_test_time_flips_flag_turns_the_averaging_on_and_off(bundle):
