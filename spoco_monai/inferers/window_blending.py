@@ -114,7 +114,7 @@ def blend_windows(
                     f"(B, E, *{roi_size}) embeddings, got output shape {tuple(embeddings.shape)}."
                 )
             embeddings = embeddings.float().flip(axes) if axes else embeddings.float()
-            passed = _window_predictions(embeddings, output, offsets, affinity_delta_dist, timings, foreground_channel)
+            passed = window_predictions(embeddings, output, offsets, affinity_delta_dist, timings, foreground_channel)
             predictions = passed if predictions is None else [p.add_(q) for p, q in zip(predictions, passed)]
         if len(mirrorings) > 1:
             predictions = [p.div_(len(mirrorings)) for p in predictions]
@@ -223,7 +223,7 @@ class BlendingWorkspace:
         return self._buffer[:size].view(tuple(shape)).zero_()
 
 
-def _window_predictions(
+def window_predictions(
     embeddings: torch.Tensor,
     output: str,
     offsets: Sequence[Sequence[int]] | None,

@@ -10,9 +10,10 @@ from spoco_monai.transforms.sparse_sampling import SparseInstanceSampling, Spars
 from spoco_monai.transforms.two_view import TwoViewIntensityAugment, TwoViewIntensityAugmentd
 from spoco_monai.transforms.unlabeled_border import UnlabeledBorder, UnlabeledBorderd
 
-from .cluster import Clusterd
+from .cluster import Cluster, Clusterd
 
 __all__ = [
+    "Cluster",
     "Clusterd",
     "ForegroundTarget",
     "ForegroundTargetd",
