@@ -151,8 +151,14 @@ def bundle_model(bundle: str | Path, name: str | Path = DEFAULT_MODEL) -> dict[s
 
     Raises:
         FileNotFoundError: the bundle has no ``configs/metadata.json`` (needed for any model but the default).
-        ValueError: no model of that name (the message lists the names there are), or an incomplete model folder.
+        ValueError: no model of that name (the message lists the names there are), a file (weights are no model), or
+            an incomplete model folder.
     """
+    if Path(name).is_file():
+        raise ValueError(
+            f"{name} is a file: a model is named by a model the bundle ships ({', '.join(model_names(bundle))}) or by "
+            f"the folder 'spoco-monai train' wrote; give a weights file with --checkpoint {name}."
+        )
     if is_model_folder(name) or Path(name).is_dir():
         record = read_model_folder(name)
         return {

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from spoco_monai import visualize
@@ -75,3 +76,11 @@ def test_model_is_a_name_or_folder_as_for_segment_and_checkpoint_a_weights_file(
     visualize.main([*common, "--output-dir", str(tmp_path / "c")])
     assert loaded == [bundle / "models" / "flat.pt", bundle / "models" / "flat.pt", bundle / "models" / "model.pt"]
     assert (tmp_path / "a" / "labels.png").stat().st_size > 0
+
+
+def test_a_weights_file_as_model_is_told_to_use_checkpoint(tmp_path):
+    bundle = _bundle_with_a_second_model(tmp_path / "bundle")
+    weights = str(bundle / "models" / "flat.pt")
+    with pytest.raises(ValueError, match=f"is a file: a model is named by .* give a weights file with --checkpoint {weights}"):
+        visualize.main(["--image", "i.h5", "--labels", "l.tif", "--bundle", str(bundle), "--model", weights,
+                        "--output-dir", str(tmp_path)])
