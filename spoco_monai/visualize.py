@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from bioimage_cpp.segmentation import relabel_sequential
-from matplotlib.figure import Figure
 from monai.transforms import LoadImage
+from monai.utils import OptionalImportError, optional_import
 
 from spoco_monai.baselines import membrane_watershed, nuclei_watershed
 from spoco_monai.bundle import DEFAULT_BUNDLE, DEFAULT_MODEL, bundle_config, bundle_model, model_names
@@ -79,7 +79,14 @@ def save_segmentation_figure(
 
     Raises:
         ValueError: the panels do not share the (H, W) shape.
+        monai.utils.OptionalImportError: the optional ``matplotlib`` package is not installed.
     """
+    Figure, installed = optional_import("matplotlib.figure", name="Figure")
+    if not installed:
+        raise OptionalImportError(
+            "the figure needs matplotlib, which is not installed: pip install 'spoco-monai[figures]' (or pip install "
+            "matplotlib)."
+        )
     panels = [("raw", image, "gray"), ("embedding PCA", embedding_rgb, None), ("instances", label_rgb(labels), None)]
     if ground_truth is not None:
         panels.append(("ground truth", label_rgb(ground_truth), None))
@@ -230,5 +237,5 @@ def main(argv: Sequence[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, OptionalImportError) as error:
         sys.exit(f"python -m spoco_monai.visualize: error: {error}")

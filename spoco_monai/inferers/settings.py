@@ -23,6 +23,7 @@ from ..clustering import (
     mutex_watershed_from_affinities,
     seeded_watershed_from_affinities,
 )
+from ..clustering.hdbscan_clustering import HDBSCAN_MISSING, hdbscan_installed
 from .block_grid import positive_ints
 
 BLENDS = ("affinities", "embeddings")
@@ -146,6 +147,8 @@ class SegmentationSettings:
                 f"clustering_kwargs {unknown} are not options of clustering {self.clustering!r}; its options are "
                 f"{sorted(CLUSTERING_OPTIONS[self.clustering])}."
             )
+        if self.clustering == "hdbscan" and not hdbscan_installed():
+            raise ValueError(HDBSCAN_MISSING)
         if self.clustering == "watershed" and "min_distance" not in dict(self.clustering_kwargs or {}):
             raise ValueError(
                 "clustering 'watershed' needs clustering_kwargs['min_distance'] (about the objects' radius in voxels)."
