@@ -27,7 +27,7 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,18 +37,11 @@ from monai.data import Dataset
 from monai.transforms import Compose
 
 from spoco_monai.baselines import membrane_watershed, nuclei_watershed
-from spoco_monai.engines import load_network_weights
-from spoco_monai.metrics import (
-    adapted_rand_error_from_overlap,
-    average_precision_from_overlap,
-    label_overlap,
-    mean_average_precision_from_overlap,
-    symmetric_best_dice_from_overlap,
-    variation_of_information_from_overlap,
-)
+from spoco_monai.bundle import bundle_config, load_bundle_network
+from spoco_monai.metrics import instance_scores
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-CONFIGS = REPOSITORY / "bundle" / "configs"
+BUNDLE = REPOSITORY / "bundle"
 MODELS = ("lm3d_nuclei", "lm3d_membranes", "em3d_neurons")
 MIN_DISTANCES = (2, 3, 4, 6, 8, 10, 12, 16, 20, 24)
 DATA = REPOSITORY.parent / "shared" / "data"
@@ -77,34 +70,18 @@ BASELINES: dict[str, tuple[str, Callable[..., np.ndarray], float]] = {
 }
 
 
-def parse_overlay(name: str) -> ConfigParser:
+def overlay_configs(name: str) -> list[str]:
     """``common.json``, ``train.json`` and the overlay ``name``, layered as ``python -m monai.bundle run`` reads them."""
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / f"{config}.json") for config in ("common", "train", name)])
-    parser["bundle_root"] = str(REPOSITORY / "bundle")
-    return parser
-
-
-def scores(prediction: np.ndarray, label: np.ndarray) -> dict[str, float]:
-    """ARand, VOI split/merge, SBD, AP@0.5, mAP and the segment counts of one labelled volume."""
-    overlap = label_overlap(torch.as_tensor(prediction, dtype=torch.int64), torch.as_tensor(label, dtype=torch.int64))
-    split, merge = variation_of_information_from_overlap(overlap)
-    return {
-        "arand": adapted_rand_error_from_overlap(overlap),
-        "voi_split": split,
-        "voi_merge": merge,
-        "sbd": symmetric_best_dice_from_overlap(overlap),
-        "ap50": average_precision_from_overlap(overlap, 0.5),
-        "map": mean_average_precision_from_overlap(overlap),
-        "segments": int(np.count_nonzero(np.unique(prediction))),
-        "objects": int(np.count_nonzero(np.unique(label))),
-    }
+    return [f"configs/{config}.json" for config in ("common", "train", name)]
 
 
 def _volumes(dataset) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, label) arrays (Z, Y, X) of every item of a bundle dataset, after its transforms."""
     items = [dataset[index] for index in range(len(dataset))]
-    return [(np.asarray(item["image"][0], dtype=np.float32), np.asarray(item["label"][0])) for item in items]
+    return [
+        (np.asarray(item["image"][0], dtype=np.float32), np.asarray(item["label"][0]).astype(np.int64))
+        for item in items
+    ]
 
 
 def baseline_min_distance(name: str, parser: ConfigParser) -> tuple[int, dict[int, float]]:
@@ -116,7 +93,7 @@ def baseline_min_distance(name: str, parser: ConfigParser) -> tuple[int, dict[in
     errors = {}
     for min_distance in MIN_DISTANCES:
         per_volume = [
-            scores(segment(sign * image, min_distance=min_distance, element_size=element_size), label)["arand"]
+            instance_scores(segment(sign * image, min_distance=min_distance, element_size=element_size), label)["arand"]
             for image, label in training
         ]
         errors[min_distance] = float(np.mean(per_volume))
@@ -124,12 +101,17 @@ def baseline_min_distance(name: str, parser: ConfigParser) -> tuple[int, dict[in
 
 
 def run_model(
-    name: str, weights: Path, device: torch.device, test_time_flips: bool = False
+    name: str,
+    weights: Path,
+    device: torch.device,
+    test_time_flips: bool = False,
+    affinity_delta_dists: Sequence[float] = (),
 ) -> dict[tuple[str, str], dict[str, float]]:
-    """Scores of the model (also with test-time flips when asked) and of its baseline, per data part ("selection":
-    the overlay's validation data; "test": :data:`TEST_DATA`), averaged over each part's volumes."""
-    parser = parse_overlay(name)
-    network = load_network_weights(parser.get_parsed_content("network_def"), str(weights)).to(device).eval()
+    """Scores of the model (also with test-time flips, and with other affinity kernels, when asked) and of its
+    baseline, per data part ("selection": the overlay's validation data; "test": :data:`TEST_DATA`), averaged over
+    each part's volumes."""
+    network, parser = load_bundle_network(BUNDLE, weights, overlay_configs(name), device)
+    network.eval()
     parts = {"selection": _volumes(parser.get_parsed_content("validate#dataset"))}
     if name in TEST_DATA:
         parts["test"] = _volumes(Dataset(TEST_DATA[name], Compose(parser.get_parsed_content("validate#load"))))
@@ -138,8 +120,12 @@ def run_model(
     element_size = parser.get_parsed_content("element_size")
     rows = {}
     for part, report in parts.items():
-        for flips in (False, True) if test_time_flips else (False,):
+        variants = [(flips, None) for flips in ((False, True) if test_time_flips else (False,))]
+        variants += [(False, delta) for delta in affinity_delta_dists]
+        for flips, delta in variants:
             parser["test_time_flips"] = flips
+            if delta is not None:
+                parser["affinity_delta_dist"] = float(delta)
             inferer = parser.get_parsed_content("validate#inferer", lazy=False)
             start = time.perf_counter()
             with torch.no_grad():
@@ -147,13 +133,15 @@ def run_model(
                     np.asarray(inferer(torch.as_tensor(image)[None, None].to(device), network)[0, 0].cpu())
                     for image, _ in report
                 ]
-            row = (part, f"SPOCO ({weights})" + (", test-time flips" if flips else ""))
-            rows[row] = _mean([scores(p, label) for p, (_, label) in zip(predictions, report)])
+            variant = ", test-time flips" if flips else "" if delta is None else f", affinity_delta_dist {delta:g}"
+            row = (part, f"SPOCO ({os.path.relpath(weights, REPOSITORY)}){variant}")
+            rows[row] = _mean([instance_scores(p, label) for p, (_, label) in zip(predictions, report)])
             rows[row]["seconds"] = time.perf_counter() - start
+        parser["affinity_delta_dist"] = bundle_config(BUNDLE, overlay_configs(name))["affinity_delta_dist"]
         start = time.perf_counter()
         classical = [segment(sign * image, min_distance=min_distance, element_size=element_size) for image, _ in report]
         row = (part, f"{method}, min_distance {min_distance}")
-        rows[row] = _mean([scores(p, label) for p, (_, label) in zip(classical, report)])
+        rows[row] = _mean([instance_scores(p, label) for p, (_, label) in zip(classical, report)])
         rows[row]["seconds"] = time.perf_counter() - start
     return rows
 
@@ -181,12 +169,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument(
-        "--weights-dir", type=Path, nargs="+", default=[REPOSITORY / "bundle" / "models"],
+        "--weights-dir", type=Path, nargs="+", default=[BUNDLE / "models"],
         help="folders holding <model>.pt; each adds its SPOCO rows",
     )
     parser.add_argument("--json", type=Path, help="also write the scores to this JSON file")
     parser.add_argument(
         "--test-time-flips", action="store_true", help="add a row per model with the mirrored passes averaged"
+    )
+    parser.add_argument(
+        "--affinity-delta-dists", type=float, nargs="+", default=[],
+        help="add a row per value with the clustering's affinity kernel set to it (to choose it on the selection data)",
     )
     args = parser.parse_args(argv)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
@@ -194,7 +186,9 @@ def main(argv: list[str] | None = None) -> None:
         name: {
             row: scores
             for folder in args.weights_dir
-            for row, scores in run_model(name, folder / f"{name}.pt", device, args.test_time_flips).items()
+            for row, scores in run_model(
+                name, folder / f"{name}.pt", device, args.test_time_flips, args.affinity_delta_dists
+            ).items()
         }
         for name in args.models
     }

@@ -12,6 +12,7 @@ from spoco_monai.data.readers import (
     ArrayFileReader,
     HDF5Reader,
     ImageFileReader,
+    ReaderBySuffix,
     TiffReader,
     VolumeHandle,
     ZarrReader,

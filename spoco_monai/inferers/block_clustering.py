@@ -34,7 +34,7 @@ def cluster_block(prediction: torch.Tensor, settings: SegmentationSettings) -> n
         return hdbscan_clustering(values, **options)
     if settings.blend == "embeddings":
         offsets = settings.offsets[: settings.spatial_dims] if settings.clustering == "watershed" else settings.offsets
-        values = embeddings_to_affinities(values, offsets, settings.delta_dist)
+        values = embeddings_to_affinities(values, offsets, settings.affinity_delta_dist)
         values = values.numpy() if isinstance(values, torch.Tensor) else values
     else:
         offsets = settings.offsets

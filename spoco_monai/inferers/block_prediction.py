@@ -71,7 +71,8 @@ class BlockPredictor:
         bright = region.mean(dim=0, keepdim=True) > self.intensity_threshold if foreground == "intensity" else None
         prediction = blend_windows(
             normalised(region, self.statistics), self.network, self.window, block.window_starts,
-            output=self.settings.blend, offsets=self.settings.offsets, delta_dist=self.settings.delta_dist,
+            output=self.settings.blend, offsets=self.settings.offsets,
+            affinity_delta_dist=self.settings.affinity_delta_dist,
             sw_batch_size=self.settings.sw_batch_size, sigma_scale=self.settings.sigma_scale,
             on_windows=on_windows, timings=timings, foreground_channel=foreground == "network",
             workspace=self.workspace, test_time_flips=self.settings.test_time_flips,

@@ -23,6 +23,7 @@ from ..clustering import (
     mutex_watershed_from_affinities,
     seeded_watershed_from_affinities,
 )
+from ..clustering.hdbscan_clustering import HDBSCAN_MISSING, hdbscan_installed
 from .block_grid import positive_ints
 
 BLENDS = ("affinities", "embeddings")
@@ -76,8 +77,9 @@ class SegmentationSettings:
         offsets: Mutex Watershed offsets, the first ``len(roi_size)`` attractive; ``None`` for
             :func:`~spoco_monai.clustering.default_offsets`. With ``"affinities"`` each must be shorter than the
             window.
-        delta_dist: ``delta_d`` of the affinity formula (a bundle's ``affinity_delta_dist``; by default the loss's push
-            margin).
+        affinity_delta_dist: the width ``delta_d`` of the affinity kernel, see
+            :func:`~spoco_monai.clustering.embeddings_to_affinities` (the bundle's ``affinity_delta_dist``, by default
+            the loss's push margin ``delta_dist``).
         foreground: where the objects may be; the clustering labels only these voxels (a mask inside the
             clustering): ``None`` everywhere; ``"network"`` where the probability of the network's last output
             channel (a foreground logit, see ``SpocoLoss``'s ``foreground_weight``) is above
@@ -114,7 +116,7 @@ class SegmentationSettings:
     clustering: str = "mws"
     clustering_kwargs: Mapping[str, Any] | None = None
     offsets: Sequence[Sequence[int]] | None = None
-    delta_dist: float = 2.0
+    affinity_delta_dist: float = 2.0
     foreground: str | None = None
     foreground_threshold: float = 0.5
     whole_image_max_voxels: int | None = None
@@ -145,6 +147,8 @@ class SegmentationSettings:
                 f"clustering_kwargs {unknown} are not options of clustering {self.clustering!r}; its options are "
                 f"{sorted(CLUSTERING_OPTIONS[self.clustering])}."
             )
+        if self.clustering == "hdbscan" and not hdbscan_installed():
+            raise ValueError(HDBSCAN_MISSING)
         if self.clustering == "watershed" and "min_distance" not in dict(self.clustering_kwargs or {}):
             raise ValueError(
                 "clustering 'watershed' needs clustering_kwargs['min_distance'] (about the objects' radius in voxels)."
@@ -182,7 +186,7 @@ class SegmentationSettings:
             "block_shape": None if self.block_shape is None else positive_ints(self.block_shape, dims, "block_shape"),
             "halo": None if self.halo is None else positive_ints(self.halo, dims, "halo"),
             "overlap": float(self.overlap),
-            "delta_dist": float(self.delta_dist),
+            "affinity_delta_dist": float(self.affinity_delta_dist),
             "foreground_threshold": float(self.foreground_threshold),
             "sigma_scale": float(self.sigma_scale),
             "iou_threshold": float(self.iou_threshold),

@@ -92,7 +92,7 @@ class SpocoSlidingWindowInferer(Inferer):
         with torch.no_grad():
             blended = blend_windows(
                 normalised(image.to(device=device, dtype=torch.float32), statistics), network, roi_size, starts,
-                output=self.output, offsets=settings.offsets, delta_dist=settings.delta_dist,
+                output=self.output, offsets=settings.offsets, affinity_delta_dist=settings.affinity_delta_dist,
                 sw_batch_size=settings.sw_batch_size, sigma_scale=settings.sigma_scale,
                 foreground_channel=settings.foreground == "network", test_time_flips=settings.test_time_flips,
             )

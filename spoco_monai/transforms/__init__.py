@@ -18,11 +18,12 @@ from spoco_monai.transforms.sparse_sampling import SparseInstanceSampling, Spars
 from spoco_monai.transforms.two_view import TwoViewIntensityAugment, TwoViewIntensityAugmentd
 from spoco_monai.transforms.unlabeled_border import UnlabeledBorder, UnlabeledBorderd
 
-from .cluster import Clusterd
+from .cluster import Cluster, Clusterd
 
 __all__ = [
     "AnnotationManifest",
     "BACKGROUND_ANNOTATION",
+    "Cluster",
     "Clusterd",
     "ForegroundTarget",
     "ForegroundTargetd",

@@ -114,7 +114,22 @@ def test_the_affinity_side_term_takes_its_weight_offsets_and_kernel_from_the_set
     parser["affinity_delta_dist"] = 3.0
     loss = parser.get_parsed_content("loss")
     assert loss.affinity_weight == 5.0
-    assert (loss.affinity_side.max_offset, loss.affinity_side.delta_dist) == (1, 3.0)
+    assert (loss.affinity_side.max_offset, loss.affinity_side.affinity_delta_dist) == (1, 3.0)
+
+
+@pytest.mark.parametrize("model", ["model", "dsb2018_nuclei_2d"])
+def test_the_affinity_kernel_and_the_loss_margin_are_set_apart_under_every_overlay(model):
+    def segmentation(**overrides):
+        parser = ConfigParser()
+        parser.read_config(config("inference", *SHIPPED_MODELS[model]))
+        parser.update(overrides)
+        return parser.get_parsed_content("segmentation")
+
+    shipped = segmentation()
+    assert segmentation(affinity_delta_dist=7.0).affinity_delta_dist == 7.0
+    # the loss's margin is the kernel's default only where no overlay sets the kernel (dsb2018_2d.json does: 5.0)
+    assert segmentation(delta_dist=3.0).affinity_delta_dist == (3.0 if model == "model" else shipped.affinity_delta_dist)
+    assert segmentation(**{"segmentation#roi_size": [16] * shipped.spatial_dims}).roi_size == (16,) * shipped.spatial_dims
 
 
 @pytest.fixture(scope="module")
