@@ -62,12 +62,12 @@ def point_seeded_watershed(
     seeds: np.ndarray | torch.Tensor,
     mask: np.ndarray | torch.Tensor | None = None,
     embedding_radius: float | None = None,
-    delta_dist: float = 2.0,
+    affinity_delta_dist: float = 2.0,
     min_size: int = 0,
 ) -> np.ndarray:
     """Grow point seeds into objects over the borders between neighbouring embeddings.
 
-    1. The border strength of every pixel is 1 - the lowest affinity ``[1 - ||e_i - e_j|| / (2 delta_dist)]_+^2``
+    1. The border strength of every pixel is 1 - the lowest affinity ``[1 - ||e_i - e_j|| / (2 affinity_delta_dist)]_+^2``
        to its nearest neighbours (:func:`~spoco_monai.clustering.seeded_watershed.affinity_boundaries`).
     2. A watershed of the border strength floods from the seeds (inside ``mask`` when given).
     3. With ``embedding_radius``, an object keeps only the pixels whose embedding lies within that distance of the
@@ -81,7 +81,7 @@ def point_seeded_watershed(
             annotation (one id per object; background clicks, -1, are not seeds).
         mask: optional ``S`` boolean foreground; pixels outside stay 0.
         embedding_radius: optional largest distance of an object's embedding from its seed's, > 0.
-        delta_dist: the affinity kernel's delta_d, > 0.
+        affinity_delta_dist: the affinity kernel's delta_d, > 0.
         min_size: smallest object in pixels; 0 keeps all.
 
     Returns:
@@ -99,7 +99,7 @@ def point_seeded_watershed(
     mask = check_mask(mask, spatial_shape)
     if embedding_radius is not None:
         check_positive("embedding_radius", embedding_radius)
-    check_positive("delta_dist", delta_dist)
+    check_positive("affinity_delta_dist", affinity_delta_dist)
     check_non_negative("min_size", min_size)
     seeds = np.where(seeds > 0, seeds, 0).astype(np.int64)
     if mask is not None:
@@ -110,7 +110,7 @@ def point_seeded_watershed(
         embeddings = embeddings.detach().float().cpu().numpy()
     values = np.asarray(embeddings, dtype=np.float32)
     offsets = default_offsets(len(spatial_shape))[: len(spatial_shape)]
-    affinities = np.asarray(embeddings_to_affinities(values, offsets, delta_dist), dtype=np.float32)
+    affinities = np.asarray(embeddings_to_affinities(values, offsets, affinity_delta_dist), dtype=np.float32)
     labels = watershed(affinity_boundaries(affinities, offsets), seeds, mask=mask).astype(np.int64)
     if embedding_radius is not None:
         flat = values.reshape(values.shape[0], -1)

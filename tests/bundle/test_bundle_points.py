@@ -24,9 +24,10 @@ def test_points_overlay_trains_two_iterations_from_clicks(tiny_2d, tmp_path):
     flow = workflow(
         ("train", "dsb2018_2d", "points"), dataset_dir=str(tiny_2d),
         datalist_source="$os.path.join(@dataset_dir, 'datalist.json')",
-        output_dir=str(tmp_path), patch_size=[32, 32], sliding_window_roi_size=[48, 48], norm="batch",
+        output_dir=str(tmp_path), patch_size=[32, 32], norm="batch",
         clustering="watershed", clustering_kwargs={"min_distance": 3, "min_size": 4}, patches_per_volume=2,
         network_channels=[8, 16], network_strides=[2], whole_image_max_voxels=None,
+        **{"segmentation#roi_size": [48, 48]},
     )
     trainer = flow.parser.get_parsed_content("train#trainer")
     assert isinstance(trainer.loss_function, PointSupervisedLoss)
