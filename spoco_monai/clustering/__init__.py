@@ -10,7 +10,7 @@ from .consistency import consistency_clustering
 from .hdbscan_clustering import hdbscan_clustering
 from .mean_shift import mean_shift_clustering
 from .mutex_watershed import mutex_watershed, mutex_watershed_from_affinities
-from .point_seeds import localization_seeds, point_seeded_watershed
+from .point_seeds import localization_seeds, point_clustering, point_seeded_watershed
 from .seeded_watershed import seeded_watershed_from_affinities
 from .size_filter import merge_small_segments
 from .synthetic import make_synthetic_embeddings
@@ -27,6 +27,7 @@ __all__ = [
     "merge_small_segments",
     "mutex_watershed",
     "mutex_watershed_from_affinities",
+    "point_clustering",
     "point_seeded_watershed",
     "seeded_watershed_from_affinities",
 ]

@@ -23,7 +23,7 @@ from .affinities import default_offsets, embeddings_to_affinities
 from .inputs import check_embeddings, check_mask
 from .seeded_watershed import affinity_boundaries
 
-__all__ = ["localization_seeds", "point_seeded_watershed"]
+__all__ = ["localization_seeds", "point_clustering", "point_seeded_watershed"]
 
 
 def localization_seeds(
@@ -124,3 +124,44 @@ def point_seeded_watershed(
         sizes = np.bincount(labels.ravel())
         labels[sizes[labels] < min_size] = 0
     return relabel_sequential(labels)[0].astype(np.int64)
+
+
+def point_clustering(
+    embeddings: np.ndarray | torch.Tensor,
+    localization: np.ndarray | torch.Tensor,
+    threshold: float = 0.5,
+    min_distance: int = 3,
+    embedding_radius: float | None = None,
+    affinity_delta_dist: float = 2.0,
+    mask: np.ndarray | torch.Tensor | None = None,
+    min_size: int = 0,
+) -> np.ndarray:
+    """Objects of a network trained from clicks: seeds at its localisation map's peaks, grown over its embeddings.
+
+    :func:`localization_seeds` then :func:`point_seeded_watershed`; the ``"points"`` clustering of
+    :class:`~spoco_monai.inferers.SegmentationSettings`.
+
+    Args:
+        embeddings: ``(E, *S)`` embeddings.
+        localization: ``S`` localisation probabilities (the sigmoid of the network's localisation channel).
+        threshold: smallest peak value of a seed, in (0, 1).
+        min_distance: smallest distance between two seeds in pixels, >= 1 (about an object's radius).
+        embedding_radius: largest distance of an object's embedding from its seed's, > 0; needed without ``mask``.
+        affinity_delta_dist: the affinity kernel's delta_d, > 0.
+        mask: optional ``S`` boolean foreground; seeds and objects only inside it.
+        min_size: smallest object in pixels; 0 keeps all.
+
+    Returns:
+        int64 labels of shape ``S``: 1..N objects, 0 elsewhere (all 0 when no peak reaches ``threshold``).
+
+    Raises:
+        TypeError, ValueError: see :func:`localization_seeds` and :func:`point_seeded_watershed`.
+    """
+    check_embeddings(embeddings)
+    if tuple(localization.shape) != tuple(embeddings.shape[1:]):
+        raise ValueError(
+            f"localization must have the embeddings' spatial shape {tuple(embeddings.shape[1:])}, found "
+            f"{tuple(localization.shape)}."
+        )
+    seeds = localization_seeds(localization, threshold, min_distance)
+    return point_seeded_watershed(embeddings, seeds, mask, embedding_radius, affinity_delta_dist, min_size)

@@ -28,9 +28,9 @@ class Cluster(Transform):
     """Cluster one image's network output ``(E, *S)`` into ``(1, *S)`` int64 instance labels.
 
     Args:
-        settings: the clustering (``"mws"``, ``"watershed"`` or ``"hdbscan"``) and its options, the offsets, the
-            affinity kernel and the foreground, as for whole-volume inference; the window, block and device settings
-            play no part.
+        settings: the clustering (``"mws"``, ``"watershed"``, ``"hdbscan"`` or ``"points"``) and its options, the
+            offsets, the affinity kernel and the foreground, as for whole-volume inference; the window, block and
+            device settings play no part.
 
     Raises:
         TypeError: ``settings`` is not a :class:`~spoco_monai.inferers.SegmentationSettings`.
@@ -49,8 +49,8 @@ class Cluster(Transform):
         """Labels ``(1, *S)`` int64, of the output's type and device (MetaTensor metadata kept).
 
         Args:
-            output: ``(E, *S)`` embeddings; ``(E + 1, *S)`` with ``foreground="network"``, the last channel a
-                foreground logit.
+            output: ``(E, *S)`` embeddings; ``(E + 1, *S)`` with ``foreground="network"`` or
+                ``clustering="points"``, the last channel a foreground or localisation logit.
             image: ``(C, *S)`` image, needed by ``foreground="intensity"`` (above its Otsu threshold).
 
         Raises:
@@ -66,7 +66,7 @@ class Cluster(Transform):
             )
         prediction = window_predictions(
             values[None], settings.blend, settings.offsets, settings.affinity_delta_dist, None,
-            foreground_channel=settings.foreground == "network",
+            foreground_channel=settings.logit_channel,
         )[0]
         if settings.foreground == "intensity":
             if image is None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spoco_monai.clustering import localization_seeds, point_seeded_watershed
+from spoco_monai.clustering import localization_seeds, point_clustering, point_seeded_watershed
 
 
 def two_objects_on_background() -> tuple[np.ndarray, np.ndarray]:
@@ -73,3 +73,27 @@ def test_invalid_input_raises():
         localization_seeds(np.zeros((3, 3)), threshold=1.0)
     with pytest.raises(ValueError, match="min_distance must be an int >= 1"):
         localization_seeds(np.zeros((3, 3)), min_distance=0)
+
+
+def test_point_clustering_finds_two_objects_from_their_localization_peaks():
+    embeddings, truth = two_objects_on_background()
+    localization = np.full(truth.shape, 0.05, dtype=np.float32)
+    localization[2, 2], localization[3, 6] = 0.8, 0.7
+    labels = point_clustering(torch.as_tensor(embeddings), torch.as_tensor(localization), min_distance=2,
+                              embedding_radius=1.0)
+    np.testing.assert_array_equal(labels, truth)
+
+
+def test_point_clustering_without_a_peak_above_the_threshold_finds_nothing():
+    embeddings, truth = two_objects_on_background()
+    localization = np.where(truth > 0, 0.45, 0.05).astype(np.float32)
+    labels = point_clustering(embeddings, localization, threshold=0.5, embedding_radius=1.0)
+    np.testing.assert_array_equal(labels, np.zeros_like(truth))
+    # the same map finds both objects, one seed per plateau, once the threshold is below it
+    np.testing.assert_array_equal(point_clustering(embeddings, localization, threshold=0.4, mask=truth > 0), truth)
+
+
+def test_point_clustering_refuses_a_localization_of_another_shape():
+    embeddings, truth = two_objects_on_background()
+    with pytest.raises(ValueError, match=r"localization must have the embeddings' spatial shape \(6, 10\)"):
+        point_clustering(embeddings, np.zeros((6, 9), dtype=np.float32))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
+from scipy import ndimage
 from skimage.metrics import adapted_rand_error
 
 from spoco_monai.clustering import make_synthetic_embeddings
@@ -22,7 +23,21 @@ SETTINGS = {
     "mws": SegmentationSettings(SHAPE, clustering="mws", clustering_kwargs={"min_size": 5}),
     "watershed": SegmentationSettings(SHAPE, clustering="watershed", clustering_kwargs={"min_distance": 4, "boundary_threshold": 0.3}),
     "hdbscan": SegmentationSettings(SHAPE, blend="embeddings", clustering="hdbscan", clustering_kwargs={"min_size": 50}),
+    "points": SegmentationSettings(
+        SHAPE, blend="embeddings", clustering="points", clustering_kwargs={"min_distance": 3, "embedding_radius": 1.0}
+    ),
 }
+
+
+def network_output(clustering: str, embeddings: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The embeddings, and for ``"points"`` a last localisation logit with one peak at every object's centre."""
+    if clustering != "points":
+        return embeddings
+    logit = np.full((1, *truth.shape), -10.0, dtype=np.float32)
+    ids = np.unique(truth)
+    centres = np.rint(ndimage.center_of_mass(np.ones_like(truth), truth, ids)).astype(int)
+    logit[(0, *centres.T)] = 10.0
+    return np.concatenate([embeddings, logit])
 
 
 @pytest.fixture
@@ -38,13 +53,14 @@ def test_every_clustering_of_the_settings_is_covered():
 def test_labels_are_those_of_whole_image_inference(sample, clustering):
     embeddings, truth = sample
     settings = SETTINGS[clustering]
+    output = network_output(clustering, embeddings, truth)
 
     def network(windows: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(embeddings)[None].expand(len(windows), -1, -1, -1)
+        return torch.from_numpy(output)[None].expand(len(windows), -1, -1, -1)
 
     # the window is the whole image: the network's output is the embeddings
     inferred = segment_volume(np.zeros((1, *SHAPE), np.float32), network, settings, progress=False)
-    labels = Cluster(settings)(embeddings)
+    labels = Cluster(settings)(output)
     assert labels.shape == (1, *SHAPE) and labels.dtype == np.int64
     assert adapted_rand_error(inferred, labels[0])[0] == 0.0
     assert adapted_rand_error(truth, labels[0])[0] < 0.01
