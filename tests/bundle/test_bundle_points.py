@@ -1,4 +1,5 @@
-"""The points overlay (points.json on dsb2018_2d.json) trains from simulated clicks on a tiny 2D data set."""
+"""The points overlays (points_model.json and points.json on dsb2018_2d.json) train from simulated clicks on a tiny
+2D data set and validate with the points clustering."""
 
 from __future__ import annotations
 
@@ -22,13 +23,15 @@ def tiny_2d(tmp_path_factory):
 
 def test_points_overlay_trains_two_iterations_from_clicks(tiny_2d, tmp_path):
     flow = workflow(
-        ("train", "dsb2018_2d", "points"), dataset_dir=str(tiny_2d),
+        ("train", "dsb2018_2d", "points_model", "points"), dataset_dir=str(tiny_2d),
         datalist_source="$os.path.join(@dataset_dir, 'datalist.json')",
         output_dir=str(tmp_path), patch_size=[32, 32], norm="batch",
-        clustering="watershed", clustering_kwargs={"min_distance": 3, "min_size": 4}, patches_per_volume=2,
+        clustering="points", clustering_kwargs={"min_distance": 3, "min_size": 4}, patches_per_volume=2,
         network_channels=[8, 16], network_strides=[2], whole_image_max_voxels=None,
         **{"segmentation#roi_size": [48, 48]},
     )
+    settings = flow.parser.get_parsed_content("validate#inferer").settings
+    assert settings.clustering == "points" and settings.blend == "embeddings" and settings.logit_channel
     trainer = flow.parser.get_parsed_content("train#trainer")
     assert isinstance(trainer.loss_function, PointSupervisedLoss)
     assert flow.parser.get_parsed_content("network_def").out_channels == 17

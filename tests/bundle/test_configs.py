@@ -29,7 +29,8 @@ COMMANDS = [
     *[("train", overlay) for overlay in DATA_OVERLAYS],
     *[("train", overlay, "evaluate") for overlay in DATA_OVERLAYS],
     ("train", "lm3d_membranes", "finetune"), ("train", "lm3d_membranes", "adversarial"),
-    ("inference", "inference_volume"),
+    ("train", "dsb2018_2d", "points_model", "points"), ("train", "dsb2018_2d", "points_model", "points", "evaluate"),
+    ("inference", "inference_volume"), ("inference", "dsb2018_2d", "points_model", "points_inference"),
     *[("inference", *overlays) for overlays in SHIPPED_MODELS.values()],
 ]
 
@@ -100,6 +101,18 @@ def test_validation_and_inference_share_the_segmentation_entry():
     assert dense_model.get_parsed_content("segmentation") == dataclasses.replace(
         expected, foreground="network", clustering_kwargs=dense_options
     )
+
+
+def test_a_model_trained_from_clicks_validates_and_infers_with_the_points_clustering():
+    train = ConfigParser()
+    train.read_config(config("train", "dsb2018_2d", "points_model", "points"))
+    inference = ConfigParser()
+    inference.read_config(config("inference", "dsb2018_2d", "points_model", "points_inference"))
+    validation_settings = train.get_parsed_content("validate#inferer").settings
+    assert validation_settings.clustering == "points" and validation_settings.logit_channel
+    assert validation_settings.foreground == "intensity" and validation_settings.blend == "embeddings"
+    assert inference.get_parsed_content("segmentation") == dataclasses.replace(validation_settings, normalize=True)
+    assert inference.get_parsed_content("network_def").out_channels == 17
 
 
 def test_the_affinity_side_term_takes_its_weight_offsets_and_kernel_from_the_settings():
