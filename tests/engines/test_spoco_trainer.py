@@ -146,3 +146,29 @@ def test_non_finite_loss_stops_before_the_step_and_saves_nothing(tmp_path):
     # the step was not taken (BatchNorm's running statistics did see the NaN in the forward pass)
     assert all(torch.equal(saved[name], value) for name, value in network.named_parameters())
     assert not torch.equal(network.state_dict()["0.weight"], before["0.weight"])
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channels_last_trains_like_the_default_up_to_rounding(dims):
+    convolution, norm = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
+    formats = {2: torch.channels_last, 3: torch.channels_last_3d}
+    losses, weights = {}, {}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        network = nn.Sequential(convolution(1, 3, 3, padding=1), norm(3), nn.ReLU(), convolution(3, 4, 1))
+        batches = [{key: value[:, :, 0] if dims == 2 else value for key, value in batch.items()} for batch in _batches()]
+        trainer = _trainer(network, batches, channels_last=channels_last)
+        if channels_last:
+            assert network[0].weight.is_contiguous(memory_format=formats[dims])
+            assert trainer.teacher[0].weight.is_contiguous(memory_format=formats[dims])
+        trainer.run()
+        losses[channels_last], weights[channels_last] = float(trainer.state.output["loss"].detach()), network[3].weight
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+    torch.testing.assert_close(weights[True], weights[False], rtol=1e-5, atol=1e-6)
+
+
+def test_channels_last_invalid():
+    with pytest.raises(ValueError, match="unwrapped"):
+        _trainer(nn.DataParallel(_network()), _batches(1), channels_last=True)
+    with pytest.raises(ValueError, match="parameter ranks"):
+        _trainer(nn.Linear(2, 2), _batches(1), channels_last=True)
