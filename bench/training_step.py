@@ -1,7 +1,7 @@
 """Where a training iteration's time goes: the bundle's SPOCO trainer against the three-class U-Net peer's loop.
 
 Run as ``python bench/training_step.py [--cases dsb-dense dsb@0.1 em3d-finetune] [--iterations 30] [--warmup 5]
-[--train-images 24] [--clock cpu|wall]`` from the repository root. About 3 minutes on one thread.
+[--train-images 24] [--clock cpu|wall] [--channels-last]`` from the repository root. About 3 minutes on one thread.
 
 SPOCO side: the real trainer of the bundle (``common.json`` + ``train.json`` + the overlay, built by
 ``monai.bundle.ConfigParser``), with its data pipeline, teacher, loss, optimiser, EMA update and logging handlers
@@ -22,9 +22,11 @@ Both run in one process, one peer iteration after each SPOCO iteration, so that 
 alike; the first ``--warmup`` iterations of each are dropped and every part is the median over the others. The SPOCO
 iteration is split at its ignite events and at hooks on the networks, the loss terms and the optimiser: data (next
 batch: augmentation, cropping, two views, collation), batch to device and zero_grad, network forward, teacher
-forward, each loss term's forward pass, the loss's other work (object index, sums), the loss's backward pass (to the
-gradient of the embeddings), the network's backward pass, the optimiser step, the EMA update, and the handlers of
-``ITERATION_COMPLETED`` (logging). ``--clock cpu`` (default) times the CPU time of the process, which the load of
+forward, each loss term's forward pass, the loss's other work (flattening, object index, object means and pull
+sums; the peer's whole Dice + cross-entropy forward pass), the loss's backward pass (to the gradient of the
+network's output), the network's backward pass, the optimiser step, the EMA update, and the handlers of
+``ITERATION_COMPLETED`` (logging). The last line compares SPOCO's networks and optimiser alone (network forward
+and backward, teacher forward, optimiser) with the peer's whole iteration. ``--clock cpu`` (default) times the CPU time of the process, which the load of
 other processes disturbs far less than the wall clock.
 """
 
@@ -137,7 +139,8 @@ class PartTimes:
         kept = self.iterations[warmup:]
         if not kept:
             raise ValueError(f"no iteration left after {warmup} warm-up iterations of {len(self.iterations)}.")
-        return {part: statistics.median(it.get(part, 0.0) for it in kept) for part in (*PARTS, TOTAL) if part in kept[0]}
+        parts = [part for part in (*PARTS, TOTAL) if part in kept[0]]
+        return {part: statistics.median(iteration.get(part, 0.0) for iteration in kept) for part in parts}
 
 
 def timed(times: PartTimes, part: str, function: Callable) -> Callable:
@@ -154,14 +157,17 @@ def timed(times: PartTimes, part: str, function: Callable) -> Callable:
     return wrapper
 
 
-def build_spoco_config(case: Case, output_dir: Path, train_images: int) -> ConfigParser:
+def build_spoco_config(
+    case: Case, output_dir: Path, train_images: int, channels_last: bool = False
+) -> ConfigParser:
     """The bundle config of ``case``, parsed and initialised (seeds, data checks) as the bundle's run does, on the
-    first ``train_images`` training items, writing to ``output_dir``; ``train#trainer`` is the trainer."""
+    first ``train_images`` training items, writing to ``output_dir``, with the bundle's ``channels_last``;
+    ``train#trainer`` is the trainer."""
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / name) for name in ("common.json", "train.json", *case.overlays)])
     parser["bundle_root"] = str(REPOSITORY / "bundle")
     parser["output_dir"] = str(output_dir)
-    for key, value in {**_COMMON_OVERRIDES, **case.overrides}.items():
+    for key, value in {**_COMMON_OVERRIDES, **case.overrides, "channels_last": channels_last}.items():
         parser[key] = value
     parser["train#datalist"] = f"$@datalist['training'][:{train_images}]"
     parser.parse()
@@ -303,7 +309,7 @@ def measure_case(name: str, args: argparse.Namespace) -> tuple[dict[str, float],
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     spoco_times, peer_times = PartTimes(clock), PartTimes(clock)
     with tempfile.TemporaryDirectory() as output_dir:
-        config = build_spoco_config(case, Path(output_dir), args.train_images)
+        config = build_spoco_config(case, Path(output_dir), args.train_images, args.channels_last)
         trainer = config.get_parsed_content("train#trainer")
         sampler, peer_network = build_peer(case, config, args.train_images, args.seed)
         peer_step = peer_step_function(sampler, peer_network, peer_times)
@@ -314,12 +320,17 @@ def measure_case(name: str, args: argparse.Namespace) -> tuple[dict[str, float],
     return spoco_times.medians(args.warmup), peer_times.medians(args.warmup)
 
 
-def _cell(seconds: float | None, total: float) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.1f} | {seconds / total:.0%}"
+#: Parts set by the networks alone: what no change to the data, the loss or the logging can remove.
+NETWORK_PARTS = ("network forward", "teacher forward", "network backward", "optimizer")
+
+
+def _cells(seconds: float | None, total: float) -> str:
+    return "- | -" if seconds is None else f"{seconds * 1000:.1f} | {seconds / total:.0%}"
 
 
 def markdown_table(spoco: dict[str, float], peer: dict[str, float]) -> str:
-    """Rows of :data:`PARTS` and the iteration: ms and share of the iteration for SPOCO and the peer, and the ratio.
+    """Rows of :data:`PARTS` and the iteration (ms and share of the iteration for SPOCO and the peer), then the
+    ratio of the iterations and that of SPOCO's :data:`NETWORK_PARTS` to the peer's iteration.
 
     Args:
         spoco: median seconds per part of the SPOCO iteration, with the key :data:`TOTAL`.
@@ -328,10 +339,13 @@ def markdown_table(spoco: dict[str, float], peer: dict[str, float]) -> str:
     lines = ["| part | SPOCO ms | share | peer ms | share |", "|---|---|---|---|---|"]
     for part in PARTS:
         if part in spoco or part in peer:
-            cells = (_cell(spoco.get(part), spoco[TOTAL]), _cell(peer.get(part), peer[TOTAL]))
-            lines.append(f"| {part} | {' | '.join(c if c != '-' else '- | -' for c in cells)} |")
+            lines.append(f"| {part} | {_cells(spoco.get(part), spoco[TOTAL])} | {_cells(peer.get(part), peer[TOTAL])} |")
     lines.append(f"| **{TOTAL}** | {spoco[TOTAL] * 1000:.1f} | 100% | {peer[TOTAL] * 1000:.1f} | 100% |")
-    lines.append(f"\nSPOCO / peer iteration: {spoco[TOTAL] / peer[TOTAL]:.2f}")
+    networks = sum(spoco.get(part, 0.0) for part in NETWORK_PARTS)
+    lines.append(
+        f"\nSPOCO / peer iteration: {spoco[TOTAL] / peer[TOTAL]:.2f}; SPOCO's networks and optimiser alone / peer "
+        f"iteration: {networks / peer[TOTAL]:.2f}"
+    )
     return "\n".join(lines)
 
 
@@ -344,6 +358,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--channels-last", action="store_true", help="the bundle's channels_last for SPOCO's networks")
     args = parser.parse_args(argv)
     for option in ("iterations", "train_images", "threads"):
         if getattr(args, option) <= 0:
@@ -358,10 +373,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     for name in args.cases:
         spoco, peer = measure_case(name, args)
+        setting = CASES[name].notes + (", channels_last" if args.channels_last else "")
         print(
-            f"\n### {name} ({CASES[name].notes}); {args.clock} clock, {args.threads} thread(s), median of "
-            f"{args.iterations} iterations after {args.warmup}, load average "
-            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+            f"\n### {name} ({setting}); {args.clock} clock, {args.threads} thread(s), median of {args.iterations} "
+            f"iterations after {args.warmup}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
         )
         print(markdown_table(spoco, peer), flush=True)
 
