@@ -156,7 +156,7 @@ def test_channels_last_trains_like_the_default_up_to_rounding(dims):
     for channels_last in (False, True):
         torch.manual_seed(0)
         network = nn.Sequential(convolution(1, 3, 3, padding=1), norm(3), nn.ReLU(), convolution(3, 4, 1))
-        batches = [{key: value[:, :, 0] if dims == 2 else value for key, value in batch.items()} for batch in _batches()]
+        batches = [{key: value[:, :, 0] if dims == 2 else value for key, value in b.items()} for b in _batches()]
         trainer = _trainer(network, batches, channels_last=channels_last)
         if channels_last:
             assert network[0].weight.is_contiguous(memory_format=formats[dims])
