@@ -53,7 +53,8 @@ class _MaskOverlapSums(torch.autograd.Function):
         student_origin, teacher_origin = origins
         centres = _augmented_anchors(embeddings, teacher, pixels, origins)
         sums = centres[0].new_zeros(*centres[0].shape[:2], 3)
-        keep = centres[0].shape[0] * centres[0].shape[1] * embeddings.shape[-1] <= KEPT_MASK_ELEMENTS
+        num_elements = centres[0].shape[0] * centres[0].shape[1] * embeddings.shape[-1]
+        keep = ctx.needs_input_grad[0] and num_elements <= KEPT_MASK_ELEMENTS
         ctx.kept = [] if keep else None
         for part, _, student, teacher_masks in _masks(embeddings, teacher, origins, centres, rate, chunk_size):
             weights = valid[:, part].unsqueeze(-1)
