@@ -24,10 +24,11 @@ iteration is split at its ignite events and at hooks on the networks, the loss t
 batch: augmentation, cropping, two views, collation), batch to device and zero_grad, network forward, teacher
 forward, each loss term's forward pass, the loss's other work (flattening, object index, object means and pull
 sums; the peer's whole Dice + cross-entropy forward pass), the loss's backward pass (to the gradient of the
-network's output), the network's backward pass, the optimiser step, the EMA update, and the handlers of
-``ITERATION_COMPLETED`` (logging). The last line compares SPOCO's networks and optimiser alone (network forward
-and backward, teacher forward, optimiser) with the peer's whole iteration. ``--clock cpu`` (default) times the CPU time of the process, which the load of
-other processes disturbs far less than the wall clock.
+network's output) split by the loss's own backward functions (:data:`BACKWARD_FUNCTIONS`), the network's backward
+pass, the optimiser step, the EMA update, and the handlers of ``ITERATION_COMPLETED`` (logging). The last line
+compares SPOCO's networks and optimiser alone (network forward and backward, teacher forward, optimiser) with the
+peer's whole iteration. ``--clock cpu`` (default) times the CPU time of the process, which the load of other
+processes disturbs far less than the wall clock.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ from monai.utils.enums import CommonKeys as Keys
 
 import peers
 import sparse_dsb
+from spoco_monai.losses import consistency, objects, pairwise, single_instance
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CONFIGS = REPOSITORY / "bundle" / "configs"
@@ -72,13 +75,28 @@ PARTS = (
     "loss: consistency",
     "loss: foreground",
     "loss: other",
-    "loss backward",
+    "loss backward: means, pull",
+    "loss backward: instance overlaps",
+    "loss backward: kernel sums",
+    "loss backward: consistency",
+    "loss backward: other",
     "network backward",
     "optimizer",
     "EMA update",
     "logging, handlers",
 )
 TOTAL = "iteration"
+
+#: The loss's own backward passes (autograd functions of the library), timed one by one: the object means and pull sums,
+#: the single-instance Dice's intersections, the (centres x pixels) kernel sums of the single-instance term and of the
+#: unlabeled push, and the consistency term's soft-mask sums. The rest of the loss's backward pass (autograd of
+#: built-in operations) is "loss backward: other".
+BACKWARD_FUNCTIONS = {
+    "loss backward: means, pull": objects._MeansAndPull,
+    "loss backward: instance overlaps": single_instance._OwnGaussianSums,
+    "loss backward: kernel sums": pairwise._KernelSums,
+    "loss backward: consistency": consistency._MaskOverlapSums,
+}
 
 _COMMON_OVERRIDES = {
     "run_validation": False,
@@ -139,7 +157,7 @@ class PartTimes:
         kept = self.iterations[warmup:]
         if not kept:
             raise ValueError(f"no iteration left after {warmup} warm-up iterations of {len(self.iterations)}.")
-        parts = [part for part in (*PARTS, TOTAL) if part in kept[0]]
+        parts = [part for part in (*PARTS, TOTAL) if any(part in iteration for iteration in kept)]
         return {part: statistics.median(iteration.get(part, 0.0) for iteration in kept) for part in parts}
 
 
@@ -175,6 +193,19 @@ def build_spoco_config(
     return parser
 
 
+@contextmanager
+def timed_backward_functions(times: PartTimes) -> Iterator[None]:
+    """Within the block, the backward passes of :data:`BACKWARD_FUNCTIONS` add their running time to ``times``."""
+    originals = {part: function.backward for part, function in BACKWARD_FUNCTIONS.items()}
+    try:
+        for part, function in BACKWARD_FUNCTIONS.items():
+            function.backward = staticmethod(timed(times, part, originals[part]))
+        yield
+    finally:
+        for part, function in BACKWARD_FUNCTIONS.items():
+            function.backward = staticmethod(originals[part])
+
+
 def instrument_spoco(trainer: Any, times: PartTimes, after_iteration: Callable[[], None]) -> None:
     """Attach the timers of :data:`PARTS` to a ``SpocoTrainer`` (see the module docstring)."""
     loss = trainer.loss_function
@@ -205,7 +236,8 @@ def instrument_spoco(trainer: Any, times: PartTimes, after_iteration: Callable[[
         times.mark("handlers done")
         times.between("data", "batch start", "batch done")
         times.between("batch to device, zero_grad", "batch done", "network forward")
-        times.between("loss backward", "loss done", "embeddings gradient")
+        measured = sum(times.current.get(part, 0.0) for part in BACKWARD_FUNCTIONS)
+        times.add("loss backward: other", times.marks["embeddings gradient"] - times.marks["loss done"] - measured)
         times.between("network backward", "embeddings gradient", "backward done")
         times.between("optimizer", "backward done", "optimizer done")
         times.between("EMA update", "optimizer done", "model done")
@@ -290,7 +322,7 @@ def peer_step_function(sampler: Any, network: torch.nn.Module, times: PartTimes)
         mark = clock()
         loss.backward()
         done = clock()
-        times.add("loss backward", gradient_ready[0] - mark)
+        times.add("loss backward: other", gradient_ready[0] - mark)
         times.add("network backward", done - gradient_ready[0])
         mark = clock()
         optimizer.step()
@@ -316,7 +348,8 @@ def measure_case(name: str, args: argparse.Namespace) -> tuple[dict[str, float],
         instrument_spoco(trainer, spoco_times, peer_step)
         total = args.warmup + args.iterations
         trainer.add_event_handler(Events.ITERATION_COMPLETED(once=total), lambda engine: engine.terminate())
-        trainer.run()
+        with timed_backward_functions(spoco_times):
+            trainer.run()
     return spoco_times.medians(args.warmup), peer_times.medians(args.warmup)
 
 
@@ -339,7 +372,8 @@ def markdown_table(spoco: dict[str, float], peer: dict[str, float]) -> str:
     lines = ["| part | SPOCO ms | share | peer ms | share |", "|---|---|---|---|---|"]
     for part in PARTS:
         if part in spoco or part in peer:
-            lines.append(f"| {part} | {_cells(spoco.get(part), spoco[TOTAL])} | {_cells(peer.get(part), peer[TOTAL])} |")
+            cells = (_cells(spoco.get(part), spoco[TOTAL]), _cells(peer.get(part), peer[TOTAL]))
+            lines.append(f"| {part} | {cells[0]} | {cells[1]} |")
     lines.append(f"| **{TOTAL}** | {spoco[TOTAL] * 1000:.1f} | 100% | {peer[TOTAL] * 1000:.1f} | 100% |")
     networks = sum(spoco.get(part, 0.0) for part in NETWORK_PARTS)
     lines.append(
