@@ -76,7 +76,8 @@ class _MaskOverlapSums(torch.autograd.Function):
         channels = embeddings.shape[1]
         anchors = per_pixel(embeddings, pixels).mT
         centred = anchors - student_origin.unsqueeze(1)
-        centre_columns = torch.cat([centred, torch.ones_like(centred[..., :1])], dim=-1).transpose(1, 2)
+        # doubled, so that one product gives the gradient's 2 sum_a G_ai e_a and 2 sum_a G_ai
+        centre_columns = torch.cat([centred, torch.ones_like(centred[..., :1])], dim=-1).mul_(2.0).transpose(1, 2)
         grad_overlap, grad_student_sq = grad_sums[..., 0:1], grad_sums[..., 1:2]
         centre_sums = anchors.new_zeros(*anchors.shape[:2], channels + 1)
         grad_embeddings = torch.empty_like(embeddings)
@@ -91,8 +92,8 @@ class _MaskOverlapSums(torch.autograd.Function):
             slopes.mul_(student).mul_(valid[:, part].unsqueeze(1) * -rate)
             centre_sums += torch.bmm(slopes, local[:, : channels + 1].transpose(1, 2))
             point_sums = torch.bmm(centre_columns, slopes)
-            point_grad = local[:, :channels] * point_sums[:, channels:] - point_sums[:, :channels]
-            grad_embeddings[..., part] = point_grad.mul_(2.0)
+            point_grad = torch.mul(local[:, :channels], point_sums[:, channels:], out=grad_embeddings[..., part])
+            point_grad.sub_(point_sums[:, :channels])
         grad_anchors = (centred * centre_sums[..., channels:] - centre_sums[..., :channels]).mul_(2.0)
         for sample_grad, sample_pixels, sample_anchors_grad in zip(grad_embeddings, pixels, grad_anchors):
             sample_grad.index_add_(1, sample_pixels, sample_anchors_grad.T)
