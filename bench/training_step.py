@@ -113,7 +113,7 @@ class Case:
 
     overlays: tuple[str, ...]
     overrides: dict[str, Any]
-    volume: str | None = None  # the 3D peer's "image:label" HDF5 pair; None for the 2D DSB peer
+    volume: str | None = None  # HDF5 file (datasets raw, label) of the 3D peer; None for the 2D DSB peer
     notes: str = ""
 
 
