@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -25,16 +27,23 @@ __all__ = ["EmbeddingConsistencyLoss"]
 #: Candidate pixels per anchor examined at once when drawing anchors.
 CANDIDATES_PER_ANCHOR = 16
 
+#: Largest (B, A, N) soft mask that :class:`_MaskOverlapSums` keeps for its backward pass (64 MiB in float32).
+KEPT_MASK_ELEMENTS = 2**24
+
 
 class _MaskOverlapSums(torch.autograd.Function):
     """Per anchor sum(S_f S_g), sum(S_f^2), sum(S_g^2) over the valid pixels, chunk by chunk.
 
-    The teacher side is a constant. The backward pass recomputes each chunk and needs no (anchors x pixels)
-    tensor kept from the forward pass: with rate = 1 / (2 sigma^2) and s the student's squared distances,
+    The teacher side is a constant. With rate = 1 / (2 sigma^2) and s the student's squared distances,
     d/ds [g_I S_f S_g + g_P S_f^2] = -rate S_f (g_I S_g + 2 g_P S_f). The slopes G_ai of the squared distances
     then give the gradients by two matrix products per chunk (see :mod:`~spoco_monai.losses.pairwise`). The
     anchors are given as pixel indices: their gradient is added to the embeddings' gradient at those pixels, so
     that no second (B, E, N) gradient is created for them.
+
+    The backward pass needs S_f and S_g at every (anchor, pixel). When the (B, A, N) masks hold at most
+    ``KEPT_MASK_ELEMENTS`` elements each, the forward pass keeps its chunks of them (A is at most ``max_anchors``,
+    so the two are a few times the size of the embeddings) and the backward pass reuses them; otherwise the backward
+    pass recomputes them chunk by chunk (the same values), so that memory stays bounded for large patches.
     """
 
     @staticmethod
@@ -42,22 +51,18 @@ class _MaskOverlapSums(torch.autograd.Function):
         ctx, embeddings, teacher, pixels, valid, origins, rate, chunk_size
     ):
         student_origin, teacher_origin = origins
-        anchors, teacher_anchors = per_pixel(embeddings, pixels).mT, per_pixel(teacher, pixels).mT
-        student_centres = augmented_centres(anchors - student_origin.unsqueeze(1))
-        teacher_centres = augmented_centres(teacher_anchors - teacher_origin.unsqueeze(1))
-        sums = anchors.new_zeros(*anchors.shape[:2], 3)
-        chunks = zip(
-            augmented_chunks(embeddings, student_origin, chunk_size),
-            augmented_chunks(teacher, teacher_origin, chunk_size),
-        )
-        for (part, local), (_, teacher_local) in chunks:
+        centres = _augmented_anchors(embeddings, teacher, pixels, origins)
+        sums = centres[0].new_zeros(*centres[0].shape[:2], 3)
+        num_elements = centres[0].shape[0] * centres[0].shape[1] * embeddings.shape[-1]
+        keep = ctx.needs_input_grad[0] and num_elements <= KEPT_MASK_ELEMENTS
+        ctx.kept = [] if keep else None
+        for part, _, student, teacher_masks in _masks(embeddings, teacher, origins, centres, rate, chunk_size):
             weights = valid[:, part].unsqueeze(-1)
-            student = squared_distances(student_centres, local).mul_(-rate).exp_()
-            teacher_masks = squared_distances(teacher_centres, teacher_local)
-            teacher_masks = teacher_masks.mul_(-rate).exp_()
             sums[..., 2] += torch.bmm(teacher_masks.square(), weights).squeeze(-1)
             sums[..., 1] += torch.bmm(student.square(), weights).squeeze(-1)
-            sums[..., 0] += torch.bmm(student.mul_(teacher_masks), weights).squeeze(-1)
+            sums[..., 0] += torch.bmm(student * teacher_masks, weights).squeeze(-1)
+            if keep:
+                ctx.kept.append((student, teacher_masks))
         ctx.save_for_backward(embeddings, teacher, pixels, valid, student_origin, teacher_origin)
         ctx.rate, ctx.chunk_size = rate, chunk_size
         return sums
@@ -66,34 +71,68 @@ class _MaskOverlapSums(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_sums):  # type: ignore[override]
         embeddings, teacher, pixels, valid, student_origin, teacher_origin = ctx.saved_tensors
-        anchors, teacher_anchors = per_pixel(embeddings, pixels).mT, per_pixel(teacher, pixels).mT
+        origins = (student_origin, teacher_origin)
         rate = ctx.rate
-        channels = anchors.shape[-1]
+        channels = embeddings.shape[1]
+        anchors = per_pixel(embeddings, pixels).mT
         centred = anchors - student_origin.unsqueeze(1)
-        student_centres = augmented_centres(centred)
-        teacher_centres = augmented_centres(teacher_anchors - teacher_origin.unsqueeze(1))
-        centre_columns = torch.cat([centred, torch.ones_like(centred[..., :1])], dim=-1).transpose(1, 2)
+        # doubled, so that one product gives the gradient's 2 sum_a G_ai e_a and 2 sum_a G_ai
+        centre_columns = torch.cat([centred, torch.ones_like(centred[..., :1])], dim=-1).mul_(2.0).transpose(1, 2)
         grad_overlap, grad_student_sq = grad_sums[..., 0:1], grad_sums[..., 1:2]
         centre_sums = anchors.new_zeros(*anchors.shape[:2], channels + 1)
         grad_embeddings = torch.empty_like(embeddings)
-        chunk_size = ctx.chunk_size
-        chunks = zip(
-            augmented_chunks(embeddings, student_origin, chunk_size),
-            augmented_chunks(teacher, teacher_origin, chunk_size),
-        )
-        for (part, local), (_, teacher_local) in chunks:
-            student = squared_distances(student_centres, local).mul_(-rate).exp_()
-            teacher_masks = squared_distances(teacher_centres, teacher_local)
-            slopes = teacher_masks.mul_(-rate).exp_().mul_(grad_overlap).add_(student * (2.0 * grad_student_sq))
+        if ctx.kept is not None:
+            chunks = augmented_chunks(embeddings, student_origin, ctx.chunk_size)
+            masks = ((part, local, *kept) for (part, local), kept in zip(chunks, ctx.kept))
+        else:
+            centres = _augmented_anchors(embeddings, teacher, pixels, origins)
+            masks = _masks(embeddings, teacher, origins, centres, rate, ctx.chunk_size)
+        for part, local, student, teacher_masks in masks:
+            slopes = teacher_masks.mul(grad_overlap).add_(student * (2.0 * grad_student_sq))
             slopes.mul_(student).mul_(valid[:, part].unsqueeze(1) * -rate)
             centre_sums += torch.bmm(slopes, local[:, : channels + 1].transpose(1, 2))
             point_sums = torch.bmm(centre_columns, slopes)
-            point_grad = local[:, :channels] * point_sums[:, channels:] - point_sums[:, :channels]
-            grad_embeddings[..., part] = point_grad.mul_(2.0)
+            point_grad = torch.mul(local[:, :channels], point_sums[:, channels:], out=grad_embeddings[..., part])
+            point_grad.sub_(point_sums[:, :channels])
         grad_anchors = (centred * centre_sums[..., channels:] - centre_sums[..., :channels]).mul_(2.0)
         for sample_grad, sample_pixels, sample_anchors_grad in zip(grad_embeddings, pixels, grad_anchors):
             sample_grad.index_add_(1, sample_pixels, sample_anchors_grad.T)
         return grad_embeddings, None, None, None, None, None, None
+
+
+def _augmented_anchors(
+    embeddings: torch.Tensor, teacher: torch.Tensor, pixels: torch.Tensor, origins: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, A, E + 2) augmented centres (:func:`augmented_centres`) of the anchors' student and teacher embeddings,
+    for (B, E, N) embeddings, (B, A) anchor pixels and the (B, E) student and teacher origins."""
+    student_origin, teacher_origin = origins
+    anchors, teacher_anchors = per_pixel(embeddings, pixels).mT, per_pixel(teacher, pixels).mT
+    return (
+        augmented_centres(anchors - student_origin.unsqueeze(1)),
+        augmented_centres(teacher_anchors - teacher_origin.unsqueeze(1)),
+    )
+
+
+def _masks(
+    embeddings: torch.Tensor,
+    teacher: torch.Tensor,
+    origins: tuple[torch.Tensor, torch.Tensor],
+    centres: tuple[torch.Tensor, torch.Tensor],
+    rate: float,
+    chunk_size: int,
+) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Chunk by chunk: the pixels' slice, the student's (B, E + 2, chunk) augmented points, and the (B, A, chunk)
+    soft masks S_f and S_g around the anchors' augmented ``centres`` (student's, teacher's)."""
+    student_origin, teacher_origin = origins
+    student_centres, teacher_centres = centres
+    chunks = zip(
+        augmented_chunks(embeddings, student_origin, chunk_size),
+        augmented_chunks(teacher, teacher_origin, chunk_size),
+    )
+    for (part, local), (_, teacher_local) in chunks:
+        student = squared_distances(student_centres, local).mul_(-rate).exp_()
+        teacher_masks = squared_distances(teacher_centres, teacher_local).mul_(-rate).exp_()
+        yield part, local, student, teacher_masks
 
 
 class EmbeddingConsistencyLoss(nn.Module):

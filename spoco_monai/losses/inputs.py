@@ -68,7 +68,7 @@ def flatten_loss_inputs(
     if lowest < -1:
         raise ValueError(f"target ids must be >= -1 (-1 = ignore, 0 = unlabeled, > 0 = object), found {lowest}.")
     dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
-    flat_embeddings = embeddings.to(dtype).flatten(2)
+    flat_embeddings = _pixels_contiguous(embeddings.to(dtype).flatten(2))
     flat_target = target.to(torch.int64).flatten(1)
     if teacher_embeddings is None:
         return flat_embeddings, flat_target, None
@@ -79,4 +79,10 @@ def flatten_loss_inputs(
         )
     if teacher.device != embeddings.device:
         raise ValueError(f"device mismatch: embeddings on {embeddings.device}, teacher on {teacher.device}.")
-    return flat_embeddings, flat_target, teacher.detach().to(dtype).flatten(2)
+    return flat_embeddings, flat_target, _pixels_contiguous(teacher.detach().to(dtype).flatten(2))
+
+
+def _pixels_contiguous(flat: torch.Tensor) -> torch.Tensor:
+    """``flat`` (B, E, N), copied where its pixels are not adjacent in memory (channels-last networks' output): the
+    terms work pixel chunk by pixel chunk, which would be strided gathers there."""
+    return flat if flat.stride(-1) == 1 else flat.contiguous()

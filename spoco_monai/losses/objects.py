@@ -155,11 +155,11 @@ class _MeansAndPull(torch.autograd.Function):
         grad_means = embeddings.new_zeros(batch, num_slots, channels) if grad_means is None else grad_means
         grad = torch.empty_like(embeddings)
         for part in pixel_slices(num_pixels, ctx.chunk_size):
-            difference = embeddings[..., part] - per_pixel(means, slots[:, part])
+            difference = torch.sub(embeddings[..., part], per_pixel(means, slots[:, part]), out=grad[..., part])
             distance = difference.square().sum(dim=1, keepdim=True).sqrt_()
             distance_floor = distance.clamp_min(torch.finfo(distance.dtype).tiny)
             slope = (distance - ctx.delta_var).clamp_min_(0.0).div_(distance_floor)
-            grad[..., part] = difference.mul_(slope.mul_(2.0))
+            difference.mul_(slope.mul_(2.0))
         pull_means = embeddings.new_zeros(batch, channels, num_slots + 1).scatter_add_(2, index, grad)
         padded_pull = torch.nn.functional.pad(grad_pull, (0, 1))
         through_means = grad_means.transpose(1, 2) - grad_pull.unsqueeze(1) * pull_means[..., :num_slots]

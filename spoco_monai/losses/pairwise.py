@@ -261,11 +261,12 @@ class _KernelSums(torch.autograd.Function):
         channels = centers.shape[-1]
         centred = centers - origin.unsqueeze(1)
         augmented = augmented_centres(centred)
-        # With G_mi = grad_m w_i phi'(s_mi), on a dense chunk: rows [grad_m c_m, grad_m] give sum_m G_mi c_m and
-        # sum_m G_mi in one product, columns [w_i x_i, w_i] give sum_i G_mi x_i and sum_i G_mi (up to grad_m) in
-        # another (module docstring).
+        # With G_mi = grad_m w_i phi'(s_mi), on a dense chunk: rows 2 [grad_m c_m, grad_m] give 2 sum_m G_mi c_m and
+        # 2 sum_m G_mi in one product, columns [x_i, 1] give sum_i G_mi x_i and sum_i G_mi (up to grad_m) in another
+        # (module docstring). The pixel weights go into the (M, chunk) slopes, not into the (E, chunk) points or
+        # gradients: fewer passes over chunk-sized tensors, the same products for 0/1 weights (masks, as here).
         scaled_centres = torch.cat([centred, torch.ones_like(centred[..., :1])], dim=-1).mul_(grad_total.unsqueeze(-1))
-        scaled_centres = scaled_centres.transpose(1, 2)
+        scaled_centres = scaled_centres.mul_(2.0).transpose(1, 2)
         grad_centers = torch.zeros_like(centers)
         grad_points = torch.empty_like(points) if ctx.needs_input_grad[1] else None
         for part, local in augmented_chunks(points, origin, ctx.chunk_size):
@@ -284,15 +285,14 @@ class _KernelSums(torch.autograd.Function):
                     chunk_grad = grad_points[..., part].zero_().transpose(1, 2)
                     chunk_grad.index_put_((sample, pixel), differences, accumulate=True)
                 continue
-            slopes = ctx.kernel.derivative_(squared.clamp_min_(0.0))
-            weighted = local[:, : channels + 1] * chunk_weights
-            centre_sums = torch.bmm(slopes, weighted.transpose(1, 2))
+            slopes = ctx.kernel.derivative_(squared.clamp_min_(0.0)).mul_(chunk_weights)
+            centre_sums = torch.bmm(slopes, local[:, : channels + 1].transpose(1, 2))
             centre_grad = centred * centre_sums[..., channels:] - centre_sums[..., :channels]
             grad_centers += centre_grad.mul_(2.0 * grad_total.unsqueeze(-1))
             if grad_points is not None:
                 point_sums = torch.bmm(scaled_centres, slopes)
-                point_grad = local[:, :channels] * point_sums[:, channels:] - point_sums[:, :channels]
-                grad_points[..., part] = point_grad.mul_(chunk_weights).mul_(2.0)
+                chunk_grad = torch.mul(local[:, :channels], point_sums[:, channels:], out=grad_points[..., part])
+                chunk_grad.sub_(point_sums[:, :channels])
         return grad_centers, grad_points, None, None, None, None
 
 

@@ -55,12 +55,13 @@ class _OwnGaussianSums(torch.autograd.Function):
         grad_embeddings = torch.empty_like(embeddings)
         grad_anchors = torch.zeros_like(anchors)
         for part in pixel_slices(embeddings.shape[-1], ctx.chunk_size):
-            difference = embeddings[..., part] - per_pixel(anchors, column[:, part])
+            own_anchors = per_pixel(anchors, column[:, part])
+            difference = torch.sub(embeddings[..., part], own_anchors, out=grad_embeddings[..., part])
             values = difference.square().sum(dim=1).mul_(-ctx.rate).exp_()
             values.mul_(grad_sums.gather(1, column[:, part])).mul_(-2.0 * ctx.rate)
-            grad_embeddings[..., part] = difference.mul_(values.unsqueeze(1))
+            difference.mul_(values.unsqueeze(1))
             index = column[:, part].unsqueeze(1).expand_as(difference)
-            grad_anchors.scatter_add_(2, index, grad_embeddings[..., part])
+            grad_anchors.scatter_add_(2, index, difference)
         return grad_embeddings, grad_anchors.neg_(), None, None
 
 

@@ -23,6 +23,20 @@ __all__ = ["RandCropByLabeledInstances", "RandCropByLabeledInstancesd", "IGNORE_
 IGNORE_LABEL = -1
 
 
+def _object_ids(flat: torch.Tensor) -> torch.Tensor:
+    """The sorted ids > 0 of a flat instance label, as ``torch.unique`` gives them.
+
+    ``torch.unique`` sorts every labeled pixel; counting the ids is one pass, so integer labels whose largest id is at
+    most their number of pixels (any instance label with consecutive ids) are counted instead.
+    """
+    positive = flat[flat > 0]
+    if positive.is_floating_point() or positive.dtype == torch.bool or not positive.numel():
+        return torch.unique(positive)
+    if int(positive.max()) > flat.numel():
+        return torch.unique(positive)
+    return torch.bincount(positive.to(torch.int64)).nonzero().squeeze(1).to(flat.dtype)
+
+
 class RandCropByLabeledInstances(Randomizable, Transform, MultiSampleTrait):
     """Crop ``num_samples`` patches of ``spatial_size``, each around a labeled object with probability ``pos``.
 
@@ -97,7 +111,7 @@ class RandCropByLabeledInstances(Randomizable, Transform, MultiSampleTrait):
         shape = np.asarray(values.shape[1:])
         size = np.asarray(self.roi_size(len(shape)))
         flat = values.reshape(-1)
-        objects = torch.unique(flat[flat > 0])
+        objects = _object_ids(flat)
         starts = []
         for _ in range(self.num_samples):
             # The coin is tossed even without objects so that the random stream does not depend on the label.

@@ -170,3 +170,29 @@ def test_points_key_passes_the_point_annotation_to_the_loss():
     plain = _trainer(_network(), _batches(1), points_key="points")
     plain.run()
     assert plain.state.iteration == 1
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channels_last_trains_like_the_default_up_to_rounding(dims):
+    convolution, norm = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
+    formats = {2: torch.channels_last, 3: torch.channels_last_3d}
+    losses, weights = {}, {}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        network = nn.Sequential(convolution(1, 3, 3, padding=1), norm(3), nn.ReLU(), convolution(3, 4, 1))
+        batches = [{key: value[:, :, 0] if dims == 2 else value for key, value in b.items()} for b in _batches()]
+        trainer = _trainer(network, batches, channels_last=channels_last)
+        if channels_last:
+            assert network[0].weight.is_contiguous(memory_format=formats[dims])
+            assert trainer.teacher[0].weight.is_contiguous(memory_format=formats[dims])
+        trainer.run()
+        losses[channels_last], weights[channels_last] = float(trainer.state.output["loss"].detach()), network[3].weight
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+    torch.testing.assert_close(weights[True], weights[False], rtol=1e-5, atol=1e-6)
+
+
+def test_channels_last_invalid():
+    with pytest.raises(ValueError, match="unwrapped"):
+        _trainer(nn.DataParallel(_network()), _batches(1), channels_last=True)
+    with pytest.raises(ValueError, match="parameter ranks"):
+        _trainer(nn.Linear(2, 2), _batches(1), channels_last=True)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from loss_helpers import kernel_rate, line_image, line_target, seeded
 
+import spoco_monai.losses.consistency as consistency_module
 from spoco_monai.losses import EmbeddingConsistencyLoss
 
 # The region (target 0) is the single pixel 3, so it is the only anchor. Pixel 4 is ignored.
@@ -87,6 +88,29 @@ def test_gradcheck_float64(random_batch):
     loss = EmbeddingConsistencyLoss(min_unlabeled_fraction=0.0)
     function = seeded(loss, lambda e: loss(e, random_batch["teacher"], random_batch["target"]))
     assert torch.autograd.gradcheck(function, (embeddings,))
+
+
+@pytest.mark.parametrize("kept_elements", [0, 2**24])
+def test_gradcheck_float64_with_masks_recomputed_or_kept(random_batch, monkeypatch, kept_elements):
+    monkeypatch.setattr(consistency_module, "KEPT_MASK_ELEMENTS", kept_elements)
+    embeddings = random_batch["embeddings"].requires_grad_()
+    loss = EmbeddingConsistencyLoss(min_unlabeled_fraction=0.0)
+    function = seeded(loss, lambda e: loss(e, random_batch["teacher"], random_batch["target"]))
+    assert torch.autograd.gradcheck(function, (embeddings,))
+
+
+def test_kept_masks_give_the_gradient_of_recomputed_ones(monkeypatch):
+    generator = torch.Generator().manual_seed(4)
+    embeddings = torch.randn(2, 4, 16, 20, generator=generator)
+    teacher = embeddings + 0.3 * torch.randn(2, 4, 16, 20, generator=generator)
+    target = torch.randint(-1, 3, (2, 16, 20), generator=generator)
+    gradients = []
+    for kept_elements in (0, 2**24):
+        monkeypatch.setattr(consistency_module, "KEPT_MASK_ELEMENTS", kept_elements)
+        student = embeddings.clone().requires_grad_()
+        EmbeddingConsistencyLoss(seed=2)(student, teacher, target).backward()
+        gradients.append(student.grad)
+    assert torch.equal(gradients[0], gradients[1])
 
 
 @pytest.mark.parametrize("ids", [[1, 1, 2, 2, 1], [-1] * 5, [0, 0, 0, 0, 0]])

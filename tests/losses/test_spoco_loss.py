@@ -135,3 +135,18 @@ def test_degenerate_inputs(ids, zero_terms):
     assert torch.isfinite(embeddings.grad).all()
     for name in zero_terms:
         assert loss.last_terms[name] == 0.0, name
+
+
+def test_channels_last_embeddings_give_the_values_and_gradients_of_contiguous_ones():
+    generator = torch.Generator().manual_seed(3)
+    embeddings = torch.randn(2, 5, 6, 7, generator=generator)
+    teacher = embeddings + 0.2 * torch.randn(2, 5, 6, 7, generator=generator)
+    target = torch.randint(-1, 4, (2, 1, 6, 7), generator=generator)
+    results = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        student = embeddings.clone(memory_format=memory_format).requires_grad_()
+        value = SpocoLoss(seed=1)(student, target, teacher.to(memory_format=memory_format))
+        value.backward()
+        results.append((value.detach(), student.grad.contiguous()))
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])

@@ -6,6 +6,7 @@ import torch
 from monai.data import MetaTensor
 
 from spoco_monai.transforms import RandCropByLabeledInstances, RandCropByLabeledInstancesd
+from spoco_monai.transforms.labeled_crop import _object_ids
 
 
 def position_image(shape: tuple[int, ...]) -> np.ndarray:
@@ -229,3 +230,34 @@ def test_wide_unsigned_label_keeps_its_ids() -> None:
     cropper.set_random_state(11)
     for patch in cropper({"label": label}):
         assert set(torch.unique(patch["label"]).tolist()) in ({0, 3}, {0, 60000})
+
+
+@pytest.mark.parametrize(
+    "ids, dtype",
+    [
+        ([0, 3, 3, 8, -1, 1], torch.int64),  # small ids: counted
+        ([0, 3, 3, 8, 1], torch.uint8),
+        ([0, 3, 1000, 1000, 7], torch.int64),  # an id above the pixel count: sorted
+        ([0.0, 2.0, 5.0, 2.0], torch.float32),
+        ([0, -1, 0], torch.int64),  # no object
+    ],
+)
+def test_object_ids_are_those_of_unique(ids, dtype):
+    flat = torch.tensor(ids, dtype=dtype)
+    expected = torch.unique(flat[flat > 0])
+    found = _object_ids(flat)
+    assert found.tolist() == expected.tolist()
+
+
+def test_patches_do_not_depend_on_how_ids_are_found():
+    # the same object ids, once small (counted) and once shifted above the pixel count (sorted): same draws
+    label = corner_label((12, 12)).astype(np.int64)
+    shifted = np.where(label > 0, label + 10_000, label)
+    image = position_image((12, 12))
+    starts = []
+    for values in (label, shifted):
+        cropper = RandCropByLabeledInstances(spatial_size=4, num_samples=6, pos=0.8)
+        cropper.set_random_state(5)
+        patches = cropper(image, label=values)
+        starts.append([crop_start(p, (12, 12)) for p in patches])
+    assert starts[0] == starts[1]
