@@ -1,6 +1,6 @@
 """Ablation of the adversarial mask term: the same training budget with and without the critic.
 
-Run as ``python bench/adversarial.py [--data synthetic|ovule] [--iterations N] [--seed S] [--critic-channels ...]``
+Run as ``python -m bench.adversarial [--data synthetic|ovule] [--iterations N] [--seed S] [--critic-channels ...]``
 from the repository root. Two settings train the bundle's 3D UNet through ``monai.bundle.ConfigWorkflow`` for the
 same number of iterations, with the same seed, data, patches and SPOCO loss:
 

@@ -1,6 +1,6 @@
 """Time and quality of the clustering methods on synthetic embedding maps.
 
-Run as ``python bench/clustering.py [--maps 2d 3d]``. Each map tiles the array with Voronoi cells (dense
+Run as ``python -m bench.clustering [--maps 2d 3d]``. Each map tiles the array with Voronoi cells (dense
 tissue); every object has its own embedding centre (centres > 2 delta_d apart), pixels get Gaussian noise
 of norm delta_v / 2 and 2% of the boundary pixels are outliers halfway between two objects. Quality is the
 adapted Rand error against the true objects, speed is compared with HDBSCAN measured in the same run.

@@ -1,6 +1,6 @@
 """Benchmark of the SPOCO losses on a 3D patch, against a U-Net step and a one-hot formulation.
 
-Run as ``python bench/losses.py`` (options: ``--objects 50 200``, ``--repeats 2``, ``--threads 1``,
+Run as ``python -m bench.losses`` (options: ``--objects 50 200``, ``--repeats 2``, ``--threads 1``,
 ``--max-instances N`` for SpocoLoss, ``--device cpu|cuda``, ``--case 3d|dsb2d``, ``--clock wall|cpu``). About 5
 minutes on 2 idle CPU cores.
 

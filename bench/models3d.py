@@ -1,6 +1,6 @@
 """The 3D sample models against classical watersheds, on data their training did not see.
 
-Run as ``python bench/models3d.py [--models lm3d_nuclei lm3d_membranes em3d_neurons] [--weights-dir DIR ...]``
+Run as ``python -m bench.models3d [--models lm3d_nuclei lm3d_membranes em3d_neurons] [--weights-dir DIR ...]``
 from the repository root. For every overlay (``bundle/configs/<name>.json`` layered on ``train.json``) the script
 builds the overlay's validation data and inferer exactly as the bundle does (``validate#dataset`` and
 ``validate#inferer``: the report volume or part, the overlay's offsets, clustering options and foreground rule),

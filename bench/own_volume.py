@@ -1,6 +1,6 @@
 """Your volume, a few annotated objects: the one-command fine-tune against what a user would do instead.
 
-Run as ``python bench/own_volume.py --dataset em --fractions 0.1 --seeds 0 [--rows ...]`` from the repository
+Run as ``python -m bench.own_volume --dataset em --fractions 0.1 --seeds 0 [--rows ...]`` from the repository
 root. A simulated user annotates a fraction of the objects in the training part of a real volume (a seeded
 annotator, :class:`~spoco_monai.transforms.SparseInstanceSampling`; the dense labels there are not used
 otherwise), and every row is scored on the other part of the volume, which nothing trained or chose on:

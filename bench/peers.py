@@ -1,6 +1,6 @@
 """Baselines a user would pick instead of SPOCO for 2D nuclei, scored like the sparse-supervision experiment.
 
-Run as ``python bench/peers.py [--peers classical unet3 unet3-few] [--budget-s 900] [--max-val-images K]`` from
+Run as ``python -m bench.peers [--peers classical unet3 unet3-few] [--budget-s 900] [--max-val-images K]`` from
 the repository root. Every peer segments ``dsb2018_fluo/val`` at native resolution and is scored per image with
 the project's metrics (symmetric best Dice SBD, absolute count difference |DiC|, AP@0.5, mAP over IoU
 0.5:0.05:0.95), averaged over the images:
@@ -45,6 +45,7 @@ from skimage.morphology import remove_small_objects
 from skimage.segmentation import find_boundaries, watershed
 
 from spoco_monai.baselines import nuclei_watershed
+from spoco_monai.data.atomic import write_atomically
 from spoco_monai.metrics import (
     absolute_count_difference_from_overlap,
     average_precision_from_overlap,
@@ -231,13 +232,12 @@ def cosine_learning_rate(elapsed_s: float, budget_s: float) -> float:
 
 
 def save_atomically(payload: Any, path: Path) -> None:
-    """``torch.save`` (or JSON for a ``.json`` path) to a temporary file next to ``path``, then rename it."""
-    temporary = path.with_name(f".{path.name}.partial")
-    if path.suffix == ".json":
-        temporary.write_text(json.dumps(payload, indent=2))
-    else:
-        torch.save(payload, temporary)
-    os.replace(temporary, path)
+    """``torch.save`` (or JSON for a ``.json`` path) through the library's atomic writer."""
+    with write_atomically(path) as temporary:
+        if path.suffix == ".json":
+            temporary.write_text(json.dumps(payload, indent=2))
+        else:
+            torch.save(payload, temporary)
 
 
 def train_unet(

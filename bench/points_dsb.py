@@ -1,6 +1,6 @@
 """Clicks, scribbles, sparse and dense masks on DSB2018 nuclei: accuracy against the annotator's time.
 
-Run as ``python bench/points_dsb.py [--iterations 3000] [--rows ...] [--max-val-images K]`` from the repository
+Run as ``python -m bench.points_dsb [--iterations 3000] [--rows ...] [--max-val-images K]`` from the repository
 root. Every trained row trains the same 2D UNet of ``bundle/configs/dsb2018_2d.json`` through the bundle for the
 same number of iterations with the same seed on ``dsb2018_fluo/train``, from an annotation simulated on its dense
 labels; only the annotation (and what it trains) differs:
@@ -53,8 +53,8 @@ import tifffile
 import torch
 from monai.bundle import ConfigParser
 
-import peers
-import sparse_dsb
+from bench import peers
+from bench import sparse_dsb
 from spoco_monai.data.atomic import write_atomically
 from spoco_monai.inferers import segment_volume
 from spoco_monai.metrics import instance_scores

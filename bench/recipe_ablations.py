@@ -1,6 +1,6 @@
 """Training-recipe ablations of dense SPOCO with a foreground channel on DSB2018 fluorescence nuclei.
 
-Run as ``python bench/recipe_ablations.py [--rows base lr-3e-4 ...] [--iterations 1200]`` from the repository
+Run as ``python -m bench.recipe_ablations [--rows base lr-3e-4 ...] [--iterations 1200]`` from the repository
 root. Every row changes one thing of the base recipe (``dense+fg`` of ``bench/sparse_dsb.py``: dense labels with
 the background as an object, foreground channel of weight 5, Adam lr 1e-3 with cosine decay, 4 patches of
 128x128 per step, flips and 90-degree rotations, z-score normalisation, UNet 16..128), trains it for the same
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-import peers
-import sparse_dsb
+from bench import peers
+from bench import sparse_dsb
 
 _BASE = sparse_dsb.SETTINGS["dense+fg"]
 

@@ -1,6 +1,6 @@
 """Sparse-supervision experiment on the DSB2018 fluorescence nuclei (dsb2018_fluo), driven through the bundle.
 
-Run as ``python bench/sparse_dsb.py [--iterations N] [--max-val-images K] [--settings spoco@0.1 disc ...]``
+Run as ``python -m bench.sparse_dsb [--iterations N] [--max-val-images K] [--settings spoco@0.1 disc ...]``
 from the repository root. Every setting trains the same 2D UNet (``bundle/configs/dsb2018_2d.json`` layered on
 ``train.json``) for the same number of iterations with the same seed on ``dsb2018_fluo/train``; only the
 annotation and the loss terms differ:
@@ -42,7 +42,8 @@ from pathlib import Path
 
 import torch
 
-import peers
+from bench import peers
+from spoco_monai.data.atomic import write_atomically
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CONFIGS = REPOSITORY / "bundle" / "configs"
@@ -129,9 +130,8 @@ def _load_timings(path: Path) -> dict[str, object]:
 
 
 def _save_timings(path: Path, timings: dict[str, object]) -> None:
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(json.dumps(timings, indent=2))
-    os.replace(temporary, path)
+    with write_atomically(path) as temporary:
+        temporary.write_text(json.dumps(timings, indent=2))
 
 
 def run_setting(

@@ -1,6 +1,6 @@
 """The default model on generated membrane volumes: selection volume and demo sample, with and without test-time flips.
 
-Run as ``python bench/synthetic_membranes.py [--weights bundle/models/model.pt ...]`` from the repository root. The
+Run as ``python -m bench.synthetic_membranes [--weights bundle/models/model.pt ...]`` from the repository root. The
 script generates two 96x192x192 volumes with ``spoco_monai.data.write_synthetic_dataset``: seed 7, on which the
 default model's training length, side-term weight, clustering and flips were chosen, and seed 2026, the sample
 ``make demo`` segments (scored once, for the chosen model). Every network given is run with the bundle's

@@ -1,6 +1,6 @@
 """Where a training iteration's time goes: the bundle's SPOCO trainer against the three-class U-Net peer's loop.
 
-Run as ``python bench/training_step.py [--cases dsb-dense dsb@0.1 em3d-finetune] [--iterations 30] [--warmup 5]
+Run as ``python -m bench.training_step [--cases dsb-dense dsb@0.1 em3d-finetune] [--iterations 30] [--warmup 5]
 [--train-images 24] [--clock cpu|wall] [--channels-last]`` from the repository root. About 3 minutes on one thread.
 
 SPOCO side: the real trainer of the bundle (``common.json`` + ``train.json`` + the overlay, built by
@@ -55,8 +55,8 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 from monai.utils.enums import CommonKeys as Keys
 
-import peers
-import sparse_dsb
+from bench import peers
+from bench import sparse_dsb
 from spoco_monai.losses import consistency, objects, pairwise, single_instance
 
 REPOSITORY = Path(__file__).resolve().parents[1]

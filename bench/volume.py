@@ -7,8 +7,8 @@ block, runs the Mutex Watershed per block, stitches and writes the labels to zar
 own subprocess; its peak resident memory is that child's ``ru_maxrss`` (``os.wait4``). Where both methods
 run, each case runs ``--repeats`` times and the fastest run is reported (peak RSS: the largest). The input is a synthetic membrane volume (128^3, tiled).
 
-    python bench/volume.py                      # 128^3 and 256^3 (both methods), 512^3 (ours)
-    python bench/volume.py --sizes 128 256      # selected sizes; MONAI runs up to --monai-max-size
+    python -m bench.volume                      # 128^3 and 256^3 (both methods), 512^3 (ours)
+    python -m bench.volume --sizes 128 256      # selected sizes; MONAI runs up to --monai-max-size
 """
 
 from __future__ import annotations

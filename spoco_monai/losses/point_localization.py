@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from skimage.measure import label as connected_components
 from skimage.segmentation import watershed
 from torch import nn

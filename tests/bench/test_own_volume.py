@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+from bench import own_volume
 
-_spec = importlib.util.spec_from_file_location("own_volume", REPOSITORY / "bench" / "own_volume.py")
-own_volume = importlib.util.module_from_spec(_spec)
-sys.modules["own_volume"] = own_volume
-_spec.loader.exec_module(own_volume)
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def test_the_boundary_target_is_known_inside_annotated_objects_and_on_their_borders_only():

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from bench import peers
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 DSB = REPOSITORY.parent / "shared" / "data" / "dsb2018_fluo"
-
-_spec = importlib.util.spec_from_file_location("peers", REPOSITORY / "bench" / "peers.py")
-peers = importlib.util.module_from_spec(_spec)
-sys.modules["peers"] = peers
-_spec.loader.exec_module(peers)
 
 
 @pytest.fixture

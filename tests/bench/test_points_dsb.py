@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from bench import points_dsb
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 DSB = REPOSITORY.parent / "shared" / "data" / "dsb2018_fluo"
 
 # the bench imports its siblings (peers, sparse_dsb) as a script does
-sys.path.insert(0, str(REPOSITORY / "bench"))
-_spec = importlib.util.spec_from_file_location("points_dsb", REPOSITORY / "bench" / "points_dsb.py")
-points_dsb = importlib.util.module_from_spec(_spec)
-sys.modules["points_dsb"] = points_dsb
-_spec.loader.exec_module(points_dsb)
 
 
 @pytest.fixture

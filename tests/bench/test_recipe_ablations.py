@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +11,9 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
+from bench import recipe_ablations
+
 REPOSITORY = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPOSITORY / "bench"))
-_spec = importlib.util.spec_from_file_location("recipe_ablations", REPOSITORY / "bench" / "recipe_ablations.py")
-recipe_ablations = importlib.util.module_from_spec(_spec)
-sys.modules["recipe_ablations"] = recipe_ablations
-_spec.loader.exec_module(recipe_ablations)
 CONFIGS = REPOSITORY / "bundle" / "configs"
 
 

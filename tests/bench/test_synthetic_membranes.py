@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
+from bench import synthetic_membranes
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 MODEL = REPOSITORY / "bundle" / "models" / "model.pt"
-
-_spec = importlib.util.spec_from_file_location("synthetic_membranes", REPOSITORY / "bench" / "synthetic_membranes.py")
-synthetic_membranes = importlib.util.module_from_spec(_spec)
-sys.modules["synthetic_membranes"] = synthetic_membranes
-_spec.loader.exec_module(synthetic_membranes)
 
 
 @pytest.mark.slow

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
+from bench import training_step
+
 REPOSITORY = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPOSITORY / "bench"))
-_spec = importlib.util.spec_from_file_location("training_step", REPOSITORY / "bench" / "training_step.py")
-training_step = importlib.util.module_from_spec(_spec)
-sys.modules["training_step"] = training_step
-_spec.loader.exec_module(training_step)
 DSB = REPOSITORY.parent / "shared" / "data" / "dsb2018_fluo"
 
 

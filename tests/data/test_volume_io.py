@@ -282,7 +282,7 @@ def test_unwritable_locations_are_refused_with_their_cause(tmp_path, monkeypatch
         f"cannot write {tmp_path}/notes.txt/a/v.zarr: {tmp_path}/notes.txt is a file, not a folder."
     )
     write_volume(f"{tmp_path / 'v.h5'}:raw", VOLUME)
-    access, statvfs = os.access, os.statvfs
+    access = os.access
     read_only = {tmp_path: os.ST_RDONLY, tmp_path / "v.h5": 0}
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) not in read_only and access(path, mode))
     monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(f_flag=read_only[Path(path)]))
