@@ -353,8 +353,7 @@ def test_resumed_segment_of_a_changed_input_segments_its_finished_blocks_again(t
     assert _segment(tmp_path, bundle, path, output) == 0
     assert (
         f"spoco-monai segment: resuming the interrupted run in {output}.spoco-work: 0 of 8 blocks reused, 1 finished "
-        "block(s) discarded and segmented again (the image values they read have changed since, or those of a block "
-        "they were stitched to).\n"
+        "block(s) discarded and segmented again (the image values they read have changed since).\n"
     ) in capsys.readouterr().err
     assert _segment(tmp_path, bundle, path, tmp_path / "fresh.zarr") == 0
     with open_volume(output) as resumed, open_volume(tmp_path / "fresh.zarr") as fresh:

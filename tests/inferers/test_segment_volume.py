@@ -29,7 +29,7 @@ def arand(reference: np.ndarray, labels: np.ndarray) -> float:
     return adapted_rand_error(reference, labels)[0]
 
 
-RUN_OPTIONS = ("output", "overwrite", "progress", "timings", "distributed", "in_channels")
+RUN_OPTIONS = ("output", "overwrite", "progress", "timings", "workers", "scheduler", "torch_threads", "in_channels")
 
 
 def segment(image, network, **kwargs):
@@ -148,10 +148,10 @@ def test_timings_are_reported(image_3d):
     assert sum(timings.values()) <= elapsed
 
 
-def test_progress_covers_clustering_and_writing(tmp_path, image_3d, capsys):
+def test_progress_covers_every_stage(tmp_path, image_3d, capsys):
     segment(image_3d, LabelLookupNetwork(NUM_OBJECTS), output=tmp_path / "labels.zarr", progress=True)
     shown = capsys.readouterr().err
-    assert "clustering block 8/8" in shown and "write: 100%" in shown
+    assert all(f"{stage}: 100%" in shown for stage in ("segment", "match", "write"))
 
 
 @pytest.mark.slow
