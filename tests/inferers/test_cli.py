@@ -5,9 +5,11 @@ import errno
 import fcntl
 import json
 import os
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 
+import dask
 import h5py
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ from skimage.metrics import adapted_rand_error
 from spoco_monai.cli import build_parser, bundle_settings, command_line_settings, load_bundle_network, main
 from spoco_monai.data import hdf5_writing
 from spoco_monai.data.volume_io import open_volume, write_volume
-from spoco_monai.inferers import DirectoryBlockStore, block_store
+from spoco_monai.inferers import DirectoryBlockStore, block_store, dask_cluster
 
 # a 1x1x1 convolution that scales the (z-scored) label id into a 4-dim embedding: with ids 1..10 (std < 3)
 # objects lie more than 50 / 3 > 2 delta_d apart
@@ -484,3 +486,35 @@ def test_five_dimensional_input_is_told_that_no_model_segments_it(tmp_path, bund
         "warning: the input has shape (1, 2, 8, 48, 48), the model segments 3D images ((C, Z, Y, X)): no model "
         "segments 5-axis images; remove the axes of length 1 or choose one channel or time point first."
     ) in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_segment_on_dask_workers_equals_one_process(tmp_path, bundle, volume):
+    path, _ = volume
+    assert _segment(tmp_path, bundle, path, tmp_path / "one.zarr") == 0
+    assert _segment(tmp_path, bundle, path, tmp_path / "workers.zarr", "--workers", "2") == 0
+    with open_volume(tmp_path / "one.zarr") as one, open_volume(tmp_path / "workers.zarr") as workers:
+        np.testing.assert_array_equal(workers[:], one[:])
+
+
+def test_segment_with_an_unreachable_scheduler_is_one_line(tmp_path, bundle, volume, capsys):
+    path, _ = volume
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert _segment(tmp_path, bundle, path, tmp_path / "labels.zarr", "--scheduler", address) == 1
+    assert error_line(capsys.readouterr().err).startswith(
+        f"spoco-monai segment: error: cannot reach the dask scheduler at {address} ("
+    )
+    assert not (tmp_path / "labels.zarr").exists()
+
+
+def test_segment_on_workers_without_dask_says_what_to_install(tmp_path, bundle, volume, capsys, monkeypatch):
+    path, _ = volume
+    monkeypatch.setattr(dask_cluster, "has_distributed", False)
+    assert _segment(tmp_path, bundle, path, tmp_path / "labels.zarr", "--workers", "2") == 1
+    assert error_line(capsys.readouterr().err) == (
+        "spoco-monai segment: error: workers and schedulers need dask.distributed, which is not installed: "
+        "pip install spoco-monai[distributed]"
+    )
