@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     cluster = segment.add_mutually_exclusive_group()
     cluster.add_argument(
-        "--workers", type=int, help="run the blocks on a dask LocalCluster of N worker processes (default: this process)"
+        "--workers", type=int, help="run the blocks on a dask LocalCluster of N worker processes (default: none)"
     )
     cluster.add_argument(
         "--scheduler",
@@ -227,7 +227,9 @@ def _train(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             log=lambda line: print(f"spoco-monai train: {line}", file=sys.stderr),
         )
-    except (ValueError, TypeError, WorkDirectoryLockedError, DaskNotInstalledError, SchedulerUnreachableError) as error:
+    except (
+        ValueError, TypeError, WorkDirectoryLockedError, DaskNotInstalledError, SchedulerUnreachableError
+    ) as error:
         print(f"spoco-monai train: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:
@@ -333,7 +335,9 @@ def _segment(args: argparse.Namespace, device: str) -> int:
             workers=args.workers, scheduler=args.scheduler, torch_threads=args.torch_threads,
             report=lambda line: print(f"spoco-monai segment: {line}", file=sys.stderr),
         )
-    except (ValueError, TypeError, WorkDirectoryLockedError, DaskNotInstalledError, SchedulerUnreachableError) as error:
+    except (
+        ValueError, TypeError, WorkDirectoryLockedError, DaskNotInstalledError, SchedulerUnreachableError
+    ) as error:
         print(f"spoco-monai segment: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:

@@ -89,8 +89,8 @@ class DirectoryBlockStore(BlockStore):
     Each file is written under a temporary name and renamed, and the record is written last, so a block
     counts as finished only when both are complete: a run (or a worker) killed at any point loses at most the
     blocks it was working on. Processes on several machines may save blocks into one directory on a shared file
-    system; the store pickles as its path (what a dask task needs to find it). ``run.json`` holds the settings of the run (``fingerprint``); a directory left by a run
-    with other settings is never reused by mistake.
+    system; the store pickles as its path (what a dask task needs to find it). ``run.json`` holds the settings of
+    the run (``fingerprint``); a directory left by a run with other settings is never reused by mistake.
 
     Args:
         directory: the work directory (created if missing).

@@ -50,7 +50,9 @@ def dask_client(workers: int | None = None, scheduler: Any = None) -> Iterator[A
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be a positive integer, got {workers!r}.")
     if not has_distributed:
-        raise DaskNotInstalledError(f"workers and schedulers need dask.distributed, which is not installed: {INSTALL_HINT}")
+        raise DaskNotInstalledError(
+            f"workers and schedulers need dask.distributed, which is not installed: {INSTALL_HINT}"
+        )
     if isinstance(scheduler, distributed.Client):
         yield scheduler
         return

@@ -3,11 +3,13 @@
 The output is chunked like the block cores, but the cores (balanced groups of windows) do not all start on a chunk
 boundary; two tasks writing parts of one chunk at the same time would lose one part. So every block writes the
 chunks that *start* in its core (:func:`write_regions`): these regions tile the volume in whole chunks, each is
-written by exactly one task, and a region takes its labels from the at most few cores it overlaps.
+written by exactly one task, and a region takes its labels from the at most few cores it overlaps. The lower
+resolution levels of an OME-Zarr output follow level by level, a task per chunk (:func:`downsample_region`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,3 +58,25 @@ def write_region(
         shared = tuple(slice(max(r.start, c.start), min(r.stop, c.stop)) for r, c in zip(region, block.core))
         values[relative(shared, region)] = lookup[store.labels(block.index)[relative(shared, block.extent)]]
     target[region] = values
+
+
+def chunk_regions(shape: Sequence[int], chunks: Sequence[int]) -> list[tuple[slice, ...]]:
+    """The regions of the chunks of an array of ``shape`` (each written by one task)."""
+    return [
+        tuple(slice(start, min(start + chunk, size)) for start, chunk, size in zip(starts, chunks, shape))
+        for starts in itertools.product(*(range(0, size, chunk) for size, chunk in zip(shape, chunks)))
+    ]
+
+
+def downsample_region(region: tuple[slice, ...], source: Any, target: Any) -> None:
+    """Write ``region`` of the next resolution level ``target`` from every second voxel of ``source``.
+
+    Labels are subsampled, not averaged: an average of two ids is a third object's id.
+
+    Args:
+        region: slices of ``target``, e.g. one of its chunks.
+        source: the level above (twice the resolution along every axis; ``target``'s shape rounded up).
+        target: the level written.
+    """
+    read = tuple(slice(2 * part.start, min(2 * part.stop, size)) for part, size in zip(region, source.shape))
+    target[region] = np.asarray(source[read])[(slice(None, None, 2),) * len(region)]

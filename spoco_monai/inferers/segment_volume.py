@@ -32,7 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.volume_io import LazyVolume, check_can_create, create_volume, open_volume, parse_volume_path
+from ..data.volume_io import (
+    LazyVolume,
+    check_can_create,
+    create_volume,
+    ome_zarr_lower_levels,
+    open_volume,
+    parse_volume_path,
+)
 from .block_grid import BlockGrid, whole_image_window
 from .block_prediction import BlockPredictor, check_network, intensity_threshold, resolve_device
 from .block_reading import BlockReader
@@ -40,7 +47,7 @@ from .block_store import BlockStore, DirectoryBlockStore, MemoryBlockStore
 from .block_tasks import VolumeReader, block_input_digest, core_sums, segment_block
 from .dask_cluster import dask_client
 from .input_digest import discard_changed_blocks
-from .labels_writer import write_region, write_regions
+from .labels_writer import chunk_regions, downsample_region, write_region, write_regions
 from .settings import SegmentationSettings
 from .stitching import global_ids, match_block
 from .task_runner import DaskRunner, InProcessRunner, TaskRunner
@@ -73,7 +80,8 @@ def segment_volume(
             used as given (call ``eval()`` first), run under ``torch.no_grad``.
         settings: window, blocks, blending, clustering, foreground, normalisation and device.
         output: where to write the labels (zarr or ``file.h5:dataset`` chunked, NIfTI or TIFF from memory;
-            ``labels.ome.zarr`` as an OME-Zarr label image for napari), with the input file's voxel size;
+            ``labels.ome.zarr`` as an OME-Zarr label image with a multiscale pyramid for napari, the output to
+            choose for large volumes), with the input file's voxel size;
             ``None`` to return them. With an output, finished blocks are kept in ``<output>.spoco-work``
             and a rerun with the same settings resumes there.
         overwrite: replace an existing output (once the new one is complete), and discard a work
@@ -113,7 +121,9 @@ def segment_volume(
     """
     if not isinstance(settings, SegmentationSettings):
         raise TypeError(f"settings must be a SegmentationSettings, got {type(settings).__name__}.")
-    if torch_threads is not None and (isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1):
+    if torch_threads is not None and (
+        isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1
+    ):
         raise ValueError(f"torch_threads must be a positive integer or None, got {torch_threads!r}.")
     if (workers is not None or scheduler is not None) and output is None:
         raise ValueError(
@@ -217,6 +227,11 @@ def segment_volume(
                     # only zarr arrays may be written by several processes at once (one chunk-aligned region each)
                     writer = runner if output_location.format == "zarr" else InProcessRunner(progress)
                     _write(writer, grid, chunks, lookups, store, target)
+                    source = target
+                    for level, lower in enumerate(ome_zarr_lower_levels(target), start=1):
+                        regions = [(region,) for region in chunk_regions(lower.shape, lower.chunks)]
+                        writer.map(downsample_region, regions, f"level {level}", source=source, target=lower)
+                        source = lower
                 store.remove()
                 result = str(output)
             stage_times["writing"] += time.perf_counter() - middle

@@ -43,7 +43,8 @@ def _stored(image: np.ndarray, indices=(0, 1, 2)) -> MemoryBlockStore:
 
 
 def _digests(image: np.ndarray, store: MemoryBlockStore) -> list[tuple[int, str]]:
-    return [(block.index, input_digest(image[block.extent][None])) for block in GRID.blocks if block.index in store.finished()]
+    finished = store.finished()
+    return [(block.index, input_digest(image[block.extent][None])) for block in GRID.blocks if block.index in finished]
 
 
 @pytest.mark.parametrize(
