@@ -92,7 +92,8 @@ def segment_volume(
             matching) and ``"writing"`` (global ids and output); on workers the first three are summed over the
             tasks.
         workers: run the blocks on a dask LocalCluster of this many worker processes (needs ``output`` and
-            dask.distributed: ``pip install spoco-monai[distributed]``).
+            dask.distributed: ``pip install spoco-monai[distributed]``). The workers start as new Python processes:
+            a script calls this under ``if __name__ == "__main__":``.
         scheduler: run the blocks on a running dask cluster: its scheduler's address or a connected
             ``distributed.Client``; the input, the output and its work directory must lie on a file system all
             workers share (needs ``output``).
@@ -213,25 +214,23 @@ def segment_volume(
             middle = time.perf_counter()
             stage_times["clustering"] += middle - start
             lookups = global_ids([store.record(block.index) for block in grid.blocks], matches)
+            # the output is chunked like the block cores
+            chunks = tuple(min(s, c.stop - c.start) for s, c in zip(grid.spatial_shape, grid.blocks[0].core))
             if output is None:
                 result: np.ndarray | str = np.zeros(grid.spatial_shape, dtype=lookups[0].dtype)
-                _write(runner, grid, grid.spatial_shape, lookups, store, result)
+                _write(runner, grid, chunks, lookups, store, result)
             else:
                 # the input's geometry, where the input file has one
                 affine, element_size = (volume.affine, volume.element_size) if is_path else (None, None)
-                chunks = tuple(min(s, c.stop - c.start) for s, c in zip(grid.spatial_shape, grid.blocks[0].core))
                 with create_volume(
                     output_location, grid.spatial_shape, lookups[0].dtype, chunks=chunks, affine=affine,
                     overwrite=overwrite, element_size=element_size,
                 ) as target:
                     # only zarr arrays may be written by several processes at once (one chunk-aligned region each)
-                    writer = runner if output_location.format == "zarr" else InProcessRunner(progress)
-                    _write(writer, grid, chunks, lookups, store, target)
-                    source = target
-                    for level, lower in enumerate(ome_zarr_lower_levels(target), start=1):
-                        regions = [(region,) for region in chunk_regions(lower.shape, lower.chunks)]
-                        writer.map(downsample_region, regions, f"level {level}", source=source, target=lower)
-                        source = lower
+                    _write(
+                        runner if output_location.format == "zarr" else InProcessRunner(progress), grid, chunks,
+                        lookups, store, target,
+                    )
                 store.remove()
                 result = str(output)
             stage_times["writing"] += time.perf_counter() - middle
@@ -296,10 +295,16 @@ def _write(
     store: BlockStore,
     target: Any,
 ) -> None:
+    """Relabel and write every block's region to ``target``, then the lower levels of an OME-Zarr pyramid."""
     regions = [
         (region, blocks, [lookups[block.index] for block in blocks]) for region, blocks in write_regions(grid, chunks)
     ]
     runner.map(write_region, regions, "write", store=store, target=target)
+    source = target
+    for level, lower in enumerate(ome_zarr_lower_levels(target), start=1):
+        regions = [(region,) for region in chunk_regions(lower.shape, lower.chunks)]
+        runner.map(downsample_region, regions, f"level {level}", source=source, target=lower)
+        source = lower
 
 
 def _check_image(volume: Any, dims: int) -> bool:
