@@ -156,7 +156,7 @@ def main() -> None:
                 tasks = result.get("tasks")
                 cells = [
                     f"{size}^3",
-                    f"{workers} worker(s)" if workers else "one process",
+                    {0: "one process", 1: "1 worker"}.get(workers, f"{workers} workers"),
                     f"{result['total']:.1f}",
                     f"{size**3 / result['total']:.2e}",
                     f"{results[1]['total'] / result['total']:.2f}x",
