@@ -3,7 +3,8 @@
 A run is a few stages, each a function applied to every block (segment, match, write). The stage functions are
 the same for both runners; only their arguments' travel differs: :class:`InProcessRunner` calls them in order
 here, :class:`DaskRunner` sends the arguments shared by a stage once to every worker (a broadcast ``scatter``) and
-submits one small task per block, whose result (a few numbers or a small array) comes back to the client.
+submits one small task per block, at most ``max_in_flight`` at a time, whose result (a few numbers or a small
+array) comes back to the client.
 """
 
 from __future__ import annotations
@@ -69,12 +70,17 @@ class DaskRunner(TaskRunner):
         torch_threads: torch threads of every task (``torch.set_num_threads`` on the worker); ``None`` keeps the
             workers' setting.
         progress: show a progress bar per stage (over finished tasks).
+        max_in_flight: most tasks submitted and not yet finished: enough to keep a large cluster busy, few enough
+            that the client's bookkeeping does not grow with the number of blocks.
     """
 
-    def __init__(self, client: Any, torch_threads: int | None = None, progress: bool = False) -> None:
+    def __init__(
+        self, client: Any, torch_threads: int | None = None, progress: bool = False, max_in_flight: int = 1000
+    ) -> None:
         self.client = client
         self.torch_threads = torch_threads
         self.progress = progress
+        self.max_in_flight = max_in_flight
 
     @property
     def in_process(self) -> bool:
@@ -89,20 +95,32 @@ class DaskRunner(TaskRunner):
             return []
         # one copy of the shared arguments (the network, the input's reader) per worker, not one per task
         scattered = {name: self.client.scatter(value, broadcast=True, hash=False) for name, value in shared.items()}
-        futures = [
-            self.client.submit(_run_task, function, args, self.torch_threads, pure=False, **scattered)
-            for args in arguments
-        ]
-        position = {future.key: number for number, future in enumerate(futures)}
-        results: list[Any] = [None] * len(futures)
+        position: dict[str, int] = {}
+        running = as_completed()
+
+        def submit(number: int) -> None:
+            future = self.client.submit(
+                _run_task, function, arguments[number], self.torch_threads, pure=False, **scattered
+            )
+            position[future.key] = number
+            running.add(future)
+
+        results: list[Any] = [None] * len(arguments)
+        submitted = min(len(arguments), self.max_in_flight)
         try:
-            with tqdm(total=len(futures), desc=description, unit="block", disable=not self.progress) as bar:
-                for future in as_completed(futures):
-                    results[position[future.key]] = future.result()
+            for number in range(submitted):
+                submit(number)
+            with tqdm(total=len(arguments), desc=description, unit="block", disable=not self.progress) as bar:
+                for future in running:
+                    results[position.pop(future.key)] = future.result()
                     future.release()
                     bar.update()
+                    if submitted < len(arguments):
+                        submit(submitted)
+                        submitted += 1
         finally:
-            self.client.cancel(futures + list(scattered.values()))
+            # after a failure, the tasks not yet run are dropped (a running one finishes its block)
+            self.client.cancel([*running.futures, *scattered.values()])
         return results
 
 

@@ -14,14 +14,20 @@ import numpy as np
 import pytest
 import torch
 from distributed import Client, KilledWorker, LocalCluster
-from inference_fakes import NUM_OBJECTS, OFFSETS_3D, VOLUME_SHAPE, LabelLookupNetwork
+from inference_fakes import NUM_OBJECTS, OFFSETS_3D, LabelLookupNetwork
 from skimage.metrics import adapted_rand_error
 
 from spoco_monai.data.volume_io import open_volume, write_volume
-from spoco_monai.inferers import SegmentationSettings, WorkDirectoryLockedError, segment_volume
-from spoco_monai.inferers import dask_cluster
-from spoco_monai.inferers.dask_cluster import DaskNotInstalledError, SchedulerUnreachableError
+from spoco_monai.inferers import (
+    DaskNotInstalledError,
+    SchedulerUnreachableError,
+    SegmentationSettings,
+    WorkDirectoryLockedError,
+    dask_cluster,
+    segment_volume,
+)
 from spoco_monai.inferers.segment_volume import WORK_DIRECTORY_SUFFIX
+from spoco_monai.inferers.task_runner import DaskRunner
 
 # 2 x 2 x 2 = 8 blocks, so that every worker has blocks whose earlier neighbours another worker segmented
 SETTINGS = SegmentationSettings((16, 32, 32), overlap=0.5, block_shape=(16, 32, 32), offsets=OFFSETS_3D)
@@ -190,3 +196,10 @@ def test_invalid_cluster_options_raise(tmp_path, image_3d, options, message):
         options["output"] = tmp_path / options["output"]
     with pytest.raises(ValueError, match=message):
         segment_volume(image_3d, LabelLookupNetwork(NUM_OBJECTS), SETTINGS, **options)
+
+
+@pytest.mark.slow
+def test_a_bounded_number_of_tasks_in_flight_gives_every_result_in_order(client):
+    runner = DaskRunner(client, max_in_flight=3)
+    assert runner.map(pow, [(number, 2) for number in range(20)], "square") == [n**2 for n in range(20)]
+    assert runner.map(pow, [], "nothing") == []
