@@ -42,7 +42,8 @@ class VolumeReader:
     """
 
     def __init__(self, image: str | os.PathLike | Any, has_channels: bool) -> None:
-        self.image = os.fspath(image) if isinstance(image, (str, os.PathLike)) else image
+        # absolute, so that a worker started in another folder finds the file
+        self.image = os.path.abspath(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else image
         self.has_channels = has_channels
         self._volume: Any = None
 

@@ -132,7 +132,8 @@ def segment_volume(
         )
     is_path = isinstance(image, (str, os.PathLike))
     if output is not None:
-        output_location = check_can_create(output, overwrite)
+        # absolute, so that workers started elsewhere find the output and its work directory
+        output_location = check_can_create(os.path.abspath(os.fspath(output)), overwrite)
         if is_path and parse_volume_path(image).file.resolve() == output_location.file.resolve():
             raise ValueError(f"the output {output} would replace the input image {image}.")
         work = output_location.file.with_name(output_location.file.name + WORK_DIRECTORY_SUFFIX)
