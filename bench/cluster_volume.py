@@ -46,9 +46,9 @@ def counting_bytes() -> dict[str, int]:
     counts = {"tasks": 0, "task_bytes": 0, "shared_bytes": 0}
     plain_map = DaskRunner.map
 
-    def map_counting(runner, function, arguments, description, **shared):
-        results = plain_map(runner, function, arguments, description, **shared)
-        counts["tasks"] += len(arguments)
+    def map_counting(runner, function, arguments, description, calls_per_task=1, **shared):
+        results = plain_map(runner, function, arguments, description, calls_per_task, **shared)
+        counts["tasks"] += -(-len(arguments) // calls_per_task)
         counts["task_bytes"] += sum(len(pickle.dumps(a)) for a in arguments) + len(pickle.dumps(results))
         counts["shared_bytes"] += len(pickle.dumps(shared)) * len(runner.client.scheduler_info()["workers"])
         return results

@@ -54,6 +54,10 @@ from .task_runner import DaskRunner, InProcessRunner, TaskRunner
 from .work_lock import WorkDirectoryLock
 
 WORK_DIRECTORY_SUFFIX = ".spoco-work"
+# blocks per task in the stages whose work per block is short next to segmenting it (statistics and input checks
+# read, matching reads faces, writing relabels one region), so that the scheduler's few milliseconds per task do
+# not set their pace on a large cluster
+QUICK_BLOCKS_PER_TASK = 16
 
 
 def segment_volume(
@@ -211,7 +215,9 @@ def segment_volume(
                 (block, [other for other in grid.overlapping_cores(block) if other.index < block.index])
                 for block in grid.blocks
             ]
-            matches = runner.map(match_block, earlier, "match", store=store, iou_threshold=settings.iou_threshold)
+            matches = runner.map(
+                match_block, earlier, "match", QUICK_BLOCKS_PER_TASK, store=store, iou_threshold=settings.iou_threshold
+            )
             middle = time.perf_counter()
             stage_times["clustering"] += middle - start
             lookups = global_ids([store.record(block.index) for block in grid.blocks], matches)
@@ -256,7 +262,9 @@ def _statistics(
         UnreadableVolumeError: a file cannot be read to the end (truncated or corrupt).
         ValueError: the image holds NaN or infinite values.
     """
-    sums = runner.map(core_sums, [(block,) for block in grid.blocks], "statistics", read=reader)
+    sums = runner.map(
+        core_sums, [(block,) for block in grid.blocks], "statistics", QUICK_BLOCKS_PER_TASK, read=reader
+    )
     if not all(finite for _, _, finite in sums):
         raise ValueError(f"{name} holds NaN or infinite values; expected finite intensities (fix or mask them first).")
     # the cores tile the volume; the sums are added in block order, so every runner gives the same statistics
@@ -275,7 +283,9 @@ def _check_finished_blocks(
     """Discard the finished blocks of an interrupted run whose input has changed, and say what is reused."""
     finished = store.finished()
     stored = [block for block in grid.blocks if block.index in finished]
-    digests = runner.map(block_input_digest, [(block,) for block in stored], "check", read=extents(stored))
+    digests = runner.map(
+        block_input_digest, [(block,) for block in stored], "check", QUICK_BLOCKS_PER_TASK, read=extents(stored)
+    )
     discarded = discard_changed_blocks(store, digests)
     if report is None:
         return
@@ -300,11 +310,11 @@ def _write(
     regions = [
         (region, blocks, [lookups[block.index] for block in blocks]) for region, blocks in write_regions(grid, chunks)
     ]
-    runner.map(write_region, regions, "write", store=store, target=target)
+    runner.map(write_region, regions, "write", QUICK_BLOCKS_PER_TASK, store=store, target=target)
     source = target
     for level, lower in enumerate(ome_zarr_lower_levels(target), start=1):
         regions = [(region,) for region in chunk_regions(lower.shape, lower.chunks)]
-        runner.map(downsample_region, regions, f"level {level}", source=source, target=lower)
+        runner.map(downsample_region, regions, f"level {level}", QUICK_BLOCKS_PER_TASK, source=source, target=lower)
         source = lower
 
 

@@ -22,9 +22,17 @@ class TaskRunner(ABC):
 
     @abstractmethod
     def map(
-        self, function: Callable[..., Any], arguments: Sequence[tuple], description: str, **shared: Any
+        self,
+        function: Callable[..., Any],
+        arguments: Sequence[tuple],
+        description: str,
+        calls_per_task: int = 1,
+        **shared: Any,
     ) -> list[Any]:
         """``[function(*args, **shared) for args in arguments]``, with a progress bar named ``description``.
+
+        ``calls_per_task`` calls go in one task where tasks are sent elsewhere: more than one for calls that take
+        milliseconds, whose cost would otherwise be the scheduler's.
 
         Raises:
             the first exception a call raises (the calls not yet finished are cancelled).
@@ -51,7 +59,12 @@ class InProcessRunner(TaskRunner):
         return True
 
     def map(
-        self, function: Callable[..., Any], arguments: Sequence[tuple], description: str, **shared: Any
+        self,
+        function: Callable[..., Any],
+        arguments: Sequence[tuple],
+        description: str,
+        calls_per_task: int = 1,
+        **shared: Any,
     ) -> list[Any]:
         return [
             function(*args, **shared)
@@ -87,12 +100,18 @@ class DaskRunner(TaskRunner):
         return False
 
     def map(
-        self, function: Callable[..., Any], arguments: Sequence[tuple], description: str, **shared: Any
+        self,
+        function: Callable[..., Any],
+        arguments: Sequence[tuple],
+        description: str,
+        calls_per_task: int = 1,
+        **shared: Any,
     ) -> list[Any]:
         from distributed import as_completed
 
         if not arguments:
             return []
+        groups = [arguments[start : start + calls_per_task] for start in range(0, len(arguments), calls_per_task)]
         # one copy of the shared arguments (the network, the input's reader) per worker, not one per task
         scattered = {name: self.client.scatter(value, broadcast=True, hash=False) for name, value in shared.items()}
         position: dict[str, int] = {}
@@ -100,31 +119,34 @@ class DaskRunner(TaskRunner):
 
         def submit(number: int) -> None:
             future = self.client.submit(
-                _run_task, function, arguments[number], self.torch_threads, pure=False, **scattered
+                _run_task, function, groups[number], self.torch_threads, pure=False, **scattered
             )
             position[future.key] = number
             running.add(future)
 
-        results: list[Any] = [None] * len(arguments)
-        submitted = min(len(arguments), self.max_in_flight)
+        results: list[list[Any]] = [[] for _ in groups]
+        submitted = min(len(groups), self.max_in_flight)
         try:
             for number in range(submitted):
                 submit(number)
             with tqdm(total=len(arguments), desc=description, unit="block", disable=not self.progress) as bar:
                 for future in running:
-                    results[position.pop(future.key)] = future.result()
+                    number = position.pop(future.key)
+                    results[number] = future.result()
                     future.release()
-                    bar.update()
-                    if submitted < len(arguments):
+                    bar.update(len(groups[number]))
+                    if submitted < len(groups):
                         submit(submitted)
                         submitted += 1
         finally:
             # after a failure, the tasks not yet run are dropped (a running one finishes its block)
             self.client.cancel([*running.futures, *scattered.values()])
-        return results
+        return [result for group in results for result in group]
 
 
-def _run_task(function: Callable[..., Any], args: tuple, torch_threads: int | None, **shared: Any) -> Any:
+def _run_task(
+    function: Callable[..., Any], arguments: Sequence[tuple], torch_threads: int | None, **shared: Any
+) -> list[Any]:
     if torch_threads is not None and torch.get_num_threads() != torch_threads:
         torch.set_num_threads(torch_threads)
-    return function(*args, **shared)
+    return [function(*args, **shared) for args in arguments]

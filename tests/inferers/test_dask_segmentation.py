@@ -199,7 +199,9 @@ def test_invalid_cluster_options_raise(tmp_path, image_3d, options, message):
 
 
 @pytest.mark.slow
-def test_a_bounded_number_of_tasks_in_flight_gives_every_result_in_order(client):
+def test_tasks_in_flight_and_calls_per_task_keep_every_result_in_order(client):
     runner = DaskRunner(client, max_in_flight=3)
-    assert runner.map(pow, [(number, 2) for number in range(20)], "square") == [n**2 for n in range(20)]
+    squares = [n**2 for n in range(20)]
+    assert runner.map(pow, [(number, 2) for number in range(20)], "square") == squares
+    assert runner.map(pow, [(number, 2) for number in range(20)], "square", calls_per_task=6) == squares
     assert runner.map(pow, [], "nothing") == []
