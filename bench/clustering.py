@@ -46,11 +46,15 @@ def _methods(spatial_dims: int, min_size: int, teacher: np.ndarray) -> dict[str,
         "HDBSCAN, all pixels": lambda e: hdbscan_clustering(
             e, min_size, epsilon=DELTA_V, min_samples=10, max_samples=None
         ),
-        "MWS pixel-level": lambda e: mutex_watershed(e, delta_dist=DELTA_D),
-        f"MWS pixel-level, strides {strides}": lambda e: mutex_watershed(e, delta_dist=DELTA_D, strides=strides),
-        "MWS region graph": lambda e: mutex_watershed(e, delta_dist=DELTA_D, presegment_threshold=PRESEGMENT_THRESHOLD),
+        "MWS pixel-level": lambda e: mutex_watershed(e, affinity_delta_dist=DELTA_D),
+        f"MWS pixel-level, strides {strides}": lambda e: mutex_watershed(
+            e, affinity_delta_dist=DELTA_D, strides=strides
+        ),
+        "MWS region graph": lambda e: mutex_watershed(
+            e, affinity_delta_dist=DELTA_D, presegment_threshold=PRESEGMENT_THRESHOLD
+        ),
         "MWS region graph, min_size": lambda e: mutex_watershed(
-            e, delta_dist=DELTA_D, presegment_threshold=PRESEGMENT_THRESHOLD, min_size=min_size // 10
+            e, affinity_delta_dist=DELTA_D, presegment_threshold=PRESEGMENT_THRESHOLD, min_size=min_size // 10
         ),
         "mean-shift": lambda e: mean_shift_clustering(e, bandwidth=DELTA_V),
         "consistency": lambda e: consistency_clustering(e, teacher, bandwidth=DELTA_V),

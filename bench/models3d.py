@@ -1,10 +1,12 @@
 """The 3D sample models against classical watersheds, on data their training did not see.
 
-Run as ``python bench/models3d.py [--models lm3d_nuclei lm3d_membranes em3d_neurons] [--weights-dir DIR]`` from
-the repository root. For every overlay (``bundle/configs/<name>.json`` layered on ``train.json``) the script
+Run as ``python bench/models3d.py [--models lm3d_nuclei lm3d_membranes em3d_neurons] [--weights-dir DIR ...]``
+from the repository root. For every overlay (``bundle/configs/<name>.json`` layered on ``train.json``) the script
 builds the overlay's validation data and inferer exactly as the bundle does (``validate#dataset`` and
-``validate#inferer``: the report volume or half, the overlay's offsets, clustering options and foreground rule),
-loads ``<weights-dir>/<name>.pt`` (default ``bundle/models``) and segments the report data. Beside it, the
+``validate#inferer``: the report volume or part, the overlay's offsets, clustering options and foreground rule),
+loads ``<weights-dir>/<name>.pt`` (default ``bundle/models``; several folders compare several trainings) and
+segments the validation data ("selection": the training chose its checkpoint on it) and, where the data allow,
+a test part that neither the training nor the choice of checkpoint saw (:data:`TEST_DATA`). Beside it, the
 classical watershed of :mod:`spoco_monai.baselines` a user would try first segments the same data:
 
 * ``lm3d_nuclei``: :func:`~spoco_monai.baselines.nuclei_watershed` (Otsu mask, distance-transform seeds);
@@ -25,7 +27,7 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,20 +37,31 @@ from monai.data import Dataset
 from monai.transforms import Compose
 
 from spoco_monai.baselines import membrane_watershed, nuclei_watershed
-from spoco_monai.engines import load_network_weights
-from spoco_monai.metrics import (
-    adapted_rand_error_from_overlap,
-    average_precision_from_overlap,
-    label_overlap,
-    mean_average_precision_from_overlap,
-    symmetric_best_dice_from_overlap,
-    variation_of_information_from_overlap,
-)
+from spoco_monai.bundle import bundle_config, load_bundle_network
+from spoco_monai.metrics import instance_scores
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-CONFIGS = REPOSITORY / "bundle" / "configs"
+BUNDLE = REPOSITORY / "bundle"
 MODELS = ("lm3d_nuclei", "lm3d_membranes", "em3d_neurons")
 MIN_DISTANCES = (2, 3, 4, 6, 8, 10, 12, 16, 20, 24)
+DATA = REPOSITORY.parent / "shared" / "data"
+# per model, data that neither its training nor its choice of checkpoint uses (datalist items with a region)
+TEST_DATA = {
+    "em3d_neurons": [
+        {
+            "image": f"{DATA / 'em3d' / 'neuroproof_fib_A.h5'}:raw",
+            "label": f"{DATA / 'em3d' / 'neuroproof_fib_A.h5'}:label",
+            "region": [[63, None], [125, None], None],
+        }
+    ],
+    "lm3d_nuclei": [
+        {
+            "image": f"{DATA / 'lm3d' / 'gonuclear_1136.h5'}:raw",
+            "label": f"{DATA / 'lm3d' / 'gonuclear_1136.h5'}:label",
+            "region": [[50, None], None, None],
+        }
+    ],
+}
 BASELINES: dict[str, tuple[str, Callable[..., np.ndarray], float]] = {
     # model: (name in the table, function, sign applied to the intensities)
     "lm3d_nuclei": ("Otsu + distance watershed", nuclei_watershed, 1.0),
@@ -57,34 +70,18 @@ BASELINES: dict[str, tuple[str, Callable[..., np.ndarray], float]] = {
 }
 
 
-def parse_overlay(name: str) -> ConfigParser:
+def overlay_configs(name: str) -> list[str]:
     """``common.json``, ``train.json`` and the overlay ``name``, layered as ``python -m monai.bundle run`` reads them."""
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / f"{config}.json") for config in ("common", "train", name)])
-    parser["bundle_root"] = str(REPOSITORY / "bundle")
-    return parser
-
-
-def scores(prediction: np.ndarray, label: np.ndarray) -> dict[str, float]:
-    """ARand, VOI split/merge, SBD, AP@0.5, mAP and the segment counts of one labelled volume."""
-    overlap = label_overlap(torch.as_tensor(prediction, dtype=torch.int64), torch.as_tensor(label, dtype=torch.int64))
-    split, merge = variation_of_information_from_overlap(overlap)
-    return {
-        "arand": adapted_rand_error_from_overlap(overlap),
-        "voi_split": split,
-        "voi_merge": merge,
-        "sbd": symmetric_best_dice_from_overlap(overlap),
-        "ap50": average_precision_from_overlap(overlap, 0.5),
-        "map": mean_average_precision_from_overlap(overlap),
-        "segments": int(np.count_nonzero(np.unique(prediction))),
-        "objects": int(np.count_nonzero(np.unique(label))),
-    }
+    return [f"configs/{config}.json" for config in ("common", "train", name)]
 
 
 def _volumes(dataset) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, label) arrays (Z, Y, X) of every item of a bundle dataset, after its transforms."""
     items = [dataset[index] for index in range(len(dataset))]
-    return [(np.asarray(item["image"][0], dtype=np.float32), np.asarray(item["label"][0])) for item in items]
+    return [
+        (np.asarray(item["image"][0], dtype=np.float32), np.asarray(item["label"][0]).astype(np.int64))
+        for item in items
+    ]
 
 
 def baseline_min_distance(name: str, parser: ConfigParser) -> tuple[int, dict[int, float]]:
@@ -96,7 +93,7 @@ def baseline_min_distance(name: str, parser: ConfigParser) -> tuple[int, dict[in
     errors = {}
     for min_distance in MIN_DISTANCES:
         per_volume = [
-            scores(segment(sign * image, min_distance=min_distance, element_size=element_size), label)["arand"]
+            instance_scores(segment(sign * image, min_distance=min_distance, element_size=element_size), label)["arand"]
             for image, label in training
         ]
         errors[min_distance] = float(np.mean(per_volume))
@@ -104,35 +101,48 @@ def baseline_min_distance(name: str, parser: ConfigParser) -> tuple[int, dict[in
 
 
 def run_model(
-    name: str, weights: Path, device: torch.device, test_time_flips: bool = False
-) -> dict[str, dict[str, float]]:
-    """Scores of the model (also with test-time flips when asked) and of its baseline on the overlay's report data
-    (averaged over its volumes)."""
-    parser = parse_overlay(name)
-    network = load_network_weights(parser.get_parsed_content("network_def"), str(weights)).to(device).eval()
-    report = _volumes(parser.get_parsed_content("validate#dataset"))
+    name: str,
+    weights: Path,
+    device: torch.device,
+    test_time_flips: bool = False,
+    affinity_delta_dists: Sequence[float] = (),
+) -> dict[tuple[str, str], dict[str, float]]:
+    """Scores of the model (also with test-time flips, and with other affinity kernels, when asked) and of its
+    baseline, per data part ("selection": the overlay's validation data; "test": :data:`TEST_DATA`), averaged over
+    each part's volumes."""
+    network, parser = load_bundle_network(BUNDLE, weights, overlay_configs(name), device)
+    network.eval()
+    parts = {"selection": _volumes(parser.get_parsed_content("validate#dataset"))}
+    if name in TEST_DATA:
+        parts["test"] = _volumes(Dataset(TEST_DATA[name], Compose(parser.get_parsed_content("validate#load"))))
     min_distance, _ = baseline_min_distance(name, parser)
     method, segment, sign = BASELINES[name]
     element_size = parser.get_parsed_content("element_size")
     rows = {}
-    for flips in (False, True) if test_time_flips else (False,):
-        parser["test_time_flips"] = flips
-        inferer = parser.get_parsed_content("validate#inferer", lazy=False)
+    for part, report in parts.items():
+        variants = [(flips, None) for flips in ((False, True) if test_time_flips else (False,))]
+        variants += [(False, delta) for delta in affinity_delta_dists]
+        for flips, delta in variants:
+            parser["test_time_flips"] = flips
+            if delta is not None:
+                parser["affinity_delta_dist"] = float(delta)
+            inferer = parser.get_parsed_content("validate#inferer", lazy=False)
+            start = time.perf_counter()
+            with torch.no_grad():
+                predictions = [
+                    np.asarray(inferer(torch.as_tensor(image)[None, None].to(device), network)[0, 0].cpu())
+                    for image, _ in report
+                ]
+            variant = ", test-time flips" if flips else "" if delta is None else f", affinity_delta_dist {delta:g}"
+            row = (part, f"SPOCO ({os.path.relpath(weights, REPOSITORY)}){variant}")
+            rows[row] = _mean([instance_scores(p, label) for p, (_, label) in zip(predictions, report)])
+            rows[row]["seconds"] = time.perf_counter() - start
+        parser["affinity_delta_dist"] = bundle_config(BUNDLE, overlay_configs(name))["affinity_delta_dist"]
         start = time.perf_counter()
-        with torch.no_grad():
-            predictions = [
-                np.asarray(inferer(torch.as_tensor(image)[None, None].to(device), network)[0, 0].cpu())
-                for image, _ in report
-            ]
-        row = "SPOCO, test-time flips" if flips else "SPOCO"
-        rows[row] = _mean([scores(p, label) for p, (_, label) in zip(predictions, report)])
+        classical = [segment(sign * image, min_distance=min_distance, element_size=element_size) for image, _ in report]
+        row = (part, f"{method}, min_distance {min_distance}")
+        rows[row] = _mean([instance_scores(p, label) for p, (_, label) in zip(classical, report)])
         rows[row]["seconds"] = time.perf_counter() - start
-    start = time.perf_counter()
-    classical = [segment(sign * image, min_distance=min_distance, element_size=element_size) for image, _ in report]
-    rows[f"{method}, min_distance {min_distance}"] = _mean(
-        [scores(p, label) for p, (_, label) in zip(classical, report)]
-    )
-    rows[f"{method}, min_distance {min_distance}"]["seconds"] = time.perf_counter() - start
     return rows
 
 
@@ -140,17 +150,17 @@ def _mean(per_volume: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([entry[key] for entry in per_volume])) for key in per_volume[0]}
 
 
-def markdown_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+def markdown_table(results: dict[str, dict[tuple[str, str], dict[str, float]]]) -> str:
     lines = [
-        "| model | method | ARand | VOI split | VOI merge | SBD | AP@0.5 | mAP | segments / objects | s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | data | method | ARand | VOI split | VOI merge | SBD | AP@0.5 | mAP | segments / objects | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model, rows in results.items():
-        for method, row in rows.items():
+        for (part, method), row in rows.items():
             lines.append(
-                f"| {model} | {method} | {row['arand']:.3f} | {row['voi_split']:.3f} | {row['voi_merge']:.3f} | "
-                f"{row['sbd']:.3f} | {row['ap50']:.3f} | {row['map']:.3f} | {row['segments']:.0f} / "
-                f"{row['objects']:.0f} | {row['seconds']:.1f} |"
+                f"| {model} | {part} | {method} | {row['arand']:.3f} | {row['voi_split']:.3f} | "
+                f"{row['voi_merge']:.3f} | {row['sbd']:.3f} | {row['ap50']:.3f} | {row['map']:.3f} | "
+                f"{row['segments']:.0f} / {row['objects']:.0f} | {row['seconds']:.1f} |"
             )
     return "\n".join(lines)
 
@@ -158,18 +168,33 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--weights-dir", type=Path, default=REPOSITORY / "bundle" / "models")
+    parser.add_argument(
+        "--weights-dir", type=Path, nargs="+", default=[BUNDLE / "models"],
+        help="folders holding <model>.pt; each adds its SPOCO rows",
+    )
     parser.add_argument("--json", type=Path, help="also write the scores to this JSON file")
     parser.add_argument(
         "--test-time-flips", action="store_true", help="add a row per model with the mirrored passes averaged"
     )
+    parser.add_argument(
+        "--affinity-delta-dists", type=float, nargs="+", default=[],
+        help="add a row per value with the clustering's affinity kernel set to it (to choose it on the selection data)",
+    )
     args = parser.parse_args(argv)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     results = {
-        name: run_model(name, args.weights_dir / f"{name}.pt", device, args.test_time_flips) for name in args.models
+        name: {
+            row: scores
+            for folder in args.weights_dir
+            for row, scores in run_model(
+                name, folder / f"{name}.pt", device, args.test_time_flips, args.affinity_delta_dists
+            ).items()
+        }
+        for name in args.models
     }
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        serializable = {name: {" / ".join(row): value for row, value in rows.items()} for name, rows in results.items()}
+        args.json.write_text(json.dumps(serializable, indent=2) + "\n")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"device {device}, {torch.get_num_threads()} torch thread(s), load average {load}\n")
     print(markdown_table(results))

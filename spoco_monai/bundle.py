@@ -18,6 +18,7 @@ import torch
 from monai.bundle import ConfigParser
 from torch import nn
 
+from spoco_monai.data.colour import COLOUR_SAMPLES, colour_advice, looks_like_colour_samples_last
 from spoco_monai.data.volume_io import LazyVolume
 from spoco_monai.engines.checkpoint import load_network_weights
 from spoco_monai.inferers.settings import SegmentationSettings
@@ -99,12 +100,18 @@ def bundle_settings(config: ConfigParser) -> SegmentationSettings:
     """The bundle's segmentation settings: its ``segmentation`` entry (see ``configs/common.json``).
 
     Raises:
-        ValueError: the config has no such entry, or it is not a :class:`~spoco_monai.inferers.SegmentationSettings`.
+        ValueError: the config has no such entry, it is not a :class:`~spoco_monai.inferers.SegmentationSettings`, or it
+            names the affinity kernel's width by its former name ``delta_dist``.
     """
     if SETTINGS_KEY not in config:
         raise ValueError(
             f"the bundle config defines no '{SETTINGS_KEY}' (a spoco_monai.inferers.SegmentationSettings); "
             "pass --roi-size to segment with the default settings."
+        )
+    if isinstance(config[SETTINGS_KEY], dict) and "delta_dist" in config[SETTINGS_KEY]:
+        raise ValueError(
+            f"the bundle config's '{SETTINGS_KEY}' names 'delta_dist', now 'affinity_delta_dist' (the affinity kernel's "
+            "width; 'delta_dist' is the loss's push margin): rename that key of its config."
         )
     settings = config.get_parsed_content(SETTINGS_KEY)
     if not isinstance(settings, SegmentationSettings):
@@ -115,6 +122,8 @@ def bundle_settings(config: ConfigParser) -> SegmentationSettings:
     return settings
 
 
+# the bundle the commands use unless told otherwise: the one beside the current folder, as in the README
+DEFAULT_BUNDLE = "bundle"
 DEFAULT_MODEL = "model"
 
 
@@ -142,8 +151,14 @@ def bundle_model(bundle: str | Path, name: str | Path = DEFAULT_MODEL) -> dict[s
 
     Raises:
         FileNotFoundError: the bundle has no ``configs/metadata.json`` (needed for any model but the default).
-        ValueError: no model of that name (the message lists the names there are), or an incomplete model folder.
+        ValueError: no model of that name (the message lists the names there are), a file (weights are no model), or
+            an incomplete model folder.
     """
+    if Path(name).is_file():
+        raise ValueError(
+            f"{name} is a file: a model is named by a model the bundle ships ({', '.join(model_names(bundle))}) or by "
+            f"the folder 'spoco-monai train' wrote; give a weights file with --checkpoint {name}."
+        )
     if is_model_folder(name) or Path(name).is_dir():
         record = read_model_folder(name)
         return {
@@ -185,21 +200,46 @@ def bundle_model(bundle: str | Path, name: str | Path = DEFAULT_MODEL) -> dict[s
     }
 
 
-def input_mismatch_warnings(volume: LazyVolume, config: ConfigParser) -> list[str]:
+def model_names_by_dims(bundle: str | Path) -> dict[int, list[str]]:
+    """The names of the models the bundle ships, by the spatial dimensions (2 or 3) of the images they segment."""
+    names: dict[int, list[str]] = {2: [], 3: []}
+    for name in model_names(bundle):
+        config = bundle_config(bundle, bundle_model(bundle, name)["configs"])
+        if "spatial_dims" in config:
+            names.setdefault(int(config.get_parsed_content("spatial_dims")), []).append(name)
+    return names
+
+
+def input_mismatch_warnings(volume: LazyVolume, config: ConfigParser, bundle: str | Path | None = None) -> list[str]:
     """Warnings for an input unlike the model's training data: dimensionality, channels or voxel size.
 
     The voxel size is compared when the input file carries one (:attr:`~spoco_monai.data.LazyVolume.element_size`)
-    and the config has the model's ``element_size``.
+    and the config has the model's ``element_size``. An input that looks like a colour image, or like a volume whose
+    slices would be read as channels, is told so.
+
+    Args:
+        volume: the input.
+        config: the model's configs, merged.
+        bundle: the bundle whose models of the input's dimensionality a warning names; None names none.
     """
     dims = int(config.get_parsed_content("spatial_dims")) if "spatial_dims" in config else None
     channels = int(config.get_parsed_content("in_channels")) if "in_channels" in config else None
     trained_size = config.get_parsed_content("element_size") if "element_size" in config else None
     shape = tuple(volume.shape)
+
+    def choose(fitting_dims: int) -> str:
+        names = model_names_by_dims(bundle).get(fitting_dims, []) if bundle is not None else []
+        listed = f" ({', '.join(names)})" if names else ""
+        return f"choose a {fitting_dims}D model with --model{listed}"
+
+    colour_last = colour_advice(shape[-1], channels) if channels is not None else None
+    if colour_last is not None and looks_like_colour_samples_last(shape, volume.channel_dim):
+        return [f"the input has shape {shape}, colour samples last: {colour_last}."]
     if dims is not None and len(shape) not in (dims, dims + 1):
         # an input of n axes is an image of n spatial axes, or of n - 1 with channels first
         fitting = [d for d in (2, 3) if len(shape) in (d, d + 1)]
         advice = (
-            f"choose a {fitting[0]}D model with --model."
+            f"{choose(fitting[0])}."
             if fitting
             else f"no model segments {len(shape)}-axis images; remove the axes of length 1 or choose one channel or "
             "time point first."
@@ -211,7 +251,15 @@ def input_mismatch_warnings(volume: LazyVolume, config: ConfigParser) -> list[st
     warnings = []
     if dims is not None and channels is not None:
         found = shape[0] if len(shape) == dims + 1 else 1
-        if found != channels:
+        advice = colour_advice(found, channels)
+        if dims == 2 and volume.channel_dim is None and found > max(channels, COLOUR_SAMPLES[-1]):
+            warnings.append(
+                f"the input has shape {shape}, read as {found} channels of a 2D image: this looks like a 3D volume; "
+                f"{choose(3)}."
+            )
+        elif advice is not None:
+            warnings.append(f"the input has {found} channels: {advice}.")
+        elif found != channels:
             warnings.append(f"the input has {found} channel(s), the model was trained on {channels}.")
     size_warning = voxel_size_warning(volume.element_size, trained_size)
     if size_warning is not None:

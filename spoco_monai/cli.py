@@ -18,6 +18,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from .bundle import (
+    DEFAULT_BUNDLE,
     DEFAULT_MODEL,
     SETTINGS_KEY,
     bundle_model,
@@ -33,10 +34,6 @@ from .inferers.segment_volume import WORK_DIRECTORY_SUFFIX, segment_volume
 from .inferers.settings import BLENDS, CLUSTERING_OPTIONS, CLUSTERINGS, SegmentationSettings
 from .inferers.work_lock import WorkDirectoryLock, WorkDirectoryLockedError
 from .training.train_on_annotations import SCRATCH, FineTuneRecipe, train_on_annotations
-
-# the bundle the commands use unless told otherwise: the one beside the current folder, as in the README
-DEFAULT_BUNDLE = "bundle"
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``spoco-monai`` command."""
@@ -97,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help=f"foreground probability above which a voxel is an object's, with --foreground network {bundle_default}",
     )
-    segment.add_argument("--delta-dist", type=float, help=f"delta_d of the embedding affinities {bundle_default}")
+    segment.add_argument(
+        "--affinity-delta-dist",
+        type=float,
+        help="width delta_d of the affinity kernel: embeddings 2 delta_d apart have affinity 0 (the bundle's "
+        f"affinity_delta_dist) {bundle_default}",
+    )
     segment.add_argument(
         "--normalize",
         choices=("zscore", "none"),
@@ -186,7 +188,7 @@ def _add_train_parser(commands: Any) -> None:
         type=float,
         default=0.0,
         help="keep this fraction of the annotated objects out of training and re-choose the clustering scale "
-        "(delta_dist) on them (default: 0, train on all and keep the model's scale)",
+        "(affinity_delta_dist) on them (default: 0, train on all and keep the model's scale)",
     )
     train.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     train.add_argument(
@@ -276,7 +278,7 @@ def command_line_settings(
         "halo": _one_or_many(args.halo),
         "blend": args.blend,
         "clustering": args.clustering,
-        "delta_dist": args.delta_dist,
+        "affinity_delta_dist": args.affinity_delta_dist,
         "foreground_threshold": args.foreground_threshold,
         "sw_batch_size": args.sw_batch_size,
         "device": device,
@@ -311,7 +313,7 @@ def _segment(args: argparse.Namespace, device: str) -> int:
     lock = None
     try:
         # before the lock file is created beside the output: a folder that cannot hold it is named as such
-        output = check_can_create(args.output, args.overwrite)
+        output = check_can_create(args.output, args.overwrite, "--overwrite")
         # before reading the whole input: a second run on this output stops at once
         lock = WorkDirectoryLock(f"{output.file}{WORK_DIRECTORY_SUFFIX}")
         model = bundle_model(args.bundle, args.model)
@@ -319,7 +321,7 @@ def _segment(args: argparse.Namespace, device: str) -> int:
         network, config = load_bundle_network(args.bundle, checkpoint, args.config or model["configs"], device)
         settings = command_line_settings(args, config, device)
         with open_volume(args.input) as volume:
-            warnings = input_mismatch_warnings(volume, config)
+            warnings = input_mismatch_warnings(volume, config, args.bundle)
         print(f"spoco-monai segment: {_model_summary(model, args.checkpoint)}", file=sys.stderr)
         if settings.test_time_flips:
             passes = 2**settings.spatial_dims

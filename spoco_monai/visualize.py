@@ -1,10 +1,10 @@
 """Pictures and a short report of a segmentation: raw image, embedding PCA and instance labels side by side.
 
-Library functions work on arrays; the command line applies them to the files of a bundle inference run::
+Library functions work on arrays; the command line applies them to the files of a segmentation, with the network
+of the model that made it (``--model``: a name or a model folder, as for ``spoco-monai segment``)::
 
     python -m spoco_monai.visualize --image sample.nii.gz --labels out/sample_instances.nii.gz \\
-        --ground-truth sample_labels.nii.gz --output-dir out \\
-        --config bundle/configs/common.json bundle/configs/inference.json
+        --ground-truth sample_labels.nii.gz --output-dir out --model model
 
 It writes ``<labels name>.tif`` (the labels as a TIFF, axes as stored), ``<labels name>.png`` (the figure of
 the central slice) and ``<labels name>_report.json``, and prints the adapted Rand error and SBD against the
@@ -18,17 +18,18 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from bioimage_cpp.segmentation import relabel_sequential
-from matplotlib.figure import Figure
-from monai.bundle import ConfigParser
 from monai.transforms import LoadImage
+from monai.utils import OptionalImportError, optional_import
 
 from spoco_monai.baselines import membrane_watershed, nuclei_watershed
+from spoco_monai.bundle import DEFAULT_BUNDLE, DEFAULT_MODEL, bundle_config, bundle_model, model_names
 from spoco_monai.data import default_readers
 from spoco_monai.data.volume_io import write_volume
 from spoco_monai.engines import embedding_pca_rgb, load_network_weights
@@ -78,7 +79,14 @@ def save_segmentation_figure(
 
     Raises:
         ValueError: the panels do not share the (H, W) shape.
+        monai.utils.OptionalImportError: the optional ``matplotlib`` package is not installed.
     """
+    Figure, installed = optional_import("matplotlib.figure", name="Figure")
+    if not installed:
+        raise OptionalImportError(
+            "the figure needs matplotlib, which is not installed: pip install 'spoco-monai[figures]' (or pip install "
+            "matplotlib)."
+        )
     panels = [("raw", image, "gray"), ("embedding PCA", embedding_rgb, None), ("instances", label_rgb(labels), None)]
     if ground_truth is not None:
         panels.append(("ground truth", label_rgb(ground_truth), None))
@@ -129,14 +137,13 @@ BASELINES = {"membranes": membrane_watershed, "nuclei": nuclei_watershed}
 
 
 def _report(args: argparse.Namespace) -> dict:
-    parser = ConfigParser()
-    parser.read_config(args.config)
-    parser["bundle_root"] = str(Path(args.config[0]).resolve().parent.parent)
+    model = bundle_model(args.bundle, args.model)
+    parser = bundle_config(args.bundle, args.config or model["configs"])
     for assignment in args.set:
         key, _, value = assignment.partition("=")
         parser[key] = json.loads(value)
-    model_path = args.model or parser.get_parsed_content("model_path")
-    network = load_network_weights(parser.get_parsed_content("network_def"), model_path).eval()
+    checkpoint = args.checkpoint or Path(args.bundle) / model["model_path"]
+    network = load_network_weights(parser.get_parsed_content("network_def"), checkpoint).eval()
     roi_size = tuple(parser["patch_size"])
     image = parser.get_parsed_content("preprocessing")({"image": args.image})["image"].as_tensor()
     slab, index = central_slab(image, roi_size[0])
@@ -195,11 +202,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--image", required=True, help="the image the labels were computed from")
     parser.add_argument("--labels", required=True, help="instance labels written by the bundle's inference.json")
     parser.add_argument("--ground-truth", help="optional reference labels for the adapted Rand error and SBD")
+    parser.add_argument("--bundle", default=DEFAULT_BUNDLE, help=f"MONAI bundle directory (default: {DEFAULT_BUNDLE})")
     parser.add_argument(
-        "--config", nargs="+", default=["bundle/configs/common.json", "bundle/configs/inference.json"],
-        help="the bundle inference configs, layered in order",
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a model the bundle ships, by name ({', '.join(model_names(DEFAULT_BUNDLE))}), or a model folder "
+        f"written by 'spoco-monai train', as for 'spoco-monai segment --model' (default: {DEFAULT_MODEL})",
     )
-    parser.add_argument("--model", help="network weights (default: the config's model_path)")
+    parser.add_argument("--checkpoint", help="weights (default: the model's, e.g. BUNDLE/models/model.pt)")
+    parser.add_argument("--config", nargs="+", help="bundle config files, relative to the bundle (default: the model's)")
     parser.add_argument("--output-dir", required=True, help="folder for the TIFF, the PNG and the report")
     parser.add_argument(
         "--set", action="append", default=[], metavar="ID=JSON",
@@ -224,4 +235,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError, OptionalImportError) as error:
+        sys.exit(f"python -m spoco_monai.visualize: error: {error}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -77,6 +78,23 @@ def executed_notebook(tmp_path_factory: pytest.TempPathFactory) -> nbformat.Note
         )
         client.execute()
     return notebook
+
+
+def test_synthetic_fallback_is_said_in_a_printed_line(tmp_path, monkeypatch, capsys) -> None:
+    """Run from a folder without the data, the settings, imports and data cells say they use synthetic images."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    data_cell = next(source for source in code if "find_dsb2018" in source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SPOCO_NB_N_IMAGES", "1")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    namespace: dict = {}
+    for source in (*code[:2], data_cell):
+        exec(source, namespace)
+    assert (
+        "DSB2018 data not found (no shared/data/dsb2018_fluo beside the repository; set DATA_DIR or SPOCO_NB_DATA_DIR "
+        "to its folder): using synthetic 2D images of membrane-stained tissue instead"
+    ) in capsys.readouterr().out
 
 
 def test_notebook_is_stored_without_outputs() -> None:

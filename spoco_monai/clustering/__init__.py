@@ -1,6 +1,6 @@
 """Clustering of pixel embeddings into instances: Mutex Watershed on embedding affinities, a seeded watershed
-inside a foreground mask, HDBSCAN, mean-shift and consistency clustering (all 2D and 3D, numpy arrays or torch
-tensors in, int64 labels out)."""
+inside a foreground mask, objects grown from points (localisation peaks or clicks), HDBSCAN, mean-shift and
+consistency clustering (all 2D and 3D, numpy arrays or torch tensors in, int64 labels out)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from .consistency import consistency_clustering
 from .hdbscan_clustering import hdbscan_clustering
 from .mean_shift import mean_shift_clustering
 from .mutex_watershed import mutex_watershed, mutex_watershed_from_affinities
+from .point_seeds import localization_seeds, point_clustering, point_seeded_watershed
 from .seeded_watershed import seeded_watershed_from_affinities
 from .size_filter import merge_small_segments
 from .synthetic import make_synthetic_embeddings
@@ -22,8 +23,11 @@ __all__ = [
     "hdbscan_clustering",
     "make_synthetic_embeddings",
     "mean_shift_clustering",
+    "localization_seeds",
     "merge_small_segments",
     "mutex_watershed",
     "mutex_watershed_from_affinities",
+    "point_clustering",
+    "point_seeded_watershed",
     "seeded_watershed_from_affinities",
 ]

@@ -67,7 +67,7 @@ def default_offsets(
 
 
 def embeddings_to_affinities(
-    embeddings: np.ndarray | torch.Tensor, offsets: Sequence[Sequence[int]], delta_dist: float = 2.0
+    embeddings: np.ndarray | torch.Tensor, offsets: Sequence[Sequence[int]], affinity_delta_dist: float = 2.0
 ) -> np.ndarray | torch.Tensor:
     """Affinities ``a(i, o) = [1 - ||e_i - e_{i+o}|| / (2 delta_d)]_+^2`` (1 = same object, 0 = different).
 
@@ -77,38 +77,41 @@ def embeddings_to_affinities(
     Args:
         embeddings: ``(E, *S)`` float array or tensor, 2D or 3D spatial.
         offsets: one offset per output channel, each with ``len(S)`` integers in array axis order.
-        delta_dist: the push-term margin ``delta_d`` of the embedding loss (> 0).
+        affinity_delta_dist: the kernel's width ``delta_d``: embeddings ``2 delta_d`` apart have affinity 0 (> 0;
+            the bundle's ``affinity_delta_dist``, by default the loss's push margin ``delta_dist``).
 
     Returns:
         ``(len(offsets), *S)`` float32 affinities, numpy for numpy input, otherwise a tensor on the input's device.
 
     Raises:
-        TypeError, ValueError: for invalid embeddings, offsets or ``delta_dist``.
+        TypeError, ValueError: for invalid embeddings, offsets or ``affinity_delta_dist``.
     """
     check_embeddings(embeddings)
     offsets = check_offsets(offsets, embeddings.ndim - 1)
-    check_positive("delta_dist", delta_dist)
+    check_positive("affinity_delta_dist", affinity_delta_dist)
     if isinstance(embeddings, torch.Tensor):
         distances = _embedding_distances_torch(convert_to_tensor(embeddings, track_meta=False).detach(), offsets)
     else:
         distances = torch.from_numpy(_embedding_distances_cpp(embeddings, offsets))
     # in place: the distance buffer becomes the affinity buffer, no further copy of the largest array
-    distances_to_affinities(distances, delta_dist, in_place=True)
+    distances_to_affinities(distances, affinity_delta_dist, in_place=True)
     _zero_out_of_bounds(distances, offsets)
     return distances.numpy() if isinstance(embeddings, np.ndarray) else distances
 
 
-def distances_to_affinities(distances: torch.Tensor, delta_dist: float, *, in_place: bool = False) -> torch.Tensor:
+def distances_to_affinities(
+    distances: torch.Tensor, affinity_delta_dist: float, *, in_place: bool = False
+) -> torch.Tensor:
     """The affinity kernel ``[1 - d / (2 delta_d)]_+^2`` of embedding distances ``d``.
 
     Args:
         distances: tensor of distances >= 0.
-        delta_dist: the push-term margin ``delta_d`` (> 0).
+        affinity_delta_dist: the kernel's width ``delta_d`` (> 0).
         in_place: overwrite ``distances`` (no gradient through it) instead of returning a new, differentiable tensor.
     """
     if in_place:
-        return distances.mul_(-0.5 / delta_dist).add_(1.0).clamp_(min=0.0).square_()
-    return (1.0 - distances / (2.0 * delta_dist)).clamp(min=0.0).square()
+        return distances.mul_(-0.5 / affinity_delta_dist).add_(1.0).clamp_(min=0.0).square_()
+    return (1.0 - distances / (2.0 * affinity_delta_dist)).clamp(min=0.0).square()
 
 
 def available_threads() -> int:

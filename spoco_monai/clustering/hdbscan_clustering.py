@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from bioimage_cpp.segmentation import relabel_sequential
-from monai.utils import convert_to_tensor
+from monai.utils import OptionalImportError, convert_to_tensor, optional_import
 from skimage.measure import label as label_regions
 
 from spoco_monai.validation import check_non_negative, check_positive
@@ -15,6 +15,19 @@ from .background import drop_background_segment
 from .inputs import check_background_embedding, check_embeddings, check_mask
 from .points import foreground_points, labels_from_points, nearest_centre
 from .size_filter import merge_small_segments
+
+__all__ = ["HDBSCAN_MISSING", "hdbscan_clustering", "hdbscan_installed"]
+
+# hdbscan is an optional dependency: only this clustering needs it
+HDBSCAN_MISSING = (
+    "HDBSCAN clustering needs the hdbscan package, which is not installed: pip install 'spoco-monai[hdbscan]' "
+    "(or pip install hdbscan), or choose the clustering 'mws' or 'watershed'."
+)
+
+
+def hdbscan_installed() -> bool:
+    """Whether the optional ``hdbscan`` package can be imported (it is imported here, not with this module)."""
+    return optional_import("hdbscan")[1]
 
 
 def hdbscan_clustering(
@@ -66,6 +79,7 @@ def hdbscan_clustering(
 
     Raises:
         TypeError, ValueError: for invalid embeddings, mask or parameters.
+        monai.utils.OptionalImportError: the optional ``hdbscan`` package is not installed.
     """
     check_embeddings(embeddings)
     if min_size < 2:
@@ -101,8 +115,9 @@ def hdbscan_clustering(
 def _fit_hdbscan(points: np.ndarray, min_cluster_size: int, epsilon: float, min_samples: int | None) -> np.ndarray:
     """HDBSCAN labels of ``points``: 1-based clusters, 0 = noise."""
     # imported here: only this clustering mode needs hdbscan, so importing the package does not load it
-    import hdbscan
-
+    hdbscan, installed = optional_import("hdbscan")
+    if not installed:
+        raise OptionalImportError(HDBSCAN_MISSING)
     if points.shape[0] < min_cluster_size:
         return np.zeros(points.shape[0], dtype=np.int64)
     clusterer = hdbscan.HDBSCAN(

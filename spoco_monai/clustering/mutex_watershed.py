@@ -75,7 +75,7 @@ def mutex_watershed_from_affinities(
 def mutex_watershed(
     embeddings: np.ndarray | torch.Tensor,
     offsets: Sequence[Sequence[int]] | None = None,
-    delta_dist: float = 2.0,
+    affinity_delta_dist: float = 2.0,
     strides: Sequence[int] | None = None,
     mask: np.ndarray | torch.Tensor | None = None,
     min_size: int = 0,
@@ -89,7 +89,7 @@ def mutex_watershed(
             tensor's device (GPU when present); CPU input uses the multi-threaded ``bioimage_cpp`` kernel.
         offsets: affinity offsets; default :func:`default_offsets` (nearest neighbours attractive, then
             3, 9, 27 along each axis as mutex edges). The first ``len(S)`` offsets are attractive.
-        delta_dist: the push-term margin ``delta_d`` used in the affinity formula.
+        affinity_delta_dist: the affinity kernel's width ``delta_d``, see :func:`embeddings_to_affinities`.
         strides: optional mutex-edge sub-sampling, see :func:`mutex_watershed_from_affinities`.
         mask: optional ``S`` boolean foreground mask (0 outside).
         min_size: size filter, see :func:`mutex_watershed_from_affinities`.
@@ -102,7 +102,7 @@ def mutex_watershed(
         int64 labels of shape ``S``, consecutive ids from 1, 0 for masked-out or dropped background pixels.
 
     Raises:
-        TypeError, ValueError: for invalid embeddings, offsets, ``delta_dist``, strides, mask or ``min_size``.
+        TypeError, ValueError: for invalid embeddings, offsets, ``affinity_delta_dist``, strides, mask or ``min_size``.
     """
     check_embeddings(embeddings)
     spatial_dims = embeddings.ndim - 1
@@ -116,7 +116,7 @@ def mutex_watershed(
     if isinstance(embeddings, torch.Tensor) and embeddings.device.type == "cpu":
         # the C++ distance kernel beats strided torch slicing on CPU; the view shares memory
         embeddings = convert_to_tensor(embeddings, track_meta=False).detach().numpy()
-    affinities = embeddings_to_affinities(embeddings, offsets, delta_dist)
+    affinities = embeddings_to_affinities(embeddings, offsets, affinity_delta_dist)
     if isinstance(affinities, torch.Tensor):
         affinities = affinities.cpu().numpy()
     labels = _partition(affinities, offsets, strides, mask, min_size, presegment_threshold)

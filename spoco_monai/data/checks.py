@@ -7,8 +7,8 @@ Call :func:`check_dataset` where a bundle config starts its run, e.g. in ``train
                    "$check_dataset(@train_datalist, @spatial_dims, reader=@reader)"]
 
 MONAI's ``ConfigWorkflow`` evaluates ``initialize`` before it builds datasets and data loaders, so a
-problem is reported before any file is cached or any network is built (MONAI shows the ``ValueError``
-as the cause of its "Failed to evaluate" error). The function returns the items unchanged, so it can
+problem is reported before any file is cached or any network is built (a bundle run prints the ``ValueError``'s
+message alone, see :mod:`spoco_monai.bundle_errors`). The function returns the items unchanged, so it can
 also wrap a datalist where it is defined:
 ``"train_datalist": "$check_dataset(@datalist['training'], @spatial_dims)"``.
 """
@@ -24,7 +24,8 @@ from monai.data import FolderLayout, ImageReader
 from monai.transforms import LoadImage
 from monai.utils import ensure_tuple
 
-from spoco_monai.data.readers import ArrayFileReader, default_readers, volume_file
+from spoco_monai.data.colour import colour_advice
+from spoco_monai.data.readers import ArrayFileReader, ReaderBySuffix, default_readers, volume_file
 from spoco_monai.data.volume_io import UnreadableVolumeError
 
 __all__ = ["check_dataset", "check_new_outputs"]
@@ -46,6 +47,8 @@ class _VolumeInspector:
 
     def _array_file_reader(self, filename: str) -> ArrayFileReader | None:
         reader = next((reader for reader in self.readers if reader.verify_suffix(filename)), None)
+        if isinstance(reader, ReaderBySuffix):
+            reader = reader.reader_for(filename)
         return reader if isinstance(reader, ArrayFileReader) else None
 
     def shape(self, filename: str) -> tuple[int, tuple[int, ...]]:
@@ -139,9 +142,10 @@ def _check_item(
         ]
     image_channels = sum(inspector.shape(name)[0] for name in files[image_key])
     if in_channels is not None and image_channels != in_channels:
+        advice = colour_advice(image_channels, in_channels)
         return [
             f"{files[image_key][0]}: image has {image_channels} channel(s) but the network expects "
-            f"in_channels={in_channels}"
+            f"in_channels={in_channels}{'' if advice is None else f'; {advice}'}"
         ]
     for name in files[image_key]:
         try:
@@ -263,7 +267,7 @@ def check_new_outputs(
         listed = ", ".join(str(path) for path in existing[:_MAX_REPORTED])
         more = f" and {len(existing) - _MAX_REPORTED} more" if len(existing) > _MAX_REPORTED else ""
         raise FileExistsError(
-            f"{len(existing)} inference output(s) already exist: {listed}{more}; set overwrite to true to replace "
-            "them, or choose another output_dir."
+            f"{len(existing)} inference output(s) already exist: {listed}{more}; pass --overwrite True to replace "
+            "them, or choose another --output_dir."
         )
     return datalist_items

@@ -46,17 +46,18 @@ __all__ = [
     "ZarrReader",
     "TiffReader",
     "ImageFileReader",
+    "ReaderBySuffix",
 ]
 
 
 def default_readers() -> list[ImageReader]:
-    """The readers of every format this package reads: HDF5, zarr, TIFF, PNG/JPEG, and NIfTI through nibabel.
+    """The reader list of every config and tool: one :class:`ReaderBySuffix` (HDF5, zarr, TIFF, PNG/JPEG, NIfTI).
 
-    NIfTI goes to MONAI's ``NibabelReader`` rather than ITK, so its arrays are as stored, like every other format
-    and like :func:`~spoco_monai.data.volume_io.open_volume`. ``LoadImage`` falls back to MONAI's own readers for
-    other formats (ITK's ``.mha``, ``.nrrd``, ...).
+    ``LoadImage`` given several readers tries each in turn and logs every one that fails ("NibabelReader: unable
+    to load ..."); the one reader here picks the right one from the suffix, so a load logs nothing. ``LoadImage``
+    falls back to MONAI's own readers for other formats (ITK's ``.mha``, ``.nrrd``, ...).
     """
-    return [HDF5Reader(), ZarrReader(), TiffReader(), ImageFileReader(), NibabelReader()]
+    return [ReaderBySuffix()]
 
 
 def volume_file(name: PathLike) -> Path:
@@ -277,3 +278,41 @@ class ImageFileReader(ArrayFileReader):
     """
 
     file_format = "image"
+
+
+class ReaderBySuffix(ImageReader):
+    """Read HDF5, zarr, TIFF, PNG/JPEG and NIfTI files, each with the one reader its suffix names.
+
+    NIfTI goes to MONAI's ``NibabelReader`` rather than ITK, so its arrays are as stored, like every other format
+    and like :func:`~spoco_monai.data.volume_io.open_volume`. The other formats go to the readers above.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readers: tuple[ImageReader, ...] = (
+            HDF5Reader(), ZarrReader(), TiffReader(), ImageFileReader(), NibabelReader()
+        )
+
+    def reader_for(self, filename: Sequence[PathLike] | PathLike) -> ImageReader | None:
+        """The reader of ``filename``'s format; None for a format none of them reads."""
+        return next((reader for reader in self.readers if reader.verify_suffix(filename)), None)
+
+    def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
+        """Whether one of the readers reads ``filename``'s format."""
+        return self.reader_for(filename) is not None
+
+    def read(self, data: Sequence[PathLike] | PathLike, **kwargs: Any) -> tuple[ImageReader, Any]:
+        """The chosen reader and what its ``read`` returns, for :meth:`get_data`.
+
+        Raises:
+            ValueError: for a format none of the readers reads (``LoadImage`` then tries MONAI's readers).
+        """
+        reader = self.reader_for(data)
+        if reader is None:
+            raise ValueError(f"{type(self).__name__} reads HDF5, zarr, TIFF, PNG/JPEG and NIfTI files, got {data}")
+        return reader, reader.read(data, **kwargs)
+
+    def get_data(self, img: tuple[ImageReader, Any]) -> tuple[np.ndarray, dict]:
+        """The array and metadata, from the reader that read ``img`` (see :meth:`read`)."""
+        reader, handle = img
+        return reader.get_data(handle)

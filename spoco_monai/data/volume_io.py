@@ -411,11 +411,19 @@ def _slabs(shape: tuple[int, ...], max_elements: int) -> Iterator[tuple[slice, .
             yield (*(slice(i, i + 1) for i in outer), slice(start, start + step))
 
 
-def check_can_create(path: str | os.PathLike | VolumePath, overwrite: bool = False) -> VolumePath:
+def check_can_create(
+    path: str | os.PathLike | VolumePath, overwrite: bool = False, overwrite_option: str = "overwrite=True"
+) -> VolumePath:
     """Check that a volume may be written at ``path`` before any work is done.
 
     For ``file.h5:dataset`` and ``volume.zarr:array`` the volume is the dataset (array) alone: writing one into
     an existing file or group is allowed, and only that dataset needs ``overwrite`` to be replaced.
+
+    Args:
+        path: the volume to write (see :func:`parse_volume_path`).
+        overwrite: whether an existing volume may be replaced.
+        overwrite_option: how the caller's user asks for ``overwrite``, as the message names it (``"--overwrite"``
+            on the command line, ``"--overwrite True"`` for a bundle run).
 
     Raises:
         FileExistsError: if the volume exists and ``overwrite`` is False.
@@ -447,13 +455,13 @@ def check_can_create(path: str | os.PathLike | VolumePath, overwrite: bool = Fal
     if _is_inner(location):
         if _inner_exists(location) and not overwrite:
             raise FileExistsError(
-                f"{location} already exists; choose another output path or pass overwrite=True to replace it "
+                f"{location} already exists; choose another output path or pass {overwrite_option} to replace it "
                 f"(only {location.key!r} is replaced, the other contents of {location.file} are kept)."
             )
         return location
     if not overwrite:
         raise FileExistsError(
-            f"{location.file} already exists; choose another output path or pass overwrite=True to replace it."
+            f"{location.file} already exists; choose another output path or pass {overwrite_option} to replace it."
         )
     if location.format == "zarr" and not _is_ome_zarr(location) and not _is_zarr_array(location.file):
         raise ValueError(

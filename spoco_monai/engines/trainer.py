@@ -36,7 +36,7 @@ class SpocoTrainer(SupervisedTrainer):
     2. g embeds ``batch["image_view2"]`` (view 2: same geometry, other intensity augmentation) under
        ``torch.no_grad``;
     3. ``loss_function(embeddings, label, teacher_embeddings)`` (a ``SpocoLoss``; plus ``foreground=`` when the
-       batch holds ``foreground_key``), backward, optimiser step
+       batch holds ``foreground_key`` and ``points=`` when it holds ``points_key``), backward, optimiser step
        (with a gradient scaler under AMP on CUDA);
     4. g <- m g + (1 - m) f for parameters and floating-point buffers (:func:`ema_update`), right after the step.
 
@@ -74,6 +74,8 @@ class SpocoTrainer(SupervisedTrainer):
         view2_key: batch key of the second view.
         foreground_key: batch key of the foreground target (see ``ForegroundTargetd``), passed to the loss as
             ``foreground=`` when the batch holds it; ``None`` never passes one.
+        points_key: batch key of a point annotation (see ``SimulatePointsd``), passed to the loss as ``points=`` when
+            the batch holds it (e.g. to a ``PointSupervisedLoss``); ``None`` never passes one.
         epoch_length: iterations per epoch; default ``len(train_data_loader)``.
         train_handlers: MONAI/ignite handlers with an ``attach(engine)`` method.
         amp: mixed precision on CUDA (ignored on CPU, where the trainer runs in float32).
@@ -97,6 +99,7 @@ class SpocoTrainer(SupervisedTrainer):
         ema_momentum: float = 0.999,
         view2_key: str = "image_view2",
         foreground_key: str | None = None,
+        points_key: str | None = None,
         epoch_length: int | None = None,
         train_handlers: Sequence | None = None,
         amp: bool = False,
@@ -131,6 +134,7 @@ class SpocoTrainer(SupervisedTrainer):
         self.ema_momentum = float(ema_momentum)
         self.view2_key = view2_key
         self.foreground_key = foreground_key
+        self.points_key = points_key
         self._stream_start: dict[str, Any] | None = None
         self._batches_drawn = 0
         self._pending_resume: dict[str, Any] | None = None
@@ -204,6 +208,8 @@ class SpocoTrainer(SupervisedTrainer):
             loss_kwargs["foreground"] = batchdata[self.foreground_key].to(
                 engine.state.device, non_blocking=engine.non_blocking
             )
+        if self.points_key is not None and self.points_key in batchdata:
+            loss_kwargs["points"] = batchdata[self.points_key].to(engine.state.device, non_blocking=engine.non_blocking)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
         engine.network.train()
         engine.teacher.eval()

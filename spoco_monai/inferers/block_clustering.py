@@ -9,6 +9,7 @@ from ..clustering import (
     embeddings_to_affinities,
     hdbscan_clustering,
     mutex_watershed_from_affinities,
+    point_clustering,
     seeded_watershed_from_affinities,
 )
 from .settings import SegmentationSettings
@@ -19,8 +20,8 @@ def cluster_block(prediction: torch.Tensor, settings: SegmentationSettings) -> n
 
     Args:
         prediction: ``(K, *extent)`` affinities (``blend="affinities"``; on CPU they are overwritten, as the
-            clustering consumes them) or ``(E, *extent)`` embeddings, with one more, last channel (the foreground
-            probability) when ``settings.foreground`` is set.
+            clustering consumes them) or ``(E, *extent)`` embeddings; then the localisation probability with
+            ``clustering="points"``; then, last, the foreground probability when ``settings.foreground`` is set.
         settings: the segmentation settings (blend, clustering and its options, offsets, foreground).
 
     Returns:
@@ -30,11 +31,13 @@ def cluster_block(prediction: torch.Tensor, settings: SegmentationSettings) -> n
     options = dict(settings.clustering_kwargs)
     if settings.foreground is not None:
         values, options["mask"] = values[:-1], values[-1] > settings.foreground_threshold
+    if settings.clustering == "points":
+        return point_clustering(values[:-1], values[-1], affinity_delta_dist=settings.affinity_delta_dist, **options)
     if settings.clustering == "hdbscan":
         return hdbscan_clustering(values, **options)
     if settings.blend == "embeddings":
         offsets = settings.offsets[: settings.spatial_dims] if settings.clustering == "watershed" else settings.offsets
-        values = embeddings_to_affinities(values, offsets, settings.delta_dist)
+        values = embeddings_to_affinities(values, offsets, settings.affinity_delta_dist)
         values = values.numpy() if isinstance(values, torch.Tensor) else values
     else:
         offsets = settings.offsets

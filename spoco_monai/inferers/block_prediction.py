@@ -25,8 +25,8 @@ class BlockPredictor:
     """Blended affinities or embeddings of a block's extent, as :class:`~.settings.SegmentationSettings` ask.
 
     Attributes:
-        network: maps ``(B, C, *window)`` to ``(B, E, *window)`` embeddings (plus a last foreground logit with
-            ``foreground="network"``).
+        network: maps ``(B, C, *window)`` to ``(B, E, *window)`` embeddings (plus a last foreground or localisation
+            logit with ``settings.logit_channel``).
         settings: the segmentation settings.
         window: the window actually used (``settings.roi_size``, or the whole image, see
             :func:`~.block_grid.whole_image_window`).
@@ -62,8 +62,9 @@ class BlockPredictor:
             on_windows: called with the number of windows finished after every forward pass.
             timings: ``timings["affinities"]`` is increased by the seconds spent turning embeddings into affinities.
 
-        With a foreground setting, one more, last channel holds the foreground probability (0 or 1 for the
-        intensity rule).
+        With ``settings.logit_channel``, one more channel holds the blended probability of the network's last
+        channel; with a foreground setting, one more, last channel holds the foreground probability (0 or 1 for
+        the intensity rule).
         """
         region = region if isinstance(region, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(region))
         region = region.to(device=self.device, dtype=torch.float32)
@@ -71,9 +72,10 @@ class BlockPredictor:
         bright = region.mean(dim=0, keepdim=True) > self.intensity_threshold if foreground == "intensity" else None
         prediction = blend_windows(
             normalised(region, self.statistics), self.network, self.window, block.window_starts,
-            output=self.settings.blend, offsets=self.settings.offsets, delta_dist=self.settings.delta_dist,
+            output=self.settings.blend, offsets=self.settings.offsets,
+            affinity_delta_dist=self.settings.affinity_delta_dist,
             sw_batch_size=self.settings.sw_batch_size, sigma_scale=self.settings.sigma_scale,
-            on_windows=on_windows, timings=timings, foreground_channel=foreground == "network",
+            on_windows=on_windows, timings=timings, foreground_channel=self.settings.logit_channel,
             workspace=self.workspace, test_time_flips=self.settings.test_time_flips,
         )
         return prediction if bright is None else torch.cat([prediction, bright.to(prediction)])

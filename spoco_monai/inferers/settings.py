@@ -21,12 +21,15 @@ from ..clustering import (
     default_offsets,
     hdbscan_clustering,
     mutex_watershed_from_affinities,
+    point_clustering,
     seeded_watershed_from_affinities,
 )
+from ..clustering.hdbscan_clustering import HDBSCAN_MISSING, hdbscan_installed
+from ..validation import check_open_unit_interval, check_positive
 from .block_grid import positive_ints
 
 BLENDS = ("affinities", "embeddings")
-CLUSTERINGS = ("mws", "watershed", "hdbscan")
+CLUSTERINGS = ("mws", "watershed", "hdbscan", "points")
 # the clusterings that work on blended affinities
 AFFINITY_CLUSTERINGS = ("mws", "watershed")
 
@@ -40,6 +43,7 @@ CLUSTERING_OPTIONS = {
     "mws": _options(mutex_watershed_from_affinities, {"affinities", "offsets", "mask", "overwrite_input"}),
     "watershed": _options(seeded_watershed_from_affinities, {"affinities", "offsets", "mask"}),
     "hdbscan": _options(hdbscan_clustering, {"embeddings", "mask"}),
+    "points": _options(point_clustering, {"embeddings", "localization", "mask", "affinity_delta_dist"}),
 }
 FOREGROUNDS = ("network", "intensity")
 
@@ -67,21 +71,29 @@ class SegmentationSettings:
             of the foreground's distance map grown over the borders of the embeddings, see
             :func:`~spoco_monai.clustering.seeded_watershed_from_affinities`; needs
             ``clustering_kwargs["min_distance"]``; for compact objects: nuclei in a foreground, cells in dense
-            tissue with a ``boundary_threshold``) or, with
-            ``blend="embeddings"`` only, ``"hdbscan"``.
+            tissue with a ``boundary_threshold``) or, with ``blend="embeddings"`` only, ``"hdbscan"`` or
+            ``"points"``: for a network trained from clicks, whose last output channel is a localisation logit (not
+            a foreground): seeds at the peaks of its probability above ``clustering_kwargs["threshold"]`` at least
+            ``min_distance`` apart, grown over the borders of the embeddings, each object keeping the pixels whose
+            embedding lies within ``embedding_radius`` of its seed's (see
+            :func:`~spoco_monai.clustering.point_clustering`; ``embedding_radius`` is needed without a
+            foreground).
         clustering_kwargs: extra keyword arguments of the clustering function (``strides``, ``min_size``, ... for
             the Mutex Watershed; ``min_distance``, ``boundary_threshold``, ``distance_weight``, ``min_size``,
-            ``element_size`` for the seeded watershed; ``min_size`` is required by HDBSCAN); no per-voxel arrays
+            ``element_size`` for the seeded watershed; ``min_size`` is required by HDBSCAN; ``threshold``,
+            ``min_distance``, ``embedding_radius``, ``min_size`` for ``"points"``); no per-voxel arrays
             such as ``mask``, since each block is clustered on its own. Lists are stored as tuples.
         offsets: Mutex Watershed offsets, the first ``len(roi_size)`` attractive; ``None`` for
             :func:`~spoco_monai.clustering.default_offsets`. With ``"affinities"`` each must be shorter than the
             window.
-        delta_dist: ``delta_d`` of the affinity formula (a bundle's ``affinity_delta_dist``; by default the loss's push
-            margin).
+        affinity_delta_dist: the width ``delta_d`` of the affinity kernel, see
+            :func:`~spoco_monai.clustering.embeddings_to_affinities` (the bundle's ``affinity_delta_dist``, by default
+            the loss's push margin ``delta_dist``).
         foreground: where the objects may be; the clustering labels only these voxels (a mask inside the
             clustering): ``None`` everywhere; ``"network"`` where the probability of the network's last output
             channel (a foreground logit, see ``SpocoLoss``'s ``foreground_weight``) is above
-            ``foreground_threshold``; ``"intensity"``
+            ``foreground_threshold`` (not with ``clustering="points"``, whose last channel is its localisation map);
+            ``"intensity"``
             where the image (mean over channels) is above its Otsu threshold over the whole volume (bright objects
             on a dark background). Isolated pieces smaller than ``min_size`` are dropped.
         foreground_threshold: the foreground probability above which a voxel belongs to the objects with
@@ -114,7 +126,7 @@ class SegmentationSettings:
     clustering: str = "mws"
     clustering_kwargs: Mapping[str, Any] | None = None
     offsets: Sequence[Sequence[int]] | None = None
-    delta_dist: float = 2.0
+    affinity_delta_dist: float = 2.0
     foreground: str | None = None
     foreground_threshold: float = 0.5
     whole_image_max_voxels: int | None = None
@@ -145,12 +157,16 @@ class SegmentationSettings:
                 f"clustering_kwargs {unknown} are not options of clustering {self.clustering!r}; its options are "
                 f"{sorted(CLUSTERING_OPTIONS[self.clustering])}."
             )
+        if self.clustering == "hdbscan" and not hdbscan_installed():
+            raise ValueError(HDBSCAN_MISSING)
         if self.clustering == "watershed" and "min_distance" not in dict(self.clustering_kwargs or {}):
             raise ValueError(
                 "clustering 'watershed' needs clustering_kwargs['min_distance'] (about the objects' radius in voxels)."
             )
         if self.foreground is not None and self.foreground not in FOREGROUNDS:
             raise ValueError(f"foreground must be None or one of {FOREGROUNDS}, got {self.foreground!r}.")
+        if self.clustering == "points":
+            _check_point_options(dict(self.clustering_kwargs or {}), self.foreground)
         if not 0 < self.foreground_threshold < 1:
             raise ValueError(f"foreground_threshold must be in (0, 1), got {self.foreground_threshold!r}.")
         if self.whole_image_max_voxels is not None and not self.whole_image_max_voxels >= 1:
@@ -177,12 +193,15 @@ class SegmentationSettings:
             key: tuple(value) if isinstance(value, list) else value
             for key, value in dict(self.clustering_kwargs or {}).items()
         }
+        if "min_distance" in options and self.clustering == "points":
+            # the command line gives numbers as floats; the peak search takes whole pixels
+            options["min_distance"] = int(options["min_distance"])
         normalised = {
             "roi_size": positive_ints(self.roi_size, dims, "roi_size"),
             "block_shape": None if self.block_shape is None else positive_ints(self.block_shape, dims, "block_shape"),
             "halo": None if self.halo is None else positive_ints(self.halo, dims, "halo"),
             "overlap": float(self.overlap),
-            "delta_dist": float(self.delta_dist),
+            "affinity_delta_dist": float(self.affinity_delta_dist),
             "foreground_threshold": float(self.foreground_threshold),
             "sigma_scale": float(self.sigma_scale),
             "iou_threshold": float(self.iou_threshold),
@@ -204,11 +223,41 @@ class SegmentationSettings:
         """2 or 3."""
         return len(self.roi_size)
 
+    @property
+    def logit_channel(self) -> bool:
+        """Whether the network's last output channel is a logit, not an embedding.
+
+        It is a foreground (``foreground="network"``) or a localisation map (``clustering="points"``); the windows
+        blend its sigmoid as one more, last channel of the prediction.
+        """
+        return self.foreground == "network" or self.clustering == "points"
+
     def fingerprint(self) -> dict[str, Any]:
         """The settings that decide the labels, JSON-serialisable (the device is left out: it does not)."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "device"}
         values["clustering_kwargs"] = repr(sorted(self.clustering_kwargs.items()))
         return values
+
+
+def _check_point_options(options: dict[str, Any], foreground: str | None) -> None:
+    if foreground == "network":
+        raise ValueError(
+            "clustering 'points' reads the network's last channel as its localisation map, which foreground "
+            "'network' would read as a foreground; use foreground None or 'intensity'."
+        )
+    if foreground is None and "embedding_radius" not in options:
+        raise ValueError(
+            "clustering 'points' without a foreground needs clustering_kwargs['embedding_radius'] (about delta_var "
+            "of the loss), or every pixel joins the object of some seed."
+        )
+    if "threshold" in options:
+        check_open_unit_interval("clustering_kwargs['threshold']", options["threshold"])
+    if "embedding_radius" in options:
+        check_positive("clustering_kwargs['embedding_radius']", options["embedding_radius"])
+    distance = options.get("min_distance", 1)
+    whole = not isinstance(distance, bool) and isinstance(distance, (int, float)) and distance == int(distance)
+    if not (whole and distance >= 1):
+        raise ValueError(f"clustering_kwargs['min_distance'] must be a whole number >= 1, got {distance!r}.")
 
 
 def _from_values(values: dict[str, Any]) -> SegmentationSettings:

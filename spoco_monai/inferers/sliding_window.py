@@ -33,8 +33,8 @@ class SpocoSlidingWindowInferer(Inferer):
             normalisation, device).
         output: ``"labels"`` -> ``(B, 1, *S)`` int64; ``"affinities"`` -> ``(B, len(offsets), *S)`` float32
             blended per-window affinities; ``"embeddings"`` -> ``(B, E, *S)`` float32 blended embeddings. With
-            ``settings.foreground == "network"``, affinities and embeddings get the blended foreground probability
-            as one more, last channel.
+            ``settings.logit_channel`` (a foreground or localisation channel), affinities and embeddings get its
+            blended probability as one more, last channel.
         progress: show progress bars per image.
 
     Raises:
@@ -92,8 +92,8 @@ class SpocoSlidingWindowInferer(Inferer):
         with torch.no_grad():
             blended = blend_windows(
                 normalised(image.to(device=device, dtype=torch.float32), statistics), network, roi_size, starts,
-                output=self.output, offsets=settings.offsets, delta_dist=settings.delta_dist,
+                output=self.output, offsets=settings.offsets, affinity_delta_dist=settings.affinity_delta_dist,
                 sw_batch_size=settings.sw_batch_size, sigma_scale=settings.sigma_scale,
-                foreground_channel=settings.foreground == "network", test_time_flips=settings.test_time_flips,
+                foreground_channel=settings.logit_channel, test_time_flips=settings.test_time_flips,
             )
         return blended.to(image.device)

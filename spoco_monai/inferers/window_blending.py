@@ -25,7 +25,7 @@ def blend_windows(
     window_starts: Sequence[Sequence[int]],
     output: str = "affinities",
     offsets: Sequence[Sequence[int]] | None = None,
-    delta_dist: float = 2.0,
+    affinity_delta_dist: float = 2.0,
     sw_batch_size: int = 1,
     sigma_scale: float = 0.125,
     on_windows: Callable[[int], None] | None = None,
@@ -59,7 +59,7 @@ def blend_windows(
         window_starts: per axis, the window starts within the (padded) region.
         output: ``"affinities"`` or ``"embeddings"``.
         offsets: affinity offsets (``"affinities"`` output), each with ``len(roi_size)`` integers.
-        delta_dist: ``delta_d`` of the affinity formula.
+        affinity_delta_dist: ``delta_d`` of the affinity formula.
         sw_batch_size: number of windows per forward pass.
         sigma_scale: Gaussian sigma of the importance map as a fraction of the window size.
         on_windows: called with the number of windows finished after every forward pass.
@@ -114,7 +114,7 @@ def blend_windows(
                     f"(B, E, *{roi_size}) embeddings, got output shape {tuple(embeddings.shape)}."
                 )
             embeddings = embeddings.float().flip(axes) if axes else embeddings.float()
-            passed = _window_predictions(embeddings, output, offsets, delta_dist, timings, foreground_channel)
+            passed = window_predictions(embeddings, output, offsets, affinity_delta_dist, timings, foreground_channel)
             predictions = passed if predictions is None else [p.add_(q) for p, q in zip(predictions, passed)]
         if len(mirrorings) > 1:
             predictions = [p.div_(len(mirrorings)) for p in predictions]
@@ -223,11 +223,11 @@ class BlendingWorkspace:
         return self._buffer[:size].view(tuple(shape)).zero_()
 
 
-def _window_predictions(
+def window_predictions(
     embeddings: torch.Tensor,
     output: str,
     offsets: Sequence[Sequence[int]] | None,
-    delta_dist: float,
+    affinity_delta_dist: float,
     timings: dict[str, float] | None,
     foreground_channel: bool,
 ) -> list[torch.Tensor]:
@@ -236,7 +236,7 @@ def _window_predictions(
     embeddings = embeddings[:, :-1] if foreground_channel else embeddings
     if output == "affinities":
         start = time.perf_counter()
-        predictions = [_window_affinities(e, offsets, delta_dist) for e in embeddings]
+        predictions = [_window_affinities(e, offsets, affinity_delta_dist) for e in embeddings]
         if timings is not None:
             timings["affinities"] = timings.get("affinities", 0.0) + time.perf_counter() - start
     else:
@@ -246,11 +246,13 @@ def _window_predictions(
     return predictions
 
 
-def _window_affinities(embeddings: torch.Tensor, offsets: Sequence[Sequence[int]], delta_dist: float) -> torch.Tensor:
+def _window_affinities(
+    embeddings: torch.Tensor, offsets: Sequence[Sequence[int]], affinity_delta_dist: float
+) -> torch.Tensor:
     if embeddings.device.type != "cpu":
-        return embeddings_to_affinities(embeddings, offsets, delta_dist)
+        return embeddings_to_affinities(embeddings, offsets, affinity_delta_dist)
     # on CPU the C++ kernel behind numpy input is several times faster than strided torch slicing
-    return torch.from_numpy(embeddings_to_affinities(embeddings.numpy(), offsets, delta_dist))
+    return torch.from_numpy(embeddings_to_affinities(embeddings.numpy(), offsets, affinity_delta_dist))
 
 
 def _normalise_affinities(

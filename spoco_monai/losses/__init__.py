@@ -1,5 +1,5 @@
 """SPOCO losses: discriminative terms, single-instance term, unlabeled push, embedding consistency, adversarial
-mask term (critic and WGAN-GP objectives), foreground and affinity side terms."""
+mask term (critic and WGAN-GP objectives), foreground and affinity side terms; LCFCN's point localisation loss."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from spoco_monai.losses.consistency import EmbeddingConsistencyLoss
 from spoco_monai.losses.discriminative import DiscriminativeLoss
 from spoco_monai.losses.foreground import ForegroundLoss
 from spoco_monai.losses.kernel import kernel_sigma_squared
+from spoco_monai.losses.point_localization import PointLocalizationLoss
+from spoco_monai.losses.point_supervised import PointSupervisedLoss
 from spoco_monai.losses.single_instance import ChosenObjects, SingleInstanceLoss
 from spoco_monai.losses.spoco import SpocoLoss
 from spoco_monai.losses.unlabeled_push import UnlabeledPushLoss
@@ -20,6 +22,8 @@ __all__ = [
     "EmbeddingConsistencyLoss",
     "ForegroundLoss",
     "MaskCritic",
+    "PointLocalizationLoss",
+    "PointSupervisedLoss",
     "SingleInstanceLoss",
     "SpocoLoss",
     "UnlabeledPushLoss",

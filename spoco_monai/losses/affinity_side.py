@@ -28,15 +28,17 @@ class AffinitySideLoss(nn.Module):
     unknown. Default-off in :class:`~spoco_monai.losses.SpocoLoss` (``affinity_weight`` 0).
 
     Args:
-        delta_dist: the affinity's hinge delta_d (the clustering's ``affinity_delta_dist``), > 0.
+        affinity_delta_dist: the width delta_d of the clustering's affinity kernel, > 0.
         max_offset: largest offset along an axis, >= 1.
         num_offsets: offsets drawn per call, >= 1.
         seed: seed of the module's generator.
     """
 
-    def __init__(self, delta_dist: float = 2.0, max_offset: int = 18, num_offsets: int = 4, seed: int = 0) -> None:
+    def __init__(
+        self, affinity_delta_dist: float = 2.0, max_offset: int = 18, num_offsets: int = 4, seed: int = 0
+    ) -> None:
         super().__init__()
-        self.delta_dist = check_positive("delta_dist", delta_dist)
+        self.affinity_delta_dist = check_positive("affinity_delta_dist", affinity_delta_dist)
         self.max_offset = check_positive_int("max_offset", max_offset)
         self.num_offsets = check_positive_int("num_offsets", num_offsets)
         self.generator = torch.Generator().manual_seed(check_int("seed", seed))
@@ -78,7 +80,7 @@ class AffinitySideLoss(nn.Module):
                 continue
             difference = embeddings[(slice(None), slice(None), *source)] - embeddings[(slice(None), slice(None), *other)]
             distance = torch.linalg.vector_norm(difference, dim=1)
-            boundary = 1.0 - distances_to_affinities(distance, self.delta_dist)
+            boundary = 1.0 - distances_to_affinities(distance, self.affinity_delta_dist)
             truth = (first != second).to(boundary.dtype)
             boundary, truth = boundary[labeled], truth[labeled]
             overlap = overlap + (boundary * truth).sum()

@@ -23,20 +23,20 @@ from spoco_monai.inferers.settings import AFFINITY_CLUSTERINGS, SegmentationSett
 from spoco_monai.metrics.annotated_objects import annotated_rand_error
 from spoco_monai.training.annotations import AnnotatedVolume
 
-__all__ = ["DELTA_DIST_FACTORS", "choose_delta_dist"]
+__all__ = ["AFFINITY_DELTA_DIST_FACTORS", "choose_affinity_delta_dist"]
 
 # the candidates, as factors of the model's own delta_d
-DELTA_DIST_FACTORS = (0.67, 0.83, 1.0, 1.17, 1.33)
+AFFINITY_DELTA_DIST_FACTORS = (0.67, 0.83, 1.0, 1.17, 1.33)
 
 
-def choose_delta_dist(
+def choose_affinity_delta_dist(
     network: Callable[[torch.Tensor], torch.Tensor],
     settings: SegmentationSettings,
     volumes: Sequence[AnnotatedVolume],
     judges: Sequence[np.ndarray],
-    factors: Sequence[float] = DELTA_DIST_FACTORS,
+    factors: Sequence[float] = AFFINITY_DELTA_DIST_FACTORS,
 ) -> tuple[float, dict[float, float]]:
-    """The ``delta_dist`` among ``factors`` x the settings' under which the judging objects come out best.
+    """The ``affinity_delta_dist`` among ``factors`` x the settings' under which the judging objects come out best.
 
     Args:
         network: the trained network, in eval mode.
@@ -44,17 +44,18 @@ def choose_delta_dist(
         volumes: the annotated volumes (their whole images are segmented once per candidate).
         judges: per volume, labels of its spatial shape holding only the objects to judge by (id > 0), e.g. the
             annotated objects held out of training; a volume without any is skipped.
-        factors: candidates as factors of ``settings.delta_dist``; ties keep the one nearest to 1.
+        factors: candidates as factors of ``settings.affinity_delta_dist``; ties keep the one nearest to 1.
 
     Returns:
-        the chosen ``delta_dist`` and every candidate's mean annotated-object Rand error over the judged volumes.
+        the chosen ``affinity_delta_dist`` and every candidate's mean annotated-object Rand error over the judged
+        volumes.
 
     Raises:
         ValueError: the settings' clustering does not use affinities (HDBSCAN clusters embeddings directly).
     """
     if settings.clustering not in AFFINITY_CLUSTERINGS:
         raise ValueError(
-            f"only the affinity clusterings {AFFINITY_CLUSTERINGS} have a delta_dist to choose, found "
+            f"only the affinity clusterings {AFFINITY_CLUSTERINGS} have a affinity_delta_dist to choose, found "
             f"{settings.clustering!r}."
         )
     judged = [(volume, judge) for volume, judge in zip(volumes, judges) if (judge > 0).any()]
@@ -62,8 +63,8 @@ def choose_delta_dist(
         raise ValueError("no volume holds an object to judge the clustering scale by.")
     scores = {}
     for factor in sorted(factors, key=lambda f: abs(f - 1.0)):
-        candidate = round(settings.delta_dist * factor, 3)
-        trial = dataclasses.replace(settings, delta_dist=candidate)
+        candidate = round(settings.affinity_delta_dist * factor, 3)
+        trial = dataclasses.replace(settings, affinity_delta_dist=candidate)
         scores[candidate] = float(
             np.mean(
                 [

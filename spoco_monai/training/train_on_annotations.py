@@ -33,7 +33,7 @@ from spoco_monai.data.volume_io import open_volume
 from spoco_monai.engines.checkpoint import load_network_weights
 from spoco_monai.inferers.settings import AFFINITY_CLUSTERINGS
 from spoco_monai.training.annotations import AnnotatedVolume, describe_volumes, summarize_pairs
-from spoco_monai.training.clustering_choice import choose_delta_dist
+from spoco_monai.training.clustering_choice import choose_affinity_delta_dist
 from spoco_monai.transforms.sparse_manifest import SparseAnnotationManifest
 from spoco_monai.training.model_folder import TRAINING_FOLDER, is_model_folder, read_model_folder, write_model_folder
 
@@ -56,9 +56,9 @@ class FineTuneRecipe:
             another patch); None uses all of them.
         patch_size: training patch size; None keeps the starting model's.
         holdout: the fraction of each volume's annotated objects kept out of training (a seeded choice, recorded
-            in the sparse annotation manifest) to re-choose the affinity clustering's ``delta_dist`` on
-            (:func:`~spoco_monai.training.clustering_choice.choose_delta_dist`); 0 trains on every annotated object
-            and keeps the starting model's scale.
+            in the sparse annotation manifest) to re-choose the affinity kernel's ``affinity_delta_dist`` on
+            (:func:`~spoco_monai.training.clustering_choice.choose_affinity_delta_dist`); 0 trains on every annotated
+            object and keeps the starting model's scale.
         overrides: further bundle config entries, by name.
     """
 
@@ -171,7 +171,9 @@ def train_on_annotations(
         record["held_out_objects"] = {
             volume.label: np.unique(judge[judge > 0]).tolist() for volume, judge in zip(volumes, judges)
         }
-        record["delta_dist_scores"] = _choose_delta_dist(network, inference_config, bundle, volumes, judges, log)
+        record["affinity_delta_dist_scores"] = _choose_affinity_delta_dist(
+            network, inference_config, bundle, volumes, judges, log
+        )
     write_model_folder(output, network.state_dict(), inference_config, record)
     log(
         f"trained {iterations} of {recipe.iterations} iterations in {seconds / 60:.1f} min{stopped}; model folder "
@@ -364,7 +366,7 @@ def _inference_config(bundle: Path, start: dict[str, Any], overrides: dict[str, 
     return config
 
 
-def _choose_delta_dist(
+def _choose_affinity_delta_dist(
     network: torch.nn.Module,
     inference_config: dict[str, Any],
     bundle: Path,
@@ -372,18 +374,20 @@ def _choose_delta_dist(
     judges: Sequence[np.ndarray],
     log: Callable[[str], None],
 ) -> dict[str, float]:
-    """Re-choose the clustering's ``delta_dist`` on the held-out objects and write it into the inference config."""
+    """Re-choose the affinity kernel's ``affinity_delta_dist`` on the held-out objects and write it into the inference
+    config."""
     parser = ConfigParser(inference_config)
     parser["bundle_root"] = str(bundle)
     settings = parser.get_parsed_content("segmentation")
     if settings.clustering not in AFFINITY_CLUSTERINGS:
         return {}
     network.eval()
-    best, scores = choose_delta_dist(network, settings, volumes, judges)
+    best, scores = choose_affinity_delta_dist(network, settings, volumes, judges)
     inference_config["affinity_delta_dist"] = best
     table = ", ".join(f"{candidate:g}: {score:.3f}" for candidate, score in scores.items())
     log(
-        f"clustering scale delta_dist re-chosen on the held-out objects: {best:g} (the model's {settings.delta_dist:g}; "
+        f"clustering scale affinity_delta_dist re-chosen on the held-out objects: {best:g} (the model's "
+        f"{settings.affinity_delta_dist:g}; "
         f"their Rand error per candidate: {table})"
     )
     return {str(candidate): score for candidate, score in scores.items()}

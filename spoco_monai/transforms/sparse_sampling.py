@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from numbers import Real
@@ -18,6 +16,7 @@ from monai.transforms import LoadImaged, MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type
 
 from spoco_monai.transforms.label_tensor import label_tensor
+from spoco_monai.transforms.simulated_annotator import check_label_ids, choose_objects, chosen_count, label_identity
 from spoco_monai.transforms.sparse_manifest import SparseAnnotationManifest
 
 __all__ = ["SparseInstanceSampling", "SparseInstanceSamplingd", "KEPT_IDS_META_KEY", "IDENTITY_META_KEY"]
@@ -119,21 +118,7 @@ class SparseInstanceSampling(Transform):
 
     def kept_count(self, num_objects: int) -> int:
         """Number of objects kept out of ``num_objects``: p * K rounded half up, at least 1 when K > 0."""
-        if num_objects == 0:
-            return 0
-        # Rounding p * K to 9 decimals first removes float error such as 0.29 * 50 = 14.499999999999998.
-        return max(1, math.floor(round(self.fraction * num_objects, 9) + 0.5))
-
-    def _select(self, object_ids: list[int], identity: str | None) -> list[int]:
-        """The ascending ids kept out of ``object_ids`` for the image ``identity`` (None only if all are kept)."""
-        count = self.kept_count(len(object_ids))
-        if count == len(object_ids):
-            return sorted(object_ids)
-        # One short hash per object (bounded by the object count, not the pixel count) gives a subset that
-        # is independent of any library's random stream and nested across fractions.
-        prefix = f"{self.seed}\0{identity}\0".encode()
-        ranked = sorted(object_ids, key=lambda i: hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest())
-        return sorted(ranked[:count])
+        return chosen_count(self.fraction, num_objects)
 
     def __call__(self, label: NdarrayOrTensor, identity: str | None = None) -> NdarrayOrTensor:
         """Sparsify one label image (any shape) and record its kept ids; returns the same type as ``label``.
@@ -144,10 +129,10 @@ class SparseInstanceSampling(Transform):
         """
         identity = self._identity(label) if identity is None else identity
         values = label_tensor(label)
-        self._check_label(values)
+        check_label_ids(values)
         ids = torch.unique(values)
         object_ids = [int(i) for i in ids[(ids > 0) & (ids != self.background_id)].tolist()]
-        kept = self._select(object_ids, identity)
+        kept = choose_objects(object_ids, self.fraction, self.seed, identity)
         kept_mask = torch.isin(values, torch.as_tensor(kept, dtype=values.dtype, device=values.device))
         sparse = torch.where(kept_mask | (values == -1), values, 0)
         if self.keep_background and bool((values == self.background_id).any()):
@@ -165,25 +150,7 @@ class SparseInstanceSampling(Transform):
 
     def _identity(self, label: NdarrayOrTensor) -> str | None:
         """The file name of ``label``, or None where it has none and none is needed."""
-        filename = label.meta.get("filename_or_obj") if isinstance(label, MetaTensor) else None
-        if filename not in (None, ""):
-            return os.path.basename(str(filename))
-        if self.fraction < 1.0 or self.manifest is not None:
-            raise ValueError(
-                "the label has no identity: expected a MetaTensor with meta['filename_or_obj'] (e.g. from "
-                f"LoadImaged) or an identity (`id_key` of SparseInstanceSamplingd), found {type(label).__name__} "
-                "without a file name."
-            )
-        return None
-
-    @staticmethod
-    def _check_label(values: torch.Tensor) -> None:
-        if values.dtype == torch.bool:
-            raise TypeError("label must hold integer ids (>= -1), found a boolean array.")
-        if values.is_floating_point() and not bool(torch.equal(values, values.round())):
-            raise ValueError("label must hold integer ids (>= -1), found non-integral floating values.")
-        if values.numel() and int(values.min()) < -1:
-            raise ValueError(f"label ids must be >= -1 (-1 = ignore), found {int(values.min())}.")
+        return label_identity(label, required=self.fraction < 1.0 or self.manifest is not None)
 
 
 class SparseInstanceSamplingd(MapTransform):

@@ -17,7 +17,7 @@ TINY = {
     "amp": False,
     "num_workers": 0,
     "patch_size": [16, 24, 24],
-    "sliding_window_roi_size": [32, 32, 32],
+    "segmentation#roi_size": [32, 32, 32],
     # an untrained network gives noisy affinities, on which the Mutex Watershed is slow without strides
     "clustering": "mws",
     "clustering_kwargs": {"strides": [4, 4, 4]},

@@ -13,29 +13,37 @@ from monai.transforms import Compose
 
 from spoco_monai.clustering import default_offsets
 from spoco_monai.data import volume_file
+from spoco_monai.data.volume_io import open_volume
+from spoco_monai.transforms import region_slices
 
 pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-# overlay -> (training file, validation file, training and validation shape (Z, Y, X) after the overlay's crop,
-# objects in the training / validation label, the clustering's foreground rule)
+# overlay -> (training items, validation items: each (file, shape (Z, Y, X) after the item's crop, objects), the
+# clustering's foreground rule)
 SAMPLES = {
     "lm3d_nuclei": (
-        "lm3d/gonuclear_1135.h5", "lm3d/gonuclear_1136.h5", (100, 100, 100), (100, 100, 100), 54, 32, "network",
+        [("lm3d/gonuclear_1135.h5", (100, 100, 100), 54), ("lm3d/gonuclear_1137.h5", (100, 100, 100), 30)],
+        [("lm3d/gonuclear_1136.h5", (50, 100, 100), 21)],
+        "network",
     ),
     "lm3d_membranes": (
-        "lm3d/plantseg_ovule_sample.h5", "lm3d/plantseg_ovule_sample.h5", (32, 128, 64), (32, 128, 64), 34, 31,
+        [("lm3d/plantseg_ovule_sample.h5", (32, 128, 64), 34)],
+        [("lm3d/plantseg_ovule_sample.h5", (32, 128, 64), 31)],
         None,
     ),
     "em3d_neurons": (
-        "em3d/gala_fibsem_train.h5", "em3d/gala_fibsem_train.h5", (50, 100, 100), (50, 100, 100), 47, 48, None,
+        [("em3d/gala_fibsem_train.h5", (50, 100, 100), 47), ("em3d/neuroproof_fib_A.h5", (125, 125, 250), 176)],
+        [("em3d/gala_fibsem_train.h5", (50, 100, 100), 48)],
+        None,
     ),
 }
+SPLITS = (("train", 0), ("validate", 1))
 
 
 def _parser(overlay: str, **overrides) -> ConfigParser:
-    sample = DATA / SAMPLES[overlay][0]
+    sample = DATA / SAMPLES[overlay][0][0][0]
     if not sample.is_file():
         pytest.skip(f"real data not found at {sample} (the shared data folder ../shared/data is absent)")
     parser = ConfigParser()
@@ -49,19 +57,21 @@ def _parser(overlay: str, **overrides) -> ConfigParser:
 
 @pytest.mark.parametrize("overlay", sorted(SAMPLES))
 def test_overlay_lists_the_sample_volumes(overlay):
-    train_file, val_file, *_ = SAMPLES[overlay]
     parser = _parser(overlay)
-    for split, expected in (("train#datalist", train_file), ("validate#datalist", val_file)):
-        items = parser.get_parsed_content(split)
-        assert [sorted(item) for item in items] == [["image", "label"]]
-        assert items[0]["image"].endswith(":raw") and items[0]["label"].endswith(":label")
-        for key in ("image", "label"):
-            assert volume_file(items[0][key]).resolve() == (DATA / expected).resolve()
+    for split, index in SPLITS:
+        items = parser.get_parsed_content(f"{split}#datalist")
+        assert len(items) == len(SAMPLES[overlay][index])
+        for item, (expected, _, _) in zip(items, SAMPLES[overlay][index]):
+            assert set(item) <= {"image", "label", "region"}
+            assert item["image"].endswith(":raw") and item["label"].endswith(":label")
+            for key in ("image", "label"):
+                assert volume_file(item[key]).resolve() == (DATA / expected).resolve()
 
 
 @pytest.mark.parametrize("overlay", sorted(SAMPLES))
 def test_overlay_settings_fit_the_volumes(overlay):
-    _, _, shape, _, train_objects, _, foreground = SAMPLES[overlay]
+    (_, shape, train_objects), *_ = SAMPLES[overlay][0]
+    foreground = SAMPLES[overlay][2]
     parser = _parser(overlay)
     patch = parser.get_parsed_content("patch_size")
     assert parser.get_parsed_content("spatial_dims") == 3
@@ -92,17 +102,17 @@ def test_overlay_settings_fit_the_volumes(overlay):
 
 @pytest.mark.parametrize("overlay", sorted(SAMPLES))
 def test_overlay_sample_loads(overlay):
-    _, _, train_shape, val_shape, train_objects, val_objects, _ = SAMPLES[overlay]
     parser = _parser(overlay)
     to_labels = parser.get_parsed_content("validate#to_labels")
-    for split, shape, objects in (("train", train_shape, train_objects), ("validate", val_shape, val_objects)):
+    for split, index in SPLITS:
         load = Compose(parser.get_parsed_content(f"{split}#load") + to_labels)
-        sample = load(parser.get_parsed_content(f"{split}#datalist")[0])
-        assert tuple(sample["image"].shape) == (1, *shape)
-        assert tuple(sample["label"].shape) == (1, *shape)
-        assert sample["label"].dtype == torch.int64
-        assert len(torch.unique(sample["label"][sample["label"] > 0])) == objects
-        assert abs(float(sample["image"].mean())) < 1e-3 and abs(float(sample["image"].std()) - 1.0) < 1e-3
+        for item, (_, shape, objects) in zip(parser.get_parsed_content(f"{split}#datalist"), SAMPLES[overlay][index]):
+            sample = load(item)
+            assert tuple(sample["image"].shape) == (1, *shape)
+            assert tuple(sample["label"].shape) == (1, *shape)
+            assert sample["label"].dtype == torch.int64
+            assert len(torch.unique(sample["label"][sample["label"] > 0])) == objects
+            assert abs(float(sample["image"].mean())) < 1e-3 and abs(float(sample["image"].std()) - 1.0) < 1e-3
 
 
 @pytest.mark.parametrize("overlay", sorted(SAMPLES))
@@ -120,15 +130,20 @@ def test_overlay_check_data_names_missing_volume(overlay, tmp_path):
     with pytest.raises(RuntimeError) as error:
         parser.get_parsed_content("check_data")
     message = str(error.value.__cause__)
-    assert "file not found" in message and str(tmp_path / Path(SAMPLES[overlay][0]).name) in message
+    assert "file not found" in message and str(tmp_path / Path(SAMPLES[overlay][0][0][0]).name) in message
 
 
-@pytest.mark.parametrize("overlay", ["lm3d_membranes", "em3d_neurons"])
-def test_single_volume_overlays_report_on_voxels_training_never_sees(overlay):
+@pytest.mark.parametrize("overlay", sorted(SAMPLES))
+def test_overlays_report_on_voxels_training_never_sees(overlay):
     parser = _parser(overlay)
-    file_shape = {"lm3d_membranes": (32, 128, 128), "em3d_neurons": (50, 100, 200)}[overlay]
-    seen = torch.zeros(file_shape, dtype=torch.int64)
-    for region in ("train_region", "report_region"):
-        seen[parser.get_parsed_content(region)] += 1
-    # the two regions tile the volume without overlap
-    assert int(seen.min()) == 1 and int(seen.max()) == 1
+    seen: dict[Path, np.ndarray] = {}
+    for split, region in (("train", "train_region"), ("validate", "report_region")):
+        default = parser.get_parsed_content(region)
+        for item in parser.get_parsed_content(f"{split}#datalist"):
+            file = volume_file(item["image"]).resolve()
+            if file not in seen:
+                seen[file] = np.zeros(open_volume(item["image"]).shape, dtype=np.int64)
+            slices = region_slices(item["region"], 3) if "region" in item else default
+            seen[file][slices] += 1
+    # no voxel is both trained and reported on
+    assert all(int(counts.max()) == 1 for counts in seen.values())

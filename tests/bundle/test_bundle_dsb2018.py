@@ -18,6 +18,8 @@ pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DSB = DATA / "dsb2018_fluo"
+# 2D patches, and 2D windows in place of the tiny 3D ones of the shared test settings
+TWO_D = {"patch_size": [64, 64], "segmentation#roi_size": [64, 64]}
 
 
 def _copy_split(source: Path, target: Path, names: list[str]) -> None:
@@ -42,7 +44,7 @@ def small_dsb(tmp_path) -> Path:
 def test_dsb2018_overlay_trains_and_validates(small_dsb, tmp_path):
     flow = workflow(
         ("train", "dsb2018_2d"), dataset_dir=str(small_dsb), output_dir=str(tmp_path / "output"),
-        patch_size=[64, 64], sliding_window_roi_size=[64, 64], clustering_kwargs={"min_size": 15, "strides": [2, 2]},
+        **TWO_D, clustering_kwargs={"min_size": 15, "strides": [2, 2]},
         patches_per_volume=2, max_validation_images=1,
     )
     assert flow.parser.get_parsed_content("spatial_dims") == 2
@@ -59,7 +61,7 @@ def test_dsb2018_overlay_trains_and_validates(small_dsb, tmp_path):
 def test_sparse_training_with_a_foreground_channel_learns_it_positive_unlabeled(small_dsb, tmp_path):
     flow = workflow(
         ("train", "dsb2018_2d"), dataset_dir=str(small_dsb), output_dir=str(tmp_path / "output"),
-        patch_size=[64, 64], sliding_window_roi_size=[64, 64], patches_per_volume=2, max_validation_images=1,
+        **TWO_D, patches_per_volume=2, max_validation_images=1,
         foreground_head=True, run_validation=False,
     )
     # the unlabeled pixels' foreground prior rides along as a second channel of the target, from sparse_fraction
@@ -78,7 +80,7 @@ def test_sparse_training_with_a_foreground_channel_learns_it_positive_unlabeled(
 def test_dsb2018_overlay_limits_validation_images(small_dsb, tmp_path, limit, expected):
     flow = workflow(
         ("train", "dsb2018_2d"), dataset_dir=str(small_dsb), output_dir=str(tmp_path / "output"),
-        max_validation_images=limit, patch_size=[64, 64], sliding_window_roi_size=[64, 64],
+        max_validation_images=limit, **TWO_D,
     )
     assert len(flow.parser.get_parsed_content("validate#datalist")) == expected
 
@@ -88,18 +90,17 @@ def test_nuclei_overlay_masks_the_clustering_with_a_foreground(tiny_dataset, sma
     base = workflow(("train",), dataset_dir=str(tiny_dataset)).parser
     assert base.get_parsed_content("validate#inferer").settings.foreground is None
     assert base.get_parsed_content("validate#postprocessing").transforms == ()
-    two_d = {"patch_size": [64, 64], "sliding_window_roi_size": [64, 64]}
-    nuclei = workflow(("train", "dsb2018_2d"), dataset_dir=str(small_dsb), **two_d).parser
+    nuclei = workflow(("train", "dsb2018_2d"), dataset_dir=str(small_dsb), **TWO_D).parser
     settings = nuclei.get_parsed_content("validate#inferer").settings
     # the intensity rule by default, sparse or dense; the clustering's own embedding kernel width
     assert settings.foreground == "intensity" and settings.whole_image_max_voxels == 2**21
     assert settings.offsets == ((-1, 0), (0, -1), (-3, 0), (0, -3), (-9, 0), (0, -9))
-    assert settings.delta_dist == 5.0 and nuclei.get_parsed_content("delta_dist") == 2.0
+    assert settings.affinity_delta_dist == 5.0 and nuclei.get_parsed_content("delta_dist") == 2.0
     assert nuclei.get_parsed_content("network_def").out_channels == 16
     # with dense labels a learned foreground is one switch away: the network's own foreground channel
     dense = workflow(
         ("train", "dsb2018_2d"), dataset_dir=str(small_dsb), sparse=False, keep_background=True, sparse_fraction=1.0,
-        foreground_head=True, **two_d,
+        foreground_head=True, **TWO_D,
     ).parser
     assert dense.get_parsed_content("validate#inferer").settings.foreground == "network"
     assert dense.get_parsed_content("network_def").out_channels == 17

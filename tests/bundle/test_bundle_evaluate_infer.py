@@ -76,7 +76,7 @@ def test_inference_writes_labels_and_report(tiny_dataset, trained, tmp_path):
                  (("network_channels", "[8, 16]"), ("network_strides", "[2]"), ("patch_size", "[32, 32, 32]"))]
     report = visualize.main([
         "--image", str(image_path), "--labels", str(output), "--ground-truth", str(label_path),
-        "--config", *config("inference"), "--model", str(trained),
+        "--config", *config("inference"), "--checkpoint", str(trained),
         "--output-dir", str(tmp_path / "report"), *overrides,
     ])
     ground_truth = np.asarray(nib.load(label_path).dataobj)
@@ -96,7 +96,7 @@ def test_inference_refuses_to_overwrite_unless_told(tiny_dataset, trained, tmp_p
     with pytest.raises(RuntimeError) as error:
         flow.initialize()
     assert isinstance(error.value.__cause__, FileExistsError)
-    assert f"1 inference output(s) already exist: {existing}" in str(error.value.__cause__)
+    assert f"1 inference output(s) already exist: {existing}; pass --overwrite True" in str(error.value.__cause__)
     assert existing.read_bytes() == b"keep"
     ConfigWorkflow(config_file=config("inference"), workflow_type=None, overwrite=True, **settings).initialize()
 

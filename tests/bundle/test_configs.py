@@ -29,7 +29,8 @@ COMMANDS = [
     *[("train", overlay) for overlay in DATA_OVERLAYS],
     *[("train", overlay, "evaluate") for overlay in DATA_OVERLAYS],
     ("train", "lm3d_membranes", "finetune"), ("train", "lm3d_membranes", "adversarial"),
-    ("inference", "inference_volume"),
+    ("train", "dsb2018_2d", "points_model", "points"), ("train", "dsb2018_2d", "points_model", "points", "evaluate"),
+    ("inference", "inference_volume"), ("inference", "dsb2018_2d", "points_model", "points_inference"),
     *[("inference", *overlays) for overlays in SHIPPED_MODELS.values()],
 ]
 
@@ -102,6 +103,18 @@ def test_validation_and_inference_share_the_segmentation_entry():
     )
 
 
+def test_a_model_trained_from_clicks_validates_and_infers_with_the_points_clustering():
+    train = ConfigParser()
+    train.read_config(config("train", "dsb2018_2d", "points_model", "points"))
+    inference = ConfigParser()
+    inference.read_config(config("inference", "dsb2018_2d", "points_model", "points_inference"))
+    validation_settings = train.get_parsed_content("validate#inferer").settings
+    assert validation_settings.clustering == "points" and validation_settings.logit_channel
+    assert validation_settings.foreground == "intensity" and validation_settings.blend == "embeddings"
+    assert inference.get_parsed_content("segmentation") == dataclasses.replace(validation_settings, normalize=True)
+    assert inference.get_parsed_content("network_def").out_channels == 17
+
+
 def test_the_affinity_side_term_takes_its_weight_offsets_and_kernel_from_the_settings():
     parser = ConfigParser()
     parser.read_config(config("train"))
@@ -114,7 +127,22 @@ def test_the_affinity_side_term_takes_its_weight_offsets_and_kernel_from_the_set
     parser["affinity_delta_dist"] = 3.0
     loss = parser.get_parsed_content("loss")
     assert loss.affinity_weight == 5.0
-    assert (loss.affinity_side.max_offset, loss.affinity_side.delta_dist) == (1, 3.0)
+    assert (loss.affinity_side.max_offset, loss.affinity_side.affinity_delta_dist) == (1, 3.0)
+
+
+@pytest.mark.parametrize("model", ["model", "dsb2018_nuclei_2d"])
+def test_the_affinity_kernel_and_the_loss_margin_are_set_apart_under_every_overlay(model):
+    def segmentation(**overrides):
+        parser = ConfigParser()
+        parser.read_config(config("inference", *SHIPPED_MODELS[model]))
+        parser.update(overrides)
+        return parser.get_parsed_content("segmentation")
+
+    shipped = segmentation()
+    assert segmentation(affinity_delta_dist=7.0).affinity_delta_dist == 7.0
+    # the loss's margin is the kernel's default only where no overlay sets the kernel (dsb2018_2d.json does: 5.0)
+    assert segmentation(delta_dist=3.0).affinity_delta_dist == (3.0 if model == "model" else shipped.affinity_delta_dist)
+    assert segmentation(**{"segmentation#roi_size": [16] * shipped.spatial_dims}).roi_size == (16,) * shipped.spatial_dims
 
 
 @pytest.fixture(scope="module")

@@ -35,13 +35,13 @@ TINY_EXPECTED = np.array(
 
 
 def test_affinities_by_hand_numpy():
-    affinities = embeddings_to_affinities(TINY, TINY_OFFSETS, delta_dist=2.0)
+    affinities = embeddings_to_affinities(TINY, TINY_OFFSETS, affinity_delta_dist=2.0)
     assert isinstance(affinities, np.ndarray) and affinities.dtype == np.float32
     np.testing.assert_allclose(affinities, TINY_EXPECTED, atol=1e-6)
 
 
 def test_affinities_by_hand_torch():
-    affinities = embeddings_to_affinities(torch.from_numpy(TINY).double(), TINY_OFFSETS, delta_dist=2.0)
+    affinities = embeddings_to_affinities(torch.from_numpy(TINY).double(), TINY_OFFSETS, affinity_delta_dist=2.0)
     assert isinstance(affinities, torch.Tensor) and affinities.dtype == torch.float32
     np.testing.assert_allclose(affinities.numpy(), TINY_EXPECTED, atol=1e-6)
 
@@ -50,7 +50,7 @@ def test_affinities_use_the_euclidean_norm_and_delta():
     # vectors (0, 0) and (0.6, 0.8): distance 1; with delta_d = 1, a = (1 - 1/2)^2
     embeddings = np.zeros((2, 1, 2), dtype=np.float32)
     embeddings[:, 0, 1] = [0.6, 0.8]
-    affinities = embeddings_to_affinities(embeddings, [(0, -1)], delta_dist=1.0)
+    affinities = embeddings_to_affinities(embeddings, [(0, -1)], affinity_delta_dist=1.0)
     np.testing.assert_allclose(affinities[0, 0], [0.0, 0.25], atol=1e-6)
 
 
@@ -63,8 +63,8 @@ def test_offsets_longer_than_the_array_give_zero():
 def test_torch_and_numpy_paths_agree(shape):
     embeddings = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     offsets = default_offsets(len(shape) - 1) + [tuple([2] * (len(shape) - 1))]
-    from_numpy = embeddings_to_affinities(embeddings, offsets, delta_dist=1.5)
-    from_torch = embeddings_to_affinities(torch.from_numpy(embeddings), offsets, delta_dist=1.5)
+    from_numpy = embeddings_to_affinities(embeddings, offsets, affinity_delta_dist=1.5)
+    from_torch = embeddings_to_affinities(torch.from_numpy(embeddings), offsets, affinity_delta_dist=1.5)
     np.testing.assert_allclose(from_torch.numpy(), from_numpy, atol=1e-5)
     assert from_numpy.min() >= 0 and from_numpy.max() <= 1
 
@@ -85,7 +85,7 @@ def test_same_object_gives_one_and_far_objects_zero(clean_embeddings):
 
 
 @pytest.mark.parametrize(
-    "embeddings, offsets, delta_dist, error, match",
+    "embeddings, offsets, affinity_delta_dist, error, match",
     [
         (np.zeros((2, 3), np.float32), [(-1,)], 2.0, ValueError, "got 2 dimensions"),
         (np.zeros((2, 3, 3, 3, 3), np.float32), [(-1, 0, 0, 0)], 2.0, ValueError, "got 5 dimensions"),
@@ -94,13 +94,13 @@ def test_same_object_gives_one_and_far_objects_zero(clean_embeddings):
         (np.zeros((2, 3, 3), np.float32), [(-1, 0, 0)], 2.0, ValueError, "2 integers"),
         (np.zeros((2, 3, 3), np.float32), [(0, 0)], 2.0, ValueError, "non-zero"),
         (np.zeros((2, 3, 3), np.float32), [], 2.0, ValueError, "must not be empty"),
-        (np.zeros((2, 3, 3), np.float32), [(-1, 0)], -1.0, ValueError, "delta_dist must be > 0"),
-        (np.zeros((2, 3, 3), np.float32), [(-1, 0)], 0.0, ValueError, "delta_dist must be > 0"),
+        (np.zeros((2, 3, 3), np.float32), [(-1, 0)], -1.0, ValueError, "affinity_delta_dist must be > 0"),
+        (np.zeros((2, 3, 3), np.float32), [(-1, 0)], 0.0, ValueError, "affinity_delta_dist must be > 0"),
     ],
 )
-def test_invalid_input(embeddings, offsets, delta_dist, error, match):
+def test_invalid_input(embeddings, offsets, affinity_delta_dist, error, match):
     with pytest.raises(error, match=match):
-        embeddings_to_affinities(embeddings, offsets, delta_dist)
+        embeddings_to_affinities(embeddings, offsets, affinity_delta_dist)
 
 
 def test_default_offsets_follow_the_object_size():

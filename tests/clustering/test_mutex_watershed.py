@@ -107,7 +107,7 @@ def test_min_size_merges_a_tiny_object_into_its_neighbour(clean_embeddings_2d):
     [
         ({"offsets": [(-1, 0, 0)]}, ValueError, "2 integers"),
         ({"offsets": [(-1, 0)]}, ValueError, "at least the 2 attractive channels"),
-        ({"delta_dist": -2.0}, ValueError, "delta_dist must be > 0"),
+        ({"affinity_delta_dist": -2.0}, ValueError, "affinity_delta_dist must be > 0"),
         ({"strides": [2]}, ValueError, "strides must be 2 positive integers"),
         ({"strides": [0, 1]}, ValueError, "strides must be 2 positive integers"),
         ({"mask": np.ones((3, 3), bool)}, ValueError, "spatial shape"),

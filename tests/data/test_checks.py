@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import nibabel as nib
 import numpy as np
@@ -8,7 +10,16 @@ import tifffile
 
 from monai.bundle import ConfigParser
 
-from spoco_monai.data import HDF5Reader, TiffReader, check_dataset, load_datalist, write_synthetic_dataset
+from spoco_monai.data import (
+    HDF5Reader,
+    TiffReader,
+    check_dataset,
+    check_new_outputs,
+    load_datalist,
+    write_synthetic_dataset,
+)
+
+BUNDLE_CONFIGS = Path(__file__).parents[2] / "bundle" / "configs"
 
 
 def _tif(path, array):
@@ -204,3 +215,29 @@ def test_truncated_files_are_named(tmp_path, good_2d):
     (tmp_path / "v.h5").write_bytes(content[: len(content) // 2])
     with pytest.raises(ValueError, match=r"cannot read .*v\.h5"):
         check_dataset([{"image": f"{tmp_path}/v.h5:raw", "label": label}], spatial_dims=2)
+
+
+def test_existing_inference_outputs_name_the_bundle_option(tmp_path, good_2d):
+    (tmp_path / "i_instances.nii.gz").write_bytes(b"keep")
+    with pytest.raises(FileExistsError, match=r"already exist: .*i_instances.nii.gz; pass --overwrite True to replace"):
+        check_new_outputs([good_2d], str(tmp_path), "instances", ".nii.gz")
+    assert check_new_outputs([good_2d], str(tmp_path), "instances", ".nii.gz", overwrite=True) == [good_2d]
+
+
+def test_existing_volume_output_of_the_bundle_names_its_option(tmp_path):
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE_CONFIGS / name) for name in ("common.json", "inference.json", "inference_volume.json")])
+    (tmp_path / "labels.zarr").mkdir()
+    parser["output_path"] = str(tmp_path / "labels.zarr")
+    with pytest.raises(RuntimeError) as error:
+        parser.get_parsed_content("initialize")
+    assert "labels.zarr already exists; choose another output path or pass --overwrite True to replace it." in str(
+        error.value.__cause__
+    )
+
+
+def test_colour_image_for_a_grey_network_is_told_how_to_convert(tmp_path):
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 9, 3), np.uint8), photometric="rgb")
+    with pytest.raises(ValueError, match=r"rgb\.tif: image has 3 channel\(s\) but the network expects in_channels=1; "
+                                         r"it looks like a colour \(RGB\) image; .*convert\('L'\)"):
+        check_dataset([{"image": str(tmp_path / "rgb.tif")}], spatial_dims=2, label_key=None, in_channels=1)

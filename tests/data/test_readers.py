@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from monai.bundle import ConfigParser
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImage, LoadImaged
 from PIL import Image
 
@@ -22,6 +24,8 @@ from spoco_monai.data import (
     volume_file,
     write_volume,
 )
+
+BUNDLE_CONFIGS = Path(__file__).parents[2] / "bundle" / "configs"
 
 
 @pytest.mark.parametrize(
@@ -217,6 +221,20 @@ def test_default_readers_cover_every_format_alike(tmp_path):
     for path in paths:
         write_volume(path, image)
         np.testing.assert_array_equal(LoadImage(reader=default_readers(), dtype=None)(path).numpy(), image)
+
+
+def test_bundle_load_transforms_log_no_failed_reader(tmp_path, caplog):
+    """The bundle's LoadImaged reads each file with the reader of its suffix, so no other reader logs a failure."""
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE_CONFIGS / "common.json"), str(BUNDLE_CONFIGS / "inference.json")])
+    preprocessing = parser.get_parsed_content("preprocessing")
+    image = _volume((3, 6, 7), np.float32)
+    paths = [f"{tmp_path / 'v.h5'}:raw", str(tmp_path / "v.tif"), str(tmp_path / "v.zarr"), str(tmp_path / "v.nii.gz")]
+    with caplog.at_level(logging.DEBUG):
+        for path in paths:
+            write_volume(path, image)
+            np.testing.assert_array_equal(preprocessing({"image": path})["image"][0].numpy(), image)
+    assert not [record for record in caplog.records if "unable to load" in record.getMessage()]
 
 
 def test_png_and_jpeg_images_read_like_every_other_format(tmp_path):

@@ -146,3 +146,27 @@ def test_non_finite_loss_stops_before_the_step_and_saves_nothing(tmp_path):
     # the step was not taken (BatchNorm's running statistics did see the NaN in the forward pass)
     assert all(torch.equal(saved[name], value) for name, value in network.named_parameters())
     assert not torch.equal(network.state_dict()["0.weight"], before["0.weight"])
+
+
+def test_points_key_passes_the_point_annotation_to_the_loss():
+    received = []
+
+    class _PointsLoss(_TwoViewSquaredDistance):
+        def forward(self, embeddings, target, teacher_embeddings, points=None):
+            received.append(points)
+            return super().forward(embeddings, target, teacher_embeddings)
+
+    data = _batches(1)
+    data[0]["points"] = torch.zeros(2, 1, 4, 5, 6, dtype=torch.int64)
+    data[0]["points"][0, 0, 1, 2, 3] = 1
+    network = _network()
+    trainer = SpocoTrainer(
+        device="cpu", max_epochs=1, train_data_loader=data, network=network,
+        optimizer=torch.optim.SGD(network.parameters(), lr=0.1), loss_function=_PointsLoss(), points_key="points",
+    )
+    trainer.run()
+    assert torch.equal(received[0], data[0]["points"])
+    # without the key in the batch (or without points_key), the loss is called as before
+    plain = _trainer(_network(), _batches(1), points_key="points")
+    plain.run()
+    assert plain.state.iteration == 1

@@ -16,6 +16,7 @@ import pytest
 import tifffile
 import torch
 import zarr
+from PIL import Image
 from inference_fakes import voronoi_labels
 from skimage.metrics import adapted_rand_error
 
@@ -74,7 +75,10 @@ def test_segment_command_refuses_existing_output(tmp_path, bundle, volume, capsy
     output.write_bytes(b"keep")
     status = main(["segment", path, str(output), "--bundle", str(bundle), "--device", "cpu", "--no-progress"])
     assert status == 1
-    assert "already exists" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"spoco-monai segment: error: {output} already exists; choose another output path or pass --overwrite to "
+        "replace it.\n"
+    )
     assert output.read_bytes() == b"keep"
 
 
@@ -254,14 +258,27 @@ def test_flags_replace_single_settings_and_default_to_the_bundle(bundle):
     plain = parser.parse_args(["segment", "in.h5", "out.zarr", "--bundle", str(bundle)])
     assert command_line_settings(plain, config, "cpu") == dataclasses.replace(bundle_settings(config), device="cpu")
     flags = ["--overlap", "0.5", "--min-size", "7", "--foreground", "intensity", "--normalize", "none",
-             "--block-shape", "16", "--blend", "embeddings", "--clustering", "hdbscan", "--foreground-threshold", "0.7"]
+             "--block-shape", "16", "--blend", "embeddings", "--clustering", "hdbscan", "--foreground-threshold", "0.7",
+             "--affinity-delta-dist", "3"]
     given = parser.parse_args(["segment", "in.h5", "out.zarr", "--bundle", str(bundle), *flags])
     expected = dataclasses.replace(
         bundle_settings(config), overlap=0.5, clustering_kwargs={"min_size": 7}, foreground="intensity",
         normalize=False, block_shape=16, blend="embeddings", clustering="hdbscan", device="cpu",
-        foreground_threshold=0.7,
+        foreground_threshold=0.7, affinity_delta_dist=3.0,
     )
     assert command_line_settings(given, config, "cpu") == expected
+
+
+def test_the_affinity_kernel_has_its_own_name_and_the_loss_margin_is_no_option(tmp_path, bundle, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["segment", "in.h5", "out.zarr", "--delta-dist", "3"])
+    assert "unrecognized arguments: --delta-dist 3" in capsys.readouterr().err
+    old = make_bundle(
+        tmp_path / "old", {"segmentation": {**SETTINGS, "delta_dist": 3.0}, "network_def": NETWORK_DEF}, {"weight": WEIGHT}
+    )
+    _, config = load_bundle_network(old)
+    with pytest.raises(ValueError, match="'delta_dist', now 'affinity_delta_dist'"):
+        bundle_settings(config)
 
 
 def test_test_time_flips_flag_turns_the_averaging_on_and_off(bundle):
@@ -486,6 +503,47 @@ def test_five_dimensional_input_is_told_that_no_model_segments_it(tmp_path, bund
         "warning: the input has shape (1, 2, 8, 48, 48), the model segments 3D images ((C, Z, Y, X)): no model "
         "segments 5-axis images; remove the axes of length 1 or choose one channel or time point first."
     ) in capsys.readouterr().err
+
+
+def _add_models_of_both_dimensionalities(bundle):
+    """Models ``flat2d`` (2D) and ``flat3d`` (3D) in the bundle's metadata, each with its overlay config."""
+    models = {}
+    for name, dims in (("flat2d", 2), ("flat3d", 3)):
+        torch.save({"weight": WEIGHT}, bundle / "models" / f"{name}.pt")
+        (bundle / "configs" / f"{name}.json").write_text(json.dumps({"spatial_dims": dims, "in_channels": 1}))
+        models[name] = {"model_path": f"models/{name}.pt", "inference_config": f"configs/{name}.json",
+                        "description": f"the {name} model."}
+    (bundle / "configs" / "metadata.json").write_text(json.dumps({"additional_models": models}))
+
+
+def _warnings(tmp_path, bundle, path, model, capsys):
+    main(["segment", path, str(tmp_path / "out.zarr"), "--bundle", str(bundle), "--model", model, "--no-progress",
+          "--overwrite"])
+    return [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+
+
+def test_colour_image_given_to_a_grey_model_is_told_how_to_convert(tmp_path, bundle, capsys):
+    _add_models_of_both_dimensionalities(bundle)
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(tmp_path / "rgb.png")
+    assert _warnings(tmp_path, bundle, str(tmp_path / "rgb.png"), "flat2d", capsys) == [
+        "spoco-monai segment: warning: the input has 3 channels: it looks like a colour (RGB) image; the model takes "
+        "1 channel(s): keep the channel that shows the objects, or convert the image to grey (Fiji: Image > Type > "
+        "8-bit; Python: PIL.Image.open(path).convert('L').save(new_path))."
+    ]
+    path = f"{tmp_path / 'rgb_last.h5'}:raw"
+    write_volume(path, np.zeros((40, 48, 3), np.float32))
+    (warning,) = _warnings(tmp_path, bundle, path, "flat2d", capsys)
+    assert "the input has shape (40, 48, 3), colour samples last: it looks like a colour (RGB) image" in warning
+
+
+def test_volume_given_to_a_2d_model_is_told_to_choose_a_3d_one(tmp_path, bundle, capsys):
+    _add_models_of_both_dimensionalities(bundle)
+    path = f"{tmp_path / 'stack.h5'}:raw"
+    write_volume(path, np.zeros((100, 48, 48), np.float32))
+    assert _warnings(tmp_path, bundle, path, "flat2d", capsys) == [
+        "spoco-monai segment: warning: the input has shape (100, 48, 48), read as 100 channels of a 2D image: this "
+        "looks like a 3D volume; choose a 3D model with --model (flat3d)."
+    ]
 
 
 @pytest.mark.slow

@@ -15,19 +15,20 @@ def _row(values, dtype=torch.float64):
 def test_value_by_hand():
     # delta_d 1: pixels 0-1 and 1-2 are 1 apart, affinity (1 - 1/2)^2 = 0.25, boundary 0.75; only the pair 1-2
     # crosses two ids: Dice = 1 - 2 * 0.75 / (2 * 0.75^2 + 1) = 1 - 1.5 / 2.125
-    loss = AffinitySideLoss(delta_dist=1.0)(_row([0.0, 1.0, 2.0]), torch.tensor([[[[1, 1, 2]]]]), offsets=[(0, 1)])
+    side = AffinitySideLoss(affinity_delta_dist=1.0)
+    loss = side(_row([0.0, 1.0, 2.0]), torch.tensor([[[[1, 1, 2]]]]), offsets=[(0, 1)])
     assert loss.item() == pytest.approx(1 - 1.5 / 2.125, rel=1e-12)
 
 
 def test_perfect_embeddings_give_zero():
     # same embedding inside an object, 2 * 2 delta_d apart across: affinities 1 and 0, exactly the labels'
-    loss = AffinitySideLoss(delta_dist=1.0)(_row([0.0, 0.0, 4.0]), torch.tensor([[[[1, 1, 2]]]]), offsets=[(0, 1), (0, 2)])
+    loss = AffinitySideLoss(affinity_delta_dist=1.0)(_row([0.0, 0.0, 4.0]), torch.tensor([[[[1, 1, 2]]]]), offsets=[(0, 1), (0, 2)])
     assert loss.item() == pytest.approx(0.0, abs=1e-12)
 
 
 def test_pairs_with_unlabeled_or_ignored_pixels_take_no_part():
     embeddings = _row([0.0, 1.0, 2.0])
-    side = AffinitySideLoss(delta_dist=1.0)
+    side = AffinitySideLoss(affinity_delta_dist=1.0)
     assert side(embeddings, torch.tensor([[[[1, 0, 2]]]]), offsets=[(0, 1)]).item() == 0.0
     # the ignored middle pixel leaves only the pair 0-2 at offset 2: distance 2, affinity 0, boundary 1, truth 1
     assert side(embeddings, torch.tensor([[[[1, -1, 2]]]]), offsets=[(0, 1), (0, 2)]).item() == pytest.approx(0.0)
@@ -44,7 +45,7 @@ def test_gradient_matches_finite_differences():
     torch.manual_seed(0)
     embeddings = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
     target = torch.randint(1, 4, (2, 1, 5, 6))
-    side = AffinitySideLoss(delta_dist=1.5)
+    side = AffinitySideLoss(affinity_delta_dist=1.5)
     assert torch.autograd.gradcheck(lambda e: side(e, target, offsets=[(1, 0), (0, 2), (-2, 1)]), (embeddings,))
 
 

@@ -70,7 +70,7 @@ def test_the_model_folder_records_data_objects_iterations_and_seed(trained):
     assert record["started_from"] == "model" and record["base_model"] == "model"
     assert record["training_data"][0]["objects"] == 5 and record["training_data"][0]["shape"] == [32, 64, 64]
     assert record["description"].startswith("fine-tuned from model on 5 annotated object(s) in 1 volume(s)")
-    assert "delta_dist_scores" not in record and "held_out_objects" not in record
+    assert "affinity_delta_dist_scores" not in record and "held_out_objects" not in record
     weights = torch.load(output / "model.pt", weights_only=True)
     shipped = torch.load(BUNDLE / "models" / "model.pt", weights_only=True)
     assert weights.keys() == shipped.keys()
@@ -159,11 +159,11 @@ def test_a_holdout_keeps_objects_out_of_training_and_chooses_the_clustering_scal
     record = read_model_folder(output)
     held_out = record["held_out_objects"][str(label)]
     assert len(trained) == 3 and sorted(trained + held_out) == list(ANNOTATED)
-    scores = {float(candidate): score for candidate, score in record["delta_dist_scores"].items()}
+    scores = {float(candidate): score for candidate, score in record["affinity_delta_dist_scores"].items()}
     assert sorted(scores) == [1.34, 1.66, 2.0, 2.34, 2.66]
     chosen = json.loads((output / "inference.json").read_text())["affinity_delta_dist"]
     assert scores[chosen] == min(scores.values())
-    assert "clustering scale delta_dist re-chosen on the held-out objects" in messages.getvalue()
+    assert "clustering scale affinity_delta_dist re-chosen on the held-out objects" in messages.getvalue()
 
 
 def test_a_second_training_into_one_model_folder_stops_in_one_line(annotated_volume, tmp_path, capsys):

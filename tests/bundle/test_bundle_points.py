@@ -1,0 +1,47 @@
+"""The points overlays (points_model.json and points.json on dsb2018_2d.json) train from simulated clicks on a tiny
+2D data set and validate with the points clustering."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from bundle_workflow import workflow
+from ignite.engine import Events
+
+from spoco_monai.data import write_synthetic_dataset
+from spoco_monai.losses import PointSupervisedLoss
+
+
+@pytest.fixture(scope="module")
+def tiny_2d(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny_2d")
+    write_synthetic_dataset(folder, n_volumes=2, shape=(48, 48), seed=5, format="tif", mean_cell_size=10.0)
+    return folder
+
+
+def test_points_overlay_trains_two_iterations_from_clicks(tiny_2d, tmp_path):
+    flow = workflow(
+        ("train", "dsb2018_2d", "points_model", "points"), dataset_dir=str(tiny_2d),
+        datalist_source="$os.path.join(@dataset_dir, 'datalist.json')",
+        output_dir=str(tmp_path), patch_size=[32, 32], norm="batch",
+        clustering="points", clustering_kwargs={"min_distance": 3, "min_size": 4}, patches_per_volume=2,
+        network_channels=[8, 16], network_strides=[2], whole_image_max_voxels=None,
+        **{"segmentation#roi_size": [48, 48]},
+    )
+    settings = flow.parser.get_parsed_content("validate#inferer").settings
+    assert settings.clustering == "points" and settings.blend == "embeddings" and settings.logit_channel
+    trainer = flow.parser.get_parsed_content("train#trainer")
+    assert isinstance(trainer.loss_function, PointSupervisedLoss)
+    assert flow.parser.get_parsed_content("network_def").out_channels == 17
+    seen = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda engine: seen.append(dict(engine.state.output["loss_terms"]))
+    )
+    flow.run()
+    assert trainer.state.iteration == 2
+    assert all(torch.isfinite(torch.tensor(terms["localization"])) for terms in seen)
+    assert all(terms["localization_point"] > 0 for terms in seen)
+    recorded = json.loads((tmp_path / "point_annotation.json").read_text())
+    assert len(recorded) == 1 and all(entry["objects"] for entry in recorded.values())
