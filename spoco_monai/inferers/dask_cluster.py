@@ -1,6 +1,6 @@
 """The dask.distributed cluster a whole-volume run uses: a LocalCluster of N workers, or a running scheduler.
 
-dask and distributed are an optional extra (``pip install spoco-monai[distributed]``); a run in one process never
+dask and distributed are an optional extra (``pip install 'spoco-monai[distributed]'``); a run in one process never
 imports them. Any cluster that a ``distributed.Client`` reaches works, dask-jobqueue's ``SLURMCluster`` included
 (pass its ``scheduler_address``, or a client connected to it); its workers need the same Python environment and
 the shared file system that holds the input, the output and the work directory.
@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from monai.utils import optional_import
+from monai.utils import OptionalImportError, optional_import
 
 distributed, has_distributed = optional_import("distributed")
 
-INSTALL_HINT = "pip install spoco-monai[distributed]"
+INSTALL_HINT = "pip install 'spoco-monai[distributed]'"
 
 
-class DaskNotInstalledError(ImportError):
+class DaskNotInstalledError(OptionalImportError):
     """Workers or a scheduler were asked for, but dask.distributed is not installed."""
 
 

@@ -96,7 +96,7 @@ def segment_volume(
             matching) and ``"writing"`` (global ids and output); on workers the first three are summed over the
             tasks.
         workers: run the blocks on a dask LocalCluster of this many worker processes (needs ``output`` and
-            dask.distributed: ``pip install spoco-monai[distributed]``). The workers start as new Python processes:
+            dask.distributed: ``pip install 'spoco-monai[distributed]'``). The workers start as new Python processes:
             a script calls this under ``if __name__ == "__main__":``.
         scheduler: run the blocks on a running dask cluster: its scheduler's address or a connected
             ``distributed.Client``; the input, the output and its work directory must lie on a file system all

@@ -574,5 +574,5 @@ def test_segment_on_workers_without_dask_says_what_to_install(tmp_path, bundle, 
     assert _segment(tmp_path, bundle, path, tmp_path / "labels.zarr", "--workers", "2") == 1
     assert error_line(capsys.readouterr().err) == (
         "spoco-monai segment: error: workers and schedulers need dask.distributed, which is not installed: "
-        "pip install spoco-monai[distributed]"
+        "pip install 'spoco-monai[distributed]'"
     )

@@ -178,7 +178,7 @@ def test_unreachable_scheduler_is_one_clear_error(tmp_path, image_path):
 
 def test_workers_without_dask_say_what_to_install(tmp_path, image_path, monkeypatch):
     monkeypatch.setattr(dask_cluster, "has_distributed", False)
-    with pytest.raises(DaskNotInstalledError, match=r"pip install spoco-monai\[distributed\]"):
+    with pytest.raises(DaskNotInstalledError, match=r"pip install 'spoco-monai\[distributed\]'"):
         segment_volume(image_path, LabelLookupNetwork(NUM_OBJECTS), SETTINGS, output=tmp_path / "l.zarr", workers=2)
 
 
