@@ -1,8 +1,7 @@
 """Command line: ``spoco-monai train`` (a model from annotated volumes) and ``spoco-monai segment`` (whole volumes).
 
-Under ``torchrun`` (``torchrun --nproc_per_node=N -m spoco_monai.cli segment ...``) the processes join the
-process group torchrun describes (NCCL with ``--device cuda``, one GPU per process; gloo on CPU) and share
-the blocks; rank 0 writes the output and prints its path.
+``segment --workers N`` runs the blocks on a dask LocalCluster of N worker processes, ``segment --scheduler ADDRESS``
+on a running dask cluster (see :mod:`spoco_monai.inferers.dask_cluster`); without either it runs in this process.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from .bundle import (
 )
 from .data.disk_errors import DISK_FULL, describe_os_error
 from .data.volume_io import check_can_create, open_volume
-from .inferers.distributed import init_from_environment
+from .inferers.dask_cluster import DaskNotInstalledError, SchedulerUnreachableError
 from .inferers.segment_volume import WORK_DIRECTORY_SUFFIX, segment_volume
 from .inferers.settings import BLENDS, CLUSTERING_OPTIONS, CLUSTERINGS, SegmentationSettings
 from .inferers.work_lock import WorkDirectoryLock, WorkDirectoryLockedError
@@ -121,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace OUTPUT once the new one is complete (for file.h5:dataset or volume.zarr:array, that dataset only)",
     )
     segment.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    cluster = segment.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--workers", type=int, help="run the blocks on a dask LocalCluster of N worker processes (default: none)"
+    )
+    cluster.add_argument(
+        "--scheduler",
+        help="run the blocks on the running dask cluster with this scheduler address, e.g. tcp://10.0.0.1:8786 "
+        "(input, output and OUTPUT.spoco-work on a file system all workers share)",
+    )
+    segment.add_argument(
+        "--torch-threads", type=int, help="torch threads per worker task (default: 1 with --workers, else the workers')"
+    )
     _add_train_parser(commands)
     return parser
 
@@ -218,7 +229,9 @@ def _train(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             log=lambda line: print(f"spoco-monai train: {line}", file=sys.stderr),
         )
-    except (ValueError, TypeError, WorkDirectoryLockedError) as error:
+    except (
+        ValueError, TypeError, WorkDirectoryLockedError, DaskNotInstalledError, SchedulerUnreachableError
+    ) as error:
         print(f"spoco-monai train: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:
@@ -243,12 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_segment(args: argparse.Namespace) -> int:
-    device, joined_group = init_from_environment(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        return _segment(args, device)
-    finally:
-        if joined_group:
-            torch.distributed.destroy_process_group()
+    return _segment(args, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def command_line_settings(
@@ -306,11 +314,8 @@ def _segment(args: argparse.Namespace, device: str) -> int:
     try:
         # before the lock file is created beside the output: a folder that cannot hold it is named as such
         output = check_can_create(args.output, args.overwrite, "--overwrite")
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-            torch.distributed.get_rank() == 0
-        ):
-            # before reading the whole input: a second run on this output stops at once
-            lock = WorkDirectoryLock(f"{output.file}{WORK_DIRECTORY_SUFFIX}")
+        # before reading the whole input: a second run on this output stops at once
+        lock = WorkDirectoryLock(f"{output.file}{WORK_DIRECTORY_SUFFIX}")
         model = bundle_model(args.bundle, args.model)
         checkpoint = args.checkpoint or Path(args.bundle) / model["model_path"]
         network, config = load_bundle_network(args.bundle, checkpoint, args.config or model["configs"], device)
@@ -329,9 +334,12 @@ def _segment(args: argparse.Namespace, device: str) -> int:
             print(f"spoco-monai segment: warning: {warning}", file=sys.stderr)
         result = segment_volume(
             args.input, network, settings, output=args.output, overwrite=args.overwrite, progress=not args.no_progress,
+            workers=args.workers, scheduler=args.scheduler, torch_threads=args.torch_threads,
             report=lambda line: print(f"spoco-monai segment: {line}", file=sys.stderr),
         )
-    except (ValueError, TypeError, WorkDirectoryLockedError) as error:
+    except (
+        ValueError, TypeError, WorkDirectoryLockedError, DaskNotInstalledError, SchedulerUnreachableError
+    ) as error:
         print(f"spoco-monai segment: error: {error}", file=sys.stderr)
         return 1
     except OSError as error:
@@ -342,8 +350,7 @@ def _segment(args: argparse.Namespace, device: str) -> int:
     finally:
         if lock is not None:
             lock.release()
-    if result is not None:
-        print(result)
+    print(result)
     return 0
 
 

@@ -70,7 +70,8 @@ def test_what_modules_import_is_required_and_the_rest_is_an_extra():
     assert _module_level_imports() <= required
     extras = setup["options.extras_require"]
     assert {"hdbscan", "matplotlib"} <= _requirements(extras["hdbscan"]) | _requirements(extras["figures"])
-    assert not {"hdbscan", "matplotlib"} & required
+    assert {"dask", "distributed"} <= _requirements(extras["distributed"])
+    assert not {"hdbscan", "matplotlib", "dask", "distributed"} & required
 
 
 def test_missing_optional_packages_are_named_with_their_extra(monkeypatch):

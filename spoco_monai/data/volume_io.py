@@ -281,7 +281,10 @@ def _open(location: VolumePath) -> LazyVolume:
     node = zarr.open(store=location.file, mode="r")
     key = location.key
     if key is None and isinstance(node, zarr.Group):
-        key = _only_dataset(location, sorted(path for path, _ in node.arrays()))
+        # an OME-Zarr image reads as its full resolution, the first level of its first multiscale
+        multiscales = node.attrs.asdict().get("multiscales", [{}])
+        levels = [dataset["path"] for dataset in multiscales[0].get("datasets", [])]
+        key = levels[0] if levels else _only_dataset(location, sorted(path for path, _ in node.arrays()))
     try:
         array = zarr.open_array(store=location.file, path=key or "", mode="r")
     except (FileNotFoundError, KeyError) as error:
@@ -497,22 +500,53 @@ def _is_ome_zarr(location: VolumePath) -> bool:
     return location.format == "zarr" and location.key is None and location.file.name.lower().endswith(OME_ZARR_SUFFIX)
 
 
-def _ngff_label_attributes(name: str, dims: int, element_size: Sequence[float] | None) -> dict[str, Any]:
-    """The NGFF 0.4 attributes of a label image with one resolution level, ``0``."""
+def ome_zarr_level_shapes(shape: Sequence[int], chunks: Sequence[int]) -> list[tuple[int, ...]]:
+    """Shapes of the resolution levels of an OME-Zarr image: level 0 is ``shape``, each next one halves the spatial
+    (last three at most) axes of the one before, rounding up, until a level fits in one chunk."""
+    spatial = min(len(shape), 3)
+    levels = [tuple(int(s) for s in shape)]
+    while any(s > c for s, c in zip(levels[-1][-spatial:], chunks[-spatial:])):
+        levels.append(levels[-1][:-spatial] + tuple(-(-s // 2) for s in levels[-1][-spatial:]))
+    return levels
+
+
+def ome_zarr_lower_levels(level0: Any) -> list[Any]:
+    """The arrays of the resolution levels 1, 2, ... of the OME-Zarr image whose level 0 is ``level0``, as
+    :func:`create_volume` makes them; empty for any other array (one without a pyramid)."""
+    if not isinstance(level0, zarr.Array) or level0.path != "0":
+        return []
+    group = zarr.open_group(store=level0.store, mode="r+")
+    multiscales = group.attrs.asdict().get("multiscales", [{}])
+    return [group[dataset["path"]] for dataset in multiscales[0].get("datasets", [])[1:]]
+
+
+def _ngff_label_attributes(
+    name: str, dims: int, element_size: Sequence[float] | None, num_levels: int = 1
+) -> dict[str, Any]:
+    """The NGFF 0.4 attributes of a label image with resolution levels ``0 .. num_levels - 1``, each at half the
+    resolution of the one before along the spatial axes."""
     if dims not in (2, 3, 4):
         raise ValueError(f"an OME-Zarr image holds (C,) Z, Y, X or Y, X axes, got {dims} axes.")
     spatial = min(dims, 3)
     axes = [{"name": "c", "type": "channel"}] * (dims - spatial) + [
         {"name": axis, "type": "space"} for axis in "zyx"[-spatial:]
     ]
-    scale = [1.0] * (dims - spatial) + ([1.0] * spatial if element_size is None else [float(v) for v in element_size])
+    voxel = [1.0] * spatial if element_size is None else [float(v) for v in element_size]
     return {
         "multiscales": [
             {
                 "version": NGFF_VERSION,
                 "name": name,
                 "axes": axes,
-                "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+                "datasets": [
+                    {
+                        "path": str(level),
+                        "coordinateTransformations": [
+                            {"type": "scale", "scale": [1.0] * (dims - spatial) + [v * 2**level for v in voxel]}
+                        ],
+                    }
+                    for level in range(num_levels)
+                ],
             }
         ],
         "image-label": {"version": NGFF_VERSION},
@@ -561,9 +595,12 @@ def create_volume(
     zarr and HDF5 volumes are written chunk by chunk (compressed), so they may exceed memory. NIfTI and
     TIFF are written at once from an in-memory buffer and must fit in memory. The data go to a
     temporary sibling (``.partial-<name>``) that is renamed into place on success and removed on error.
-    A path ending in ``.ome.zarr`` becomes an OME-Zarr (NGFF 0.4) label image: a zarr group whose one
-    resolution level ``0`` holds the labels, with the voxel size as its scale, which napari opens as a labels
-    layer (``napari labels.ome.zarr`` with the ``napari-ome-zarr`` plugin).
+    A path ending in ``.ome.zarr`` becomes an OME-Zarr (NGFF 0.4) label image: a zarr group whose resolution
+    level ``0`` holds the labels, with the voxel size as its scale, and levels ``1, 2, ...`` each half the
+    resolution of the one before (:func:`ome_zarr_level_shapes`) until one fits in a chunk; napari opens it as a
+    labels layer with its pyramid (``napari labels.ome.zarr`` with the ``napari-ome-zarr`` plugin). The yielded
+    array is level 0; whoever writes it fills the others (:func:`ome_zarr_lower_levels`), as
+    :func:`write_volume` does.
 
     Args:
         path: a volume path (see :func:`parse_volume_path`); ``file.h5:dataset`` and ``volume.zarr:array`` in an
@@ -601,11 +638,17 @@ def create_volume(
         try:
             if _is_ome_zarr(location):
                 root = zarr.open_group(store=temporary, mode="w", zarr_format=2)
-                root.attrs.update(_ngff_label_attributes(location.file.name, len(shape), element_size))
-                yield root.create_array(
-                    name="0", shape=shape, dtype=dtype, chunks=chunks, fill_value=0,
-                    chunk_key_encoding={"name": "v2", "separator": "/"},
-                )
+                levels = ome_zarr_level_shapes(shape, chunks)
+                root.attrs.update(_ngff_label_attributes(location.file.name, len(shape), element_size, len(levels)))
+                arrays = [
+                    root.create_array(
+                        name=str(level), shape=level_shape, dtype=dtype,
+                        chunks=tuple(min(c, s) for c, s in zip(chunks, level_shape)), fill_value=0,
+                        chunk_key_encoding={"name": "v2", "separator": "/"},
+                    )
+                    for level, level_shape in enumerate(levels)
+                ]
+                yield arrays[0]
             elif location.format == "zarr":
                 if location.key:
                     root = zarr.open_group(store=temporary, mode="w")
@@ -684,6 +727,10 @@ def write_volume(
     array = np.asarray(array)
     with create_volume(path, array.shape, array.dtype, chunks=chunks, affine=affine, overwrite=overwrite) as target:
         target[...] = array
+        spatial = min(array.ndim, 3)
+        for level, lower in enumerate(ome_zarr_lower_levels(target), start=1):
+            # every 2^level-th voxel along the spatial axes: labels keep their ids, which averaging would mix
+            lower[...] = array[(Ellipsis, *(slice(None, None, 2**level),) * spatial)]
 
 
 def _write_whole(

@@ -3,7 +3,8 @@
 - :class:`SegmentationSettings`: everything that decides the labels, in one frozen object that Python, the
   inferer, the command line and the bundle's ``inference.json`` share.
 - :func:`segment_volume`: a volume (array or lazily read file) to instance labels, block by block with
-  bounded memory, resumable, written to zarr/HDF5/NIfTI/TIFF or returned.
+  bounded memory, resumable, written to zarr (OME-Zarr with a pyramid)/HDF5/NIfTI/TIFF or returned; in this
+  process or as tasks on dask.distributed workers (a LocalCluster, or any cluster by its scheduler's address).
 - :class:`SpocoSlidingWindowInferer`: the same as a MONAI ``Inferer`` (evaluators, bundle configs).
 
 ``blend="affinities"`` (default) turns every window's embeddings into affinities inside that window, blends
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from .block_grid import Block, BlockGrid
 from .block_store import BlockRecord, BlockStore, DirectoryBlockStore, MemoryBlockStore
+from .dask_cluster import DaskNotInstalledError, SchedulerUnreachableError
 from .segment_volume import segment_volume
 from .settings import SegmentationSettings
 from .sliding_window import SpocoSlidingWindowInferer
@@ -28,8 +30,10 @@ __all__ = [
     "BlockGrid",
     "BlockRecord",
     "BlockStore",
+    "DaskNotInstalledError",
     "DirectoryBlockStore",
     "MemoryBlockStore",
+    "SchedulerUnreachableError",
     "SegmentationSettings",
     "SpocoSlidingWindowInferer",
     "WindowBlender",

@@ -119,15 +119,19 @@ class BlockGrid:
 
     def overlapping_cores(self, block: Block) -> list[Block]:
         """The other blocks whose core intersects ``block``'s extent (its neighbours across the halo)."""
+        return [other for other in self.cores_in(block.extent) if other.index != block.index]
+
+    def cores_in(self, region: Sequence[slice]) -> list[Block]:
+        """The blocks whose core intersects ``region`` (slices in volume coordinates), in block order."""
         per_axis = [
-            [p for p, (lo, hi) in enumerate(axis.cores) if lo < extent.stop and hi > extent.start]
-            for axis, extent in zip(self._axes, block.extent)
+            [p for p, (lo, hi) in enumerate(axis.cores) if lo < part.stop and hi > part.start]
+            for axis, part in zip(self._axes, region)
         ]
         indices = [
             sum(p * math.prod(self.shape[a + 1 :]) for a, p in enumerate(position))
             for position in itertools.product(*per_axis)
         ]
-        return [self.blocks[i] for i in indices if i != block.index]
+        return [self.blocks[i] for i in indices]
 
 
 def whole_image_window(
@@ -192,3 +196,8 @@ def positive_ints(values: Sequence[int] | int, dims: int, name: str) -> tuple[in
     if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in values):
         raise ValueError(f"{name} must be positive integers, got {values}.")
     return tuple(int(v) for v in values)
+
+
+def relative(slices: Sequence[slice], origin: Sequence[slice]) -> tuple[slice, ...]:
+    """``slices`` (volume coordinates) relative to the starts of ``origin``."""
+    return tuple(slice(s.start - o.start, s.stop - o.start) for s, o in zip(slices, origin))

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .block_grid import Block
+from .block_grid import Block, relative
 
 # decoded chunks kept for later blocks, at most this many bytes: about what the blended affinities of one
 # default-sized block take, so the cache at most doubles that part of the memory
@@ -79,7 +79,7 @@ class BlockReader:
                 region = np.empty((values.shape[0], *(e.stop - e.start for e in block.extent)), dtype=values.dtype)
             chunk_slices = self._chunk_slices(chunk)
             shared = [slice(max(e.start, c.start), min(e.stop, c.stop)) for e, c in zip(block.extent, chunk_slices)]
-            target, source = _relative(shared, block.extent), _relative(shared, chunk_slices)
+            target, source = relative(shared, block.extent), relative(shared, chunk_slices)
             region[(slice(None), *target)] = values[(slice(None), *source)]
             if self._next_use(chunk, position) is not None:
                 self._cache[chunk] = values
@@ -106,7 +106,3 @@ class BlockReader:
         later = bisect.bisect_right(uses, position)
         return uses[later] if later < len(uses) else None
 
-
-def _relative(slices: Sequence[slice], origin: Sequence[slice]) -> tuple[slice, ...]:
-    """``slices`` relative to the starts of ``origin``."""
-    return tuple(slice(s.start - o.start, s.stop - o.start) for s, o in zip(slices, origin))

@@ -1,4 +1,8 @@
-"""Storage of finished blocks, in memory or in a work directory from which an interrupted run resumes."""
+"""Storage of segmented blocks, in memory or in a work directory from which an interrupted run resumes.
+
+A block is stored with the labels of its whole extent (core and halo, the halo being what stitching compares),
+so that it can be stored the moment it is segmented, by whichever process segmented it, in any order.
+"""
 
 from __future__ import annotations
 
@@ -22,32 +26,29 @@ class BlockRecord:
     Attributes:
         num_core_labels: labels ``1 .. num_core_labels`` occur in the block's core.
         num_labels: labels ``num_core_labels + 1 .. num_labels`` occur only in its halo.
-        matches: ``(P, 3)`` int64 rows ``(label in this block, index of an earlier block, label there)``
-            of objects this block's halo shares with the cores of earlier blocks.
         input_digest: digest of the image values the block read (:func:`~.input_digest.input_digest`), by which a
             resumed run tells whether the input has changed since; ``None`` when unknown.
     """
 
     num_core_labels: int
     num_labels: int
-    matches: np.ndarray
     input_digest: str | None = None
 
 
 class BlockStore(ABC):
-    """Finished blocks: core labels (local ids, ``uint32``) and their stitching record."""
+    """Finished blocks: the labels of their extents (local ids, ``uint32``) and their stitching records."""
 
     @abstractmethod
     def finished(self) -> set[int]:
         """Indices of the blocks already stored."""
 
     @abstractmethod
-    def save(self, index: int, core_labels: np.ndarray, record: BlockRecord) -> None:
-        """Store block ``index``; once this returns the block counts as finished."""
+    def save(self, index: int, labels: np.ndarray, record: BlockRecord) -> None:
+        """Store block ``index`` with the labels of its extent; once this returns the block counts as finished."""
 
     @abstractmethod
-    def core_labels(self, index: int) -> np.ndarray:
-        """The stored core labels of block ``index`` (possibly memory-mapped, read-only)."""
+    def labels(self, index: int) -> np.ndarray:
+        """The stored extent labels of block ``index`` (possibly memory-mapped, read-only)."""
 
     @abstractmethod
     def record(self, index: int) -> BlockRecord:
@@ -68,11 +69,11 @@ class MemoryBlockStore(BlockStore):
     def finished(self) -> set[int]:
         return set(self._records)
 
-    def save(self, index: int, core_labels: np.ndarray, record: BlockRecord) -> None:
-        self._labels[index] = core_labels
+    def save(self, index: int, labels: np.ndarray, record: BlockRecord) -> None:
+        self._labels[index] = labels
         self._records[index] = record
 
-    def core_labels(self, index: int) -> np.ndarray:
+    def labels(self, index: int) -> np.ndarray:
         return self._labels[index]
 
     def record(self, index: int) -> BlockRecord:
@@ -86,9 +87,10 @@ class DirectoryBlockStore(BlockStore):
     """Blocks stored as ``<index>.npy`` + ``<index>.json`` files in a work directory.
 
     Each file is written under a temporary name and renamed, and the record is written last, so a block
-    counts as finished only when both are complete: a run killed at any point loses at most the block it
-    was working on. ``run.json`` holds the settings of the run (``fingerprint``); a directory left by a run
-    with other settings is never reused by mistake.
+    counts as finished only when both are complete: a run (or a worker) killed at any point loses at most the
+    blocks it was working on. Processes on several machines may save blocks into one directory on a shared file
+    system; the store pickles as its path (what a dask task needs to find it). ``run.json`` holds the settings of
+    the run (``fingerprint``); a directory left by a run with other settings is never reused by mistake.
 
     Args:
         directory: the work directory (created if missing).
@@ -122,8 +124,8 @@ class DirectoryBlockStore(BlockStore):
     def finished(self) -> set[int]:
         return {int(path.stem) for path in self.directory.glob("[0-9]*.json")}
 
-    def save(self, index: int, core_labels: np.ndarray, record: BlockRecord) -> None:
-        labels = np.ascontiguousarray(core_labels, dtype=np.uint32)
+    def save(self, index: int, labels: np.ndarray, record: BlockRecord) -> None:
+        labels = np.ascontiguousarray(labels, dtype=np.uint32)
         with write_atomically(self._path(index, ".npy")) as temporary, open(temporary, "wb") as handle:
             # the values go through the file's own write, whose error says why it failed (numpy's says only how
             # many bytes were written)
@@ -132,19 +134,17 @@ class DirectoryBlockStore(BlockStore):
         payload = {
             "num_core_labels": int(record.num_core_labels),
             "num_labels": int(record.num_labels),
-            "matches": np.asarray(record.matches, dtype=np.int64).tolist(),
             "input_digest": record.input_digest,
         }
         with write_atomically(self._path(index, ".json")) as temporary:
             temporary.write_text(json.dumps(payload))
 
-    def core_labels(self, index: int) -> np.ndarray:
+    def labels(self, index: int) -> np.ndarray:
         return np.load(self._path(index, ".npy"), mmap_mode="r")
 
     def record(self, index: int) -> BlockRecord:
         payload = json.loads(self._path(index, ".json").read_text())
-        matches = np.asarray(payload["matches"], dtype=np.int64).reshape(-1, 3)
-        return BlockRecord(payload["num_core_labels"], payload["num_labels"], matches, payload.get("input_digest"))
+        return BlockRecord(payload["num_core_labels"], payload["num_labels"], payload.get("input_digest"))
 
     def discard(self, index: int) -> None:
         # the record first: without it the block is unfinished, whatever happens to its labels after

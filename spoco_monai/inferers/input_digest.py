@@ -4,13 +4,11 @@ reuses the block, so that a changed input is never stitched together with labels
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 
-from .block_grid import BlockGrid
-from .block_reading import BlockReader
 from .block_store import BlockStore
 
 # 128 bits: a collision by chance is out of reach, and the records stay short
@@ -34,37 +32,21 @@ def input_digest(region: np.ndarray | torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def discard_changed_blocks(
-    volume: Any, has_channels: bool, grid: BlockGrid, store: BlockStore, matched: bool
-) -> set[int]:
-    """Discard the stored blocks whose input has changed since they were stored, and the blocks stitched to them.
+def discard_changed_blocks(store: BlockStore, digests: Iterable[tuple[int, str]]) -> set[int]:
+    """Discard the stored blocks whose input has changed since they were stored.
 
-    Every stored block's extent is read again (whole storage chunks at a time, as the run reads them) and its
-    digest compared with the one its record holds; a record without one counts as changed. A block that was
-    matched against the core of a discarded block (or of one the store lacks) is discarded as well: its matches
-    name labels that will change.
+    A stored block holds the labels of its own extent only (blocks are matched anew by every run), so a change
+    concerns the blocks that read the changed values and no other.
 
     Args:
-        volume: the image, as the run reads it.
-        has_channels: whether ``volume`` has a leading channel axis.
-        grid: the block grid.
         store: the finished blocks.
-        matched: whether the store's blocks were matched against the cores of earlier blocks when stored
-            (:func:`~.stitching.save_matched`); ``False`` for blocks stored alone.
+        digests: ``(index, digest)`` of every stored block, from its extent as the run reads it now
+            (:func:`input_digest`); a record without a digest counts as changed.
 
     Returns:
         the indices of the blocks discarded.
     """
-    finished = store.finished()
-    stored = [block for block in grid.blocks if block.index in finished]
-    reader = BlockReader(volume, has_channels, stored)
-    discarded: set[int] = set()
-    for block in stored:
-        changed = store.record(block.index).input_digest != input_digest(reader(block))
-        if changed or (matched and any(
-            other.index < block.index and (other.index in discarded or other.index not in finished)
-            for other in grid.overlapping_cores(block)
-        )):
-            store.discard(block.index)
-            discarded.add(block.index)
+    discarded = {index for index, digest in digests if store.record(index).input_digest != digest}
+    for index in discarded:
+        store.discard(index)
     return discarded

@@ -1,27 +1,25 @@
 """Whole-volume instance segmentation, block by block, with stitching and resumable on-disk bookkeeping.
 
-The parts, one job each: :mod:`~.block_grid` plans the blocks, :mod:`~.block_reading` reads their extents (each
-storage chunk decoded about once), :mod:`~.block_prediction` predicts and blends a block's windows,
-:mod:`~.block_clustering` clusters a block, :mod:`~.stitching` matches blocks and joins their labels into global
-ids, and :mod:`~.labels_writer` writes the result; :mod:`~.block_store` keeps finished blocks,
-:mod:`~.input_digest` tells whether the input of a finished block has changed before a resumed run reuses it, and
-:mod:`~.work_lock` locks the work directory. This module runs them in order, as
-:class:`~.settings.SegmentationSettings` say.
+The parts, one job each: :mod:`~.block_grid` plans the blocks, :mod:`~.block_tasks` reads, predicts
+(:mod:`~.block_prediction`) and clusters (:mod:`~.block_clustering`) a block, :mod:`~.stitching` matches a block
+with its neighbours and joins all matches into global ids, and :mod:`~.labels_writer` relabels and writes the
+output region by region; :mod:`~.block_store` keeps finished blocks, :mod:`~.input_digest` tells whether the input
+of a finished block has changed before a resumed run reuses it, and :mod:`~.work_lock` locks the work directory.
+This module runs them in stages, as :class:`~.settings.SegmentationSettings` say.
 
-Cross-block consistency. The volume is split into blocks (:class:`~.block_grid.BlockGrid`); each block
-is predicted on its extent (core plus halo) from the windows of one global sliding-window grid, clustered
-on its own, and keeps the labels of its core. Blocks are matched with the cores of earlier blocks where they
-overlap (:mod:`~.stitching`), so an object crossing a seam keeps one id whenever both blocks agree on it there,
-and the clustering runs on block-sized arrays only: peak memory follows the block size, not the volume.
+Cross-block consistency. The volume is split into blocks (:class:`~.block_grid.BlockGrid`); each block is
+predicted on its extent (core plus halo) from the windows of one global sliding-window grid, clustered on its own,
+and stored with the labels of its extent. Each block is then matched with the cores of earlier blocks where they
+overlap (:mod:`~.stitching`), so an object crossing a seam keeps one id whenever both blocks agree on it there, and
+the clustering runs on block-sized arrays only: peak memory follows the block size, not the volume.
 
-Several processes. Inside a torch.distributed process group (e.g. under ``torchrun``; gloo on CPU, NCCL on
-GPUs) every process calls :func:`segment_volume` with the same arguments and an output path. Block ``i``
-goes to rank ``i % world_size``; each rank writes its blocks' labels (core and halo) into the work
-directory next to the output, which must therefore lie on a file system all processes share. After a
-barrier, rank 0 matches every block against the cores of the earlier blocks in index order, exactly as a
-single process does, joins the ids, writes the output and returns its path; the other ranks return
-``None`` right after the barrier. The output is identical to the single-process run's, and an
-interrupted distributed run resumes like a single-process one.
+Stages, each a task per block: statistics of the input (when needed), segmentation (read with halo, network,
+blending, clustering, block-local labels into the work directory), face matching, then one union-find over the small
+match graph on the client, then relabel-and-write. A :class:`~.task_runner.TaskRunner` runs them: in this process
+(the default), or on dask.distributed workers (``workers=N`` for a LocalCluster, ``scheduler=`` for a running
+cluster, see :mod:`~.dask_cluster`). The labels are the same either way. On workers the input is read by each task
+from its path, and a zarr output is written by the tasks; the client holds records, matches and id lookups, whose
+size follows the number of blocks and objects, not the volume.
 """
 
 from __future__ import annotations
@@ -29,31 +27,37 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import Any
 
-import ignite.distributed as idist
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from ..data.volume_io import LazyVolume, check_can_create, open_volume, parse_volume_path
-from .block_clustering import cluster_block, core_labels_first
-from .block_grid import Block, BlockGrid, whole_image_window
-from .block_prediction import BlockPredictor, check_network, image_statistics, intensity_threshold, resolve_device
+from ..data.volume_io import (
+    LazyVolume,
+    check_can_create,
+    create_volume,
+    ome_zarr_lower_levels,
+    open_volume,
+    parse_volume_path,
+)
+from .block_grid import BlockGrid, whole_image_window
+from .block_prediction import BlockPredictor, check_network, intensity_threshold, resolve_device
 from .block_reading import BlockReader
-from .block_store import BlockRecord, BlockStore, DirectoryBlockStore, MemoryBlockStore
-from .distributed import block_sharing_group
-from .freed_memory import release_freed_memory
-from .input_digest import discard_changed_blocks, input_digest
-from .labels_writer import write_labels
+from .block_store import BlockStore, DirectoryBlockStore, MemoryBlockStore
+from .block_tasks import VolumeReader, block_input_digest, core_sums, segment_block
+from .dask_cluster import dask_client
+from .input_digest import discard_changed_blocks
+from .labels_writer import chunk_regions, downsample_region, write_region, write_regions
 from .settings import SegmentationSettings
-from .stitching import global_ids, save_matched
+from .stitching import global_ids, match_block
+from .task_runner import DaskRunner, InProcessRunner, TaskRunner
 from .work_lock import WorkDirectoryLock
 
 WORK_DIRECTORY_SUFFIX = ".spoco-work"
-# subdirectory of the work directory holding the blocks segmented in a distributed run but not yet matched
-UNMATCHED_DIRECTORY = "unmatched"
+# blocks per task in the stages whose work per block is short next to segmenting it (statistics and input checks
+# read, matching reads faces, writing relabels one region), so that the scheduler's few milliseconds per task do
+# not set their pace on a large cluster
+QUICK_BLOCKS_PER_TASK = 16
 
 
 def segment_volume(
@@ -64,32 +68,41 @@ def segment_volume(
     overwrite: bool = False,
     progress: bool = True,
     timings: dict[str, float] | None = None,
-    distributed: bool | None = None,
+    workers: int | None = None,
+    scheduler: Any = None,
+    torch_threads: int | None = None,
     in_channels: int | None = None,
     report: Callable[[str], None] | None = None,
-) -> np.ndarray | str | None:
+) -> np.ndarray | str:
     """Segment a whole 2D/3D volume into instances, block by block (see the module docstring).
 
     Args:
         image: ``(C, *S)`` or ``(*S)`` array/tensor, or a volume path read lazily (NIfTI, TIFF,
             ``file.h5:dataset``, zarr; see :mod:`spoco_monai.data.volume_io`). A path is read whole once before
-            any work (its statistics), so a damaged file or non-finite values stop the run at once.
+            any work (its statistics, a task per block), so a damaged file or non-finite values stop the run at once.
         network: module (or callable) mapping ``(B, C, *window)`` to ``(B, E, *window)`` embeddings;
             used as given (call ``eval()`` first), run under ``torch.no_grad``.
         settings: window, blocks, blending, clustering, foreground, normalisation and device.
         output: where to write the labels (zarr or ``file.h5:dataset`` chunked, NIfTI or TIFF from memory;
-            ``labels.ome.zarr`` as an OME-Zarr label image for napari), with the input file's voxel size;
+            ``labels.ome.zarr`` as an OME-Zarr label image with a multiscale pyramid for napari, the output to
+            choose for large volumes), with the input file's voxel size;
             ``None`` to return them. With an output, finished blocks are kept in ``<output>.spoco-work``
             and a rerun with the same settings resumes there.
         overwrite: replace an existing output (once the new one is complete), and discard a work
             directory left by a run with other settings.
-        progress: show progress bars over the windows (with the block being clustered) and the final write.
-        timings: if given, filled with wall-clock seconds of the stages ``"network"`` (reading, network,
-            blending), ``"affinities"`` (per-window embedding-to-affinity conversion), ``"clustering"``
-            (per-block clustering and matching) and ``"writing"`` (global ids and output).
-        distributed: share the blocks among the processes of the initialised torch.distributed process
-            group (see the module docstring; needs ``output``): ``None`` (default) whenever a group of more
-            than one process is initialised, ``True`` to require one, ``False`` to run alone.
+        progress: show a progress bar per stage.
+        timings: if given, filled with seconds of the stages ``"network"`` (reading, network, blending),
+            ``"affinities"`` (per-window embedding-to-affinity conversion), ``"clustering"`` (per-block clustering and
+            matching) and ``"writing"`` (global ids and output); on workers the first three are summed over the
+            tasks.
+        workers: run the blocks on a dask LocalCluster of this many worker processes (needs ``output`` and
+            dask.distributed: ``pip install 'spoco-monai[distributed]'``). The workers start as new Python processes:
+            a script calls this under ``if __name__ == "__main__":``.
+        scheduler: run the blocks on a running dask cluster: its scheduler's address or a connected
+            ``distributed.Client``; the input, the output and its work directory must lie on a file system all
+            workers share (needs ``output``).
+        torch_threads: torch threads per task on the workers; ``None`` for one on a LocalCluster and the workers'
+            own setting on a running cluster.
         in_channels: expected number of image channels; ``None`` to read it from the network's first
             convolution (not checked when the network has none).
         report: called with one line for the user when the run resumes from its work directory: how many
@@ -99,36 +112,40 @@ def segment_volume(
 
     Returns:
         the ``(*S)`` int32 labels (int64 beyond 2^31 - 1 objects; 1.. objects, 0 where the clustering
-        leaves voxels unlabelled), or ``str(output)`` once the output is complete; ``None`` on the ranks
-        other than 0 of a distributed run (rank 0 writes the output).
+        leaves voxels unlabelled), or ``str(output)`` once the output is complete.
 
     Raises:
         ValueError: for an image unlike the settings (dimensions, channels), offsets longer than the window, an
-            unreadable image or one with non-finite values, a work directory of another run, or a distributed
-            run without output or process group.
+            unreadable image or one with non-finite values, a work directory of another run, or workers without
+            output.
         TypeError: for an unsupported image type or settings that are not :class:`SegmentationSettings`.
         FileExistsError: if ``output`` exists and ``overwrite`` is False (checked before any work).
         WorkDirectoryLockedError: if another run is writing the same output (checked before any block).
+        DaskNotInstalledError: workers or a scheduler are asked for without dask.distributed installed.
+        SchedulerUnreachableError: no scheduler answers at ``scheduler``.
     """
     if not isinstance(settings, SegmentationSettings):
         raise TypeError(f"settings must be a SegmentationSettings, got {type(settings).__name__}.")
-    rank, world_size = block_sharing_group(distributed)
-    if world_size > 1 and output is None:
+    if torch_threads is not None and (
+        isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1
+    ):
+        raise ValueError(f"torch_threads must be a positive integer or None, got {torch_threads!r}.")
+    if (workers is not None or scheduler is not None) and output is None:
         raise ValueError(
-            "a distributed run needs an output path: the ranks share their blocks through its work directory."
+            "a run on dask workers needs an output path: the workers share their blocks through its work directory."
         )
     is_path = isinstance(image, (str, os.PathLike))
     if output is not None:
-        output_location = check_can_create(output, overwrite)
+        # absolute, so that workers started elsewhere find the output and its work directory
+        output_location = check_can_create(os.path.abspath(os.fspath(output)), overwrite)
         if is_path and parse_volume_path(image).file.resolve() == output_location.file.resolve():
             raise ValueError(f"the output {output} would replace the input image {image}.")
         work = output_location.file.with_name(output_location.file.name + WORK_DIRECTORY_SUFFIX)
     volume = open_volume(image) if is_path else image
     lock: WorkDirectoryLock | None = None
     try:
-        if output is not None and rank == 0:
-            # before the input is read whole: a second run on this output stops at once; rank 0 alone may
-            # discard a work directory of other settings
+        if output is not None:
+            # before the input is read whole: a second run on this output stops at once
             lock = WorkDirectoryLock(work)
         dims = settings.spatial_dims
         has_channels = _check_image(volume, dims)
@@ -138,66 +155,92 @@ def segment_volume(
         grid = BlockGrid(spatial_shape, window, settings.overlap, settings.block_shape, settings.halo)
         if settings.blend == "affinities":
             _check_offsets_fit(settings.offsets, window)
-        # a file is read whole once before any work, so a damaged file or non-finite values stop the run here
-        needs_statistics = is_path or settings.normalize
-        statistics = image_statistics(volume, str(image) if is_path else "the image") if needs_statistics else None
-        predictor = BlockPredictor(
-            network=network,
-            settings=settings,
-            window=window,
-            has_channels=has_channels,
-            device=resolve_device(network, settings.device),
-            statistics=statistics if settings.normalize else None,
-            intensity_threshold=(
-                intensity_threshold(volume, has_channels) if settings.foreground == "intensity" else None
-            ),
-        )
-        store: BlockStore
-        unmatched: BlockStore | None = None
-        if output is None:
-            store = MemoryBlockStore()
-        else:
-            fingerprint = {
-                "image": os.path.abspath(os.fspath(image)) if is_path else "array",
-                "image_shape": list(volume.shape),
-                "image_dtype": str(volume.dtype),
-                "grid_block_shape": list(grid.block_shape),
-                "grid_halo": list(grid.halo),
-                **predictor.fingerprint(),
-            }
-            # rank 0 sets the work directory up (or discards another run's, and finished blocks of another input)
-            # before the other ranks open it; a process alone, even inside a process group (distributed=False),
-            # waits for nobody
-            with idist.one_rank_first() if world_size > 1 else nullcontext():
-                store = DirectoryBlockStore(work, fingerprint, discard_mismatch=overwrite)
-                unmatched = (
-                    DirectoryBlockStore(work / UNMATCHED_DIRECTORY, fingerprint, discard_mismatch=overwrite)
-                    if world_size > 1
-                    else None
-                )
-                if rank == 0:
-                    _check_finished_blocks(volume, has_channels, grid, store, unmatched, work, report)
-        stage_times = {"network": 0.0, "affinities": 0.0, "clustering": 0.0, "writing": 0.0}
-        if unmatched is None:
-            _process_blocks(volume, grid, store, predictor, progress, stage_times)
-        else:
-            _process_shared_blocks(volume, grid, store, unmatched, predictor, progress, stage_times, rank, world_size)
-            if rank != 0:
-                return None
-        start = time.perf_counter()
-        lookups = global_ids(grid, store)
-        if output is None:
-            result: np.ndarray | str = write_labels(grid, store, lookups, None, progress=progress)
-        else:
-            # the input's geometry, where the input file has one
-            affine, element_size = (volume.affine, volume.element_size) if is_path else (None, None)
-            write_labels(
-                grid, store, lookups, output_location, affine=affine, element_size=element_size, overwrite=overwrite,
-                progress=progress,
+        with dask_client(workers, scheduler) as client:
+            runner: TaskRunner
+            if client is None:
+                runner = InProcessRunner(progress)
+            else:
+                runner = DaskRunner(client, torch_threads or (1 if workers is not None else None), progress)
+            # workers open the input by its path; an array travels to them once
+            reader = VolumeReader(image if is_path and not runner.in_process else volume, has_channels)
+            # a file is read whole once before any work, so a damaged file or non-finite values stop the run here
+            needs_statistics = is_path or settings.normalize
+            statistics = (
+                _statistics(runner, grid, reader, int(np.prod(volume.shape)), str(image) if is_path else "the image")
+                if needs_statistics
+                else None
             )
-            store.remove()
-            result = str(output)
-        stage_times["writing"] += time.perf_counter() - start
+            predictor = BlockPredictor(
+                network=network,
+                settings=settings,
+                window=window,
+                has_channels=has_channels,
+                device=resolve_device(network, settings.device),
+                statistics=statistics if settings.normalize else None,
+                intensity_threshold=(
+                    intensity_threshold(volume, has_channels) if settings.foreground == "intensity" else None
+                ),
+            )
+            store: BlockStore
+            if output is None:
+                store = MemoryBlockStore()
+            else:
+                fingerprint = {
+                    "image": os.path.abspath(os.fspath(image)) if is_path else "array",
+                    "image_shape": list(volume.shape),
+                    "image_dtype": str(volume.dtype),
+                    "grid_block_shape": list(grid.block_shape),
+                    "grid_halo": list(grid.halo),
+                    **predictor.fingerprint(),
+                }
+                # discards the work directory of a run with other settings with overwrite=True
+                store = DirectoryBlockStore(work, fingerprint, discard_mismatch=overwrite)
+
+            def extents(blocks: list) -> Callable:
+                # in this process, whole storage chunks are read once for neighbouring extents
+                return BlockReader(volume, has_channels, blocks) if runner.in_process else reader
+
+            if store.finished():
+                _check_finished_blocks(runner, grid, store, extents, work, report)
+            stage_times = {"network": 0.0, "affinities": 0.0, "clustering": 0.0, "writing": 0.0}
+            pending = [block for block in grid.blocks if block.index not in store.finished()]
+            for _, times in runner.map(
+                segment_block, [(block,) for block in pending], "segment", read=extents(pending), predictor=predictor,
+                store=store,
+            ):
+                for name, seconds in times.items():
+                    stage_times[name] += seconds
+            start = time.perf_counter()
+            earlier = [
+                (block, [other for other in grid.overlapping_cores(block) if other.index < block.index])
+                for block in grid.blocks
+            ]
+            matches = runner.map(
+                match_block, earlier, "match", QUICK_BLOCKS_PER_TASK, store=store, iou_threshold=settings.iou_threshold
+            )
+            middle = time.perf_counter()
+            stage_times["clustering"] += middle - start
+            lookups = global_ids([store.record(block.index) for block in grid.blocks], matches)
+            # the output is chunked like the block cores
+            chunks = tuple(min(s, c.stop - c.start) for s, c in zip(grid.spatial_shape, grid.blocks[0].core))
+            if output is None:
+                result: np.ndarray | str = np.zeros(grid.spatial_shape, dtype=lookups[0].dtype)
+                _write(runner, grid, chunks, lookups, store, result)
+            else:
+                # the input's geometry, where the input file has one
+                affine, element_size = (volume.affine, volume.element_size) if is_path else (None, None)
+                with create_volume(
+                    output_location, grid.spatial_shape, lookups[0].dtype, chunks=chunks, affine=affine,
+                    overwrite=overwrite, element_size=element_size,
+                ) as target:
+                    # only zarr arrays may be written by several processes at once (one chunk-aligned region each)
+                    _write(
+                        runner if output_location.format == "zarr" else InProcessRunner(progress), grid, chunks,
+                        lookups, store, target,
+                    )
+                store.remove()
+                result = str(output)
+            stage_times["writing"] += time.perf_counter() - middle
         if report is not None:
             report(f"{max((int(lookup.max()) for lookup in lookups if lookup.size), default=0)} objects found")
         if timings is not None:
@@ -210,121 +253,69 @@ def segment_volume(
             volume.close()
 
 
+def _statistics(
+    runner: TaskRunner, grid: BlockGrid, reader: VolumeReader, count: int, name: str
+) -> tuple[float, float]:
+    """Mean and standard deviation (population) of the ``count`` values of the image, from a task per block core.
+
+    Raises:
+        UnreadableVolumeError: a file cannot be read to the end (truncated or corrupt).
+        ValueError: the image holds NaN or infinite values.
+    """
+    sums = runner.map(
+        core_sums, [(block,) for block in grid.blocks], "statistics", QUICK_BLOCKS_PER_TASK, read=reader
+    )
+    if not all(finite for _, _, finite in sums):
+        raise ValueError(f"{name} holds NaN or infinite values; expected finite intensities (fix or mask them first).")
+    # the cores tile the volume; the sums are added in block order, so every runner gives the same statistics
+    mean = sum(total for total, _, _ in sums) / count
+    return mean, float(np.sqrt(max(0.0, sum(squares for _, squares, _ in sums) / count - mean**2)))
+
+
 def _check_finished_blocks(
-    volume: Any,
-    has_channels: bool,
+    runner: TaskRunner,
     grid: BlockGrid,
     store: BlockStore,
-    unmatched: BlockStore | None,
+    extents: Callable[[list], Callable],
     work: os.PathLike,
     report: Callable[[str], None] | None,
 ) -> None:
     """Discard the finished blocks of an interrupted run whose input has changed, and say what is reused."""
-    discarded = discard_changed_blocks(volume, has_channels, grid, store, matched=True)
-    if unmatched is not None:
-        discarded |= discard_changed_blocks(volume, has_channels, grid, unmatched, matched=False)
-    reused = len(store.finished() | (unmatched.finished() if unmatched is not None else set()))
-    if report is None or reused + len(discarded) == 0:
+    finished = store.finished()
+    stored = [block for block in grid.blocks if block.index in finished]
+    digests = runner.map(
+        block_input_digest, [(block,) for block in stored], "check", QUICK_BLOCKS_PER_TASK, read=extents(stored)
+    )
+    discarded = discard_changed_blocks(store, digests)
+    if report is None:
         return
-    line = f"resuming the interrupted run in {work}: {reused} of {len(grid)} blocks reused"
+    line = f"resuming the interrupted run in {work}: {len(stored) - len(discarded)} of {len(grid)} blocks reused"
     if discarded:
         line += (
             f", {len(discarded)} finished block(s) discarded and segmented again (the image values they read have "
-            "changed since, or those of a block they were stitched to)"
+            "changed since)"
         )
     report(line + ".")
 
 
-def _process_blocks(
-    volume: Any,
+def _write(
+    runner: TaskRunner,
     grid: BlockGrid,
+    chunks: tuple[int, ...],
+    lookups: list[np.ndarray],
     store: BlockStore,
-    predictor: BlockPredictor,
-    progress: bool,
-    stage_times: dict[str, float],
+    target: Any,
 ) -> None:
-    # blocks run in index order, so every earlier block is finished (now or in an interrupted run)
-    # when a block is matched against the cores of earlier blocks: resumed runs match the same way
-    pending = [block for block in grid.blocks if block.index not in store.finished()]
-    reader = BlockReader(volume, predictor.has_channels, pending)
-    with tqdm(
-        total=sum(block.num_windows for block in pending), desc="segment", unit="window", disable=not progress
-    ) as bar, torch.no_grad():
-        for block in pending:
-            labels, num_core, digest = _segment_block(reader, block, len(grid), predictor, bar, stage_times)
-            start = time.perf_counter()
-            save_matched(block, labels, num_core, grid, store, predictor.settings.iou_threshold, digest)
-            stage_times["clustering"] += time.perf_counter() - start
-
-
-def _process_shared_blocks(
-    volume: Any,
-    grid: BlockGrid,
-    store: BlockStore,
-    unmatched: BlockStore,
-    predictor: BlockPredictor,
-    progress: bool,
-    stage_times: dict[str, float],
-    rank: int,
-    world_size: int,
-) -> None:
-    # a block is matched against the cores of all earlier blocks, which other ranks may still be working
-    # on: each rank first stores the whole extent labels of its blocks (the halo is what matching needs),
-    # and after the barrier rank 0 matches all of them in index order, like the single-process run
-    done = store.finished() | unmatched.finished()
-    mine = [block for block in grid.blocks if block.index % world_size == rank and block.index not in done]
-    reader = BlockReader(volume, predictor.has_channels, mine)
-    with tqdm(
-        total=sum(block.num_windows for block in mine),
-        desc=f"segment (rank {rank}/{world_size})",
-        unit="window",
-        disable=not progress,
-        position=rank,
-    ) as bar, torch.no_grad():
-        for block in mine:
-            labels, num_core, digest = _segment_block(reader, block, len(grid), predictor, bar, stage_times)
-            no_matches = np.zeros((0, 3), dtype=np.int64)
-            unmatched.save(block.index, labels, BlockRecord(num_core, int(labels.max()), no_matches, digest))
-    idist.barrier()
-    if rank != 0:
-        return
-    start = time.perf_counter()
-    pending = [block for block in grid.blocks if block.index not in store.finished()]
-    for block in tqdm(pending, desc="match", unit="block", disable=not progress):
-        record = unmatched.record(block.index)
-        labels = np.asarray(unmatched.core_labels(block.index))
-        save_matched(
-            block, labels, record.num_core_labels, grid, store, predictor.settings.iou_threshold, record.input_digest
-        )
-    stage_times["clustering"] += time.perf_counter() - start
-
-
-def _segment_block(
-    reader: BlockReader,
-    block: Block,
-    num_blocks: int,
-    predictor: BlockPredictor,
-    bar: tqdm,
-    stage_times: dict[str, float],
-) -> tuple[np.ndarray, int, str]:
-    """Labels of the block's extent, core labels first (:func:`~.block_clustering.core_labels_first`), their
-    number in the core, and the digest of the image values the block read."""
-    start, affinities_before = time.perf_counter(), stage_times["affinities"]
-    region = reader(block)
-    digest = input_digest(region)
-    prediction = predictor(region, block, bar.update, stage_times)
-    del region
-    middle = time.perf_counter()
-    # the clustering of a large block takes a while with the window count standing still: say what runs
-    bar.set_postfix_str(f"clustering block {block.index + 1}/{num_blocks}")
-    labels = cluster_block(prediction, predictor.settings)
-    bar.set_postfix_str("")
-    del prediction
-    release_freed_memory()
-    labels, num_core = core_labels_first(labels, block.core_in_extent)
-    stage_times["network"] += middle - start - (stage_times["affinities"] - affinities_before)
-    stage_times["clustering"] += time.perf_counter() - middle
-    return labels, num_core, digest
+    """Relabel and write every block's region to ``target``, then the lower levels of an OME-Zarr pyramid."""
+    regions = [
+        (region, blocks, [lookups[block.index] for block in blocks]) for region, blocks in write_regions(grid, chunks)
+    ]
+    runner.map(write_region, regions, "write", QUICK_BLOCKS_PER_TASK, store=store, target=target)
+    source = target
+    for level, lower in enumerate(ome_zarr_lower_levels(target), start=1):
+        regions = [(region,) for region in chunk_regions(lower.shape, lower.chunks)]
+        runner.map(downsample_region, regions, f"level {level}", QUICK_BLOCKS_PER_TASK, source=source, target=lower)
+        source = lower
 
 
 def _check_image(volume: Any, dims: int) -> bool:

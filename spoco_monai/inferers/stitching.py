@@ -2,11 +2,15 @@
 
 Where a block's halo covers the core of an earlier block, both have labelled the same voxels: labels whose
 intersection over union there exceeds ``iou_threshold`` (0.5 by default, so matches are one-to-one) are the same
-object. After all blocks, the matches are joined by connected components (union-find) into global ids. An object
-crossing a seam therefore keeps one id whenever both blocks agree on it in the overlap.
+object. Every block is matched on its own (:func:`match_block`, one task per block once its neighbours are stored),
+and the matches of all blocks, a graph as small as the number of objects, are joined by connected components
+(union-find) into global ids (:func:`global_ids`). An object crossing a seam therefore keeps one id whenever both
+blocks agree on it in the overlap.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from bioimage_cpp.segmentation import relabel_sequential
@@ -14,7 +18,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ..metrics.overlap import label_overlap
-from .block_grid import Block, BlockGrid
+from .block_grid import Block, relative
 from .block_store import BlockRecord, BlockStore
 
 
@@ -60,59 +64,46 @@ def merge_matched_nodes(num_nodes: int, pairs: np.ndarray) -> np.ndarray:
     return components.astype(np.int64)
 
 
-def save_matched(
-    block: Block,
-    labels: np.ndarray,
-    num_core: int,
-    grid: BlockGrid,
-    store: BlockStore,
-    iou_threshold: float,
-    input_digest: str | None = None,
-) -> None:
-    """Match a block's extent labels against the stored cores of earlier blocks, then store the block.
+def match_block(block: Block, earlier: Sequence[Block], store: BlockStore, iou_threshold: float) -> np.ndarray:
+    """The objects a block's halo shares with the cores of earlier blocks (one face-matching task).
+
+    Only the overlaps are read from the store, so a task costs a few faces of two blocks, whatever their size.
 
     Args:
-        block: the block.
-        labels: ``(*extent)`` labels of the block, its core's labels numbered ``1 .. num_core`` first.
-        num_core: the number of labels in the core.
-        grid: the block grid.
-        store: the finished blocks; every block with a smaller index that overlaps ``block`` must be in it.
+        block: the block, stored in ``store`` with the labels of its extent.
+        earlier: the blocks with a smaller index whose core overlaps ``block``'s extent
+            (see :meth:`~.block_grid.BlockGrid.overlapping_cores`), all stored.
+        store: the finished blocks.
         iou_threshold: see :func:`match_labels_by_iou`.
-        input_digest: digest of the image values the block read, kept in its record (see :class:`BlockRecord`).
+
+    Returns:
+        ``(P, 3)`` int64 rows ``(label in this block, index of an earlier block, label there)``.
     """
     matches = [np.zeros((0, 3), dtype=np.int64)]
-    for other in grid.overlapping_cores(block):
-        if other.index > block.index:
-            continue
-        shared = tuple(
-            slice(max(e.start, c.start), min(e.stop, c.stop)) for e, c in zip(block.extent, other.core)
-        )
-        here = labels[tuple(slice(s.start - e.start, s.stop - e.start) for s, e in zip(shared, block.extent))]
-        there = store.core_labels(other.index)[
-            tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(shared, other.core))
-        ]
-        pairs = match_labels_by_iou(here, np.asarray(there), iou_threshold)
+    for other in earlier:
+        shared = tuple(slice(max(e.start, c.start), min(e.stop, c.stop)) for e, c in zip(block.extent, other.core))
+        here = store.labels(block.index)[relative(shared, block.extent)]
+        there = store.labels(other.index)[relative(shared, other.extent)]
+        pairs = match_labels_by_iou(np.asarray(here), np.asarray(there), iou_threshold)
         matches.append(np.column_stack([pairs[:, 0], np.full(len(pairs), other.index), pairs[:, 1]]))
-    record = BlockRecord(num_core, int(labels.max()), np.concatenate(matches).astype(np.int64), input_digest)
-    store.save(block.index, labels[block.core_in_extent], record)
+    return np.concatenate(matches).astype(np.int64)
 
 
-def global_ids(grid: BlockGrid, store: BlockStore) -> list[np.ndarray]:
-    """Join the matched labels of all blocks into consecutive global ids.
+def global_ids(records: Sequence[BlockRecord], matches: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Join the matched labels of all blocks into consecutive global ids (one union-find over the match graph).
 
     Args:
-        grid: the block grid.
-        store: every block of the grid, stored by :func:`save_matched`.
+        records: the record of every block of the grid, in block order.
+        matches: per block, its rows from :func:`match_block`.
 
     Returns:
         per block, the lookup from its local core labels to global ids (``lookup[0] == 0``); int32, or int64
         beyond 2^31 - 1 objects. Ids are numbered by first appearance in block order.
     """
-    records = [store.record(block.index) for block in grid.blocks]
     first_node = np.cumsum([0] + [record.num_labels for record in records])
-    edges = [
-        np.column_stack([first_node[index] + r.matches[:, 0] - 1, first_node[r.matches[:, 1]] + r.matches[:, 2] - 1])
-        for index, r in enumerate(records)
+    edges = [np.zeros((0, 2), dtype=np.int64)] + [
+        np.column_stack([first_node[index] + rows[:, 0] - 1, first_node[rows[:, 1]] + rows[:, 2] - 1])
+        for index, rows in enumerate(matches)
     ]
     components = merge_matched_nodes(int(first_node[-1]), np.concatenate(edges))
     core_nodes = [first_node[i] + np.arange(r.num_core_labels) for i, r in enumerate(records)]
@@ -126,3 +117,4 @@ def global_ids(grid: BlockGrid, store: BlockStore) -> list[np.ndarray]:
         np.concatenate([[0], final_ids[boundaries[i] : boundaries[i + 1]]]).astype(dtype)
         for i in range(len(records))
     ]
+

@@ -16,6 +16,7 @@ from spoco_monai.data.volume_io import (
     UnreadableVolumeError,
     check_can_create,
     create_volume,
+    ome_zarr_level_shapes,
     open_volume,
     parse_volume_path,
     volume_mean_std,
@@ -296,3 +297,20 @@ def test_unwritable_locations_are_refused_with_their_cause(tmp_path, monkeypatch
     monkeypatch.undo()
     with open_volume(f"{tmp_path / 'v.h5'}:raw") as volume:
         np.testing.assert_array_equal(volume[:], VOLUME)
+
+
+def test_ome_zarr_levels_halve_the_spatial_axes_until_one_chunk_holds_a_level():
+    assert ome_zarr_level_shapes((40, 100, 64), (16, 32, 32)) == [(40, 100, 64), (20, 50, 32), (10, 25, 16)]
+    assert ome_zarr_level_shapes((2, 9, 8, 8), (1, 8, 8, 8)) == [(2, 9, 8, 8), (2, 5, 4, 4)]  # the channel axis stays
+    assert ome_zarr_level_shapes((16, 16), (16, 16)) == [(16, 16)]
+
+
+def test_written_ome_zarr_labels_carry_their_pyramid(tmp_path):
+    labels = np.arange(5 * 9 * 6, dtype=np.int32).reshape(5, 9, 6)
+    path = tmp_path / "labels.ome.zarr"
+    write_volume(path, labels, chunks=(2, 4, 4))
+    with open_volume(path) as level0, open_volume(f"{path}:1") as level1, open_volume(f"{path}:2") as level2:
+        np.testing.assert_array_equal(level0[:], labels)
+        np.testing.assert_array_equal(level1[:], labels[::2, ::2, ::2])
+        np.testing.assert_array_equal(level2[:], labels[::4, ::4, ::4])
+        assert level2.element_size == (4.0, 4.0, 4.0)

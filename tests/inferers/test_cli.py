@@ -5,9 +5,11 @@ import errno
 import fcntl
 import json
 import os
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 
+import dask
 import h5py
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from skimage.metrics import adapted_rand_error
 from spoco_monai.cli import build_parser, bundle_settings, command_line_settings, load_bundle_network, main
 from spoco_monai.data import hdf5_writing
 from spoco_monai.data.volume_io import open_volume, write_volume
-from spoco_monai.inferers import DirectoryBlockStore, block_store
+from spoco_monai.inferers import DirectoryBlockStore, block_store, dask_cluster
 
 # a 1x1x1 convolution that scales the (z-scored) label id into a 4-dim embedding: with ids 1..10 (std < 3)
 # objects lie more than 50 / 3 > 2 delta_d apart
@@ -370,8 +372,7 @@ def test_resumed_segment_of_a_changed_input_segments_its_finished_blocks_again(t
     assert _segment(tmp_path, bundle, path, output) == 0
     assert (
         f"spoco-monai segment: resuming the interrupted run in {output}.spoco-work: 0 of 8 blocks reused, 1 finished "
-        "block(s) discarded and segmented again (the image values they read have changed since, or those of a block "
-        "they were stitched to).\n"
+        "block(s) discarded and segmented again (the image values they read have changed since).\n"
     ) in capsys.readouterr().err
     assert _segment(tmp_path, bundle, path, tmp_path / "fresh.zarr") == 0
     with open_volume(output) as resumed, open_volume(tmp_path / "fresh.zarr") as fresh:
@@ -543,3 +544,35 @@ def test_volume_given_to_a_2d_model_is_told_to_choose_a_3d_one(tmp_path, bundle,
         "spoco-monai segment: warning: the input has shape (100, 48, 48), read as 100 channels of a 2D image: this "
         "looks like a 3D volume; choose a 3D model with --model (flat3d)."
     ]
+
+
+@pytest.mark.slow
+def test_segment_on_dask_workers_equals_one_process(tmp_path, bundle, volume):
+    path, _ = volume
+    assert _segment(tmp_path, bundle, path, tmp_path / "one.zarr") == 0
+    assert _segment(tmp_path, bundle, path, tmp_path / "workers.zarr", "--workers", "2") == 0
+    with open_volume(tmp_path / "one.zarr") as one, open_volume(tmp_path / "workers.zarr") as workers:
+        np.testing.assert_array_equal(workers[:], one[:])
+
+
+def test_segment_with_an_unreachable_scheduler_is_one_line(tmp_path, bundle, volume, capsys):
+    path, _ = volume
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert _segment(tmp_path, bundle, path, tmp_path / "labels.zarr", "--scheduler", address) == 1
+    assert error_line(capsys.readouterr().err).startswith(
+        f"spoco-monai segment: error: cannot reach the dask scheduler at {address} ("
+    )
+    assert not (tmp_path / "labels.zarr").exists()
+
+
+def test_segment_on_workers_without_dask_says_what_to_install(tmp_path, bundle, volume, capsys, monkeypatch):
+    path, _ = volume
+    monkeypatch.setattr(dask_cluster, "has_distributed", False)
+    assert _segment(tmp_path, bundle, path, tmp_path / "labels.zarr", "--workers", "2") == 1
+    assert error_line(capsys.readouterr().err) == (
+        "spoco-monai segment: error: workers and schedulers need dask.distributed, which is not installed: "
+        "pip install 'spoco-monai[distributed]'"
+    )

@@ -7,8 +7,7 @@ import torch
 from spoco_monai.inferers import BlockGrid, BlockRecord, MemoryBlockStore
 from spoco_monai.inferers.input_digest import discard_changed_blocks, input_digest
 
-# three blocks along X: cores 0-18, 18-30, 30-48, extents 0-20, 16-32, 28-48; block 1 was matched against block 0's
-# core, block 2 against block 1's
+# three blocks along X: cores 0-18, 18-30, 30-48, extents 0-20, 16-32, 28-48
 GRID = BlockGrid((8, 48), (8, 8), 0.5, (8, 16), None)
 IMAGE = np.arange(8 * 48, dtype=np.float32).reshape(8, 48)
 
@@ -39,35 +38,36 @@ def _stored(image: np.ndarray, indices=(0, 1, 2)) -> MemoryBlockStore:
     store = MemoryBlockStore()
     for block in GRID.blocks:
         if block.index in indices:
-            digest = input_digest(image[block.extent][None])
-            store.save(block.index, np.zeros(1, np.uint32), BlockRecord(0, 0, np.zeros((0, 3), np.int64), digest))
+            store.save(block.index, np.zeros(1, np.uint32), BlockRecord(0, 0, input_digest(image[block.extent][None])))
     return store
 
 
+def _digests(image: np.ndarray, store: MemoryBlockStore) -> list[tuple[int, str]]:
+    finished = store.finished()
+    return [(block.index, input_digest(image[block.extent][None])) for block in GRID.blocks if block.index in finished]
+
+
 @pytest.mark.parametrize(
-    "changed_x, matched, discarded",
+    "changed_x, discarded",
     [
-        (None, True, set()),
-        (40, True, {2}),  # in block 2's extent only
-        (24, True, {1, 2}),  # in block 1's extent only; block 2 was stitched to block 1
-        (5, True, {0, 1, 2}),
-        (5, False, {0}),  # blocks stored alone depend on nothing else
-        (29, False, {1, 2}),  # in the halos of blocks 1 and 2
+        (None, set()),
+        (40, {2}),  # in block 2's extent only
+        (24, {1}),  # in block 1's extent only; blocks are matched anew by every run
+        (5, {0}),
+        (29, {1, 2}),  # in the halos of blocks 1 and 2
     ],
 )
-def test_changed_blocks_and_those_stitched_to_them_are_discarded(changed_x, matched, discarded):
+def test_changed_blocks_are_discarded(changed_x, discarded):
     store = _stored(IMAGE)
     image = IMAGE.copy()
     if changed_x is not None:
         image[3, changed_x] = -1.0
-    assert discard_changed_blocks(image, False, GRID, store, matched) == discarded
+    assert discard_changed_blocks(store, _digests(image, store)) == discarded
     assert store.finished() == {0, 1, 2} - discarded
 
 
-def test_a_block_stitched_to_a_missing_one_or_without_digest_is_discarded():
-    store = _stored(IMAGE, indices=(1, 2))
-    assert discard_changed_blocks(IMAGE, False, GRID, store, matched=True) == {1, 2}
+def test_a_block_without_digest_is_discarded():
     store = _stored(IMAGE, indices=(0,))
-    store.save(2, np.zeros(1, np.uint32), BlockRecord(0, 0, np.zeros((0, 3), np.int64)))
-    assert discard_changed_blocks(IMAGE[None], True, GRID, store, matched=False) == {2}
+    store.save(2, np.zeros(1, np.uint32), BlockRecord(0, 0))
+    assert discard_changed_blocks(store, _digests(IMAGE, store)) == {2}
     assert store.finished() == {0}

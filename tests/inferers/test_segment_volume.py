@@ -29,7 +29,7 @@ def arand(reference: np.ndarray, labels: np.ndarray) -> float:
     return adapted_rand_error(reference, labels)[0]
 
 
-RUN_OPTIONS = ("output", "overwrite", "progress", "timings", "distributed", "in_channels")
+RUN_OPTIONS = ("output", "overwrite", "progress", "timings", "workers", "scheduler", "torch_threads", "in_channels")
 
 
 def segment(image, network, **kwargs):
@@ -148,10 +148,10 @@ def test_timings_are_reported(image_3d):
     assert sum(timings.values()) <= elapsed
 
 
-def test_progress_covers_clustering_and_writing(tmp_path, image_3d, capsys):
+def test_progress_covers_every_stage(tmp_path, image_3d, capsys):
     segment(image_3d, LabelLookupNetwork(NUM_OBJECTS), output=tmp_path / "labels.zarr", progress=True)
     shown = capsys.readouterr().err
-    assert "clustering block 8/8" in shown and "write: 100%" in shown
+    assert all(f"{stage}: 100%" in shown for stage in ("segment", "match", "write"))
 
 
 @pytest.mark.slow
@@ -207,12 +207,18 @@ def test_ome_zarr_labels_carry_the_input_voxel_size(tmp_path, image_3d, labels_3
     assert attributes["image-label"] == {"version": "0.4"}
     (multiscale,) = attributes["multiscales"]
     assert [axis["name"] for axis in multiscale["axes"]] == ["z", "y", "x"]
+    # chunks as large as a block core, (16, 32, 32): level 1 fits in one
     assert multiscale["datasets"] == [
-        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]}
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]},
+        {"path": "1", "coordinateTransformations": [{"type": "scale", "scale": [4.0, 1.0, 1.0]}]},
     ]
+    labels = segment(path, LabelLookupNetwork(NUM_OBJECTS))
     with open_volume(output) as result:
         assert result.element_size == (2.0, 0.5, 0.5)
-        np.testing.assert_array_equal(result[:], segment(path, LabelLookupNetwork(NUM_OBJECTS)))
+        np.testing.assert_array_equal(result[:], labels)
+    with open_volume(f"{output}:1") as level:
+        assert level.element_size == (4.0, 1.0, 1.0)
+        np.testing.assert_array_equal(level[:], labels[::2, ::2, ::2])
 
 
 @pytest.mark.parametrize(

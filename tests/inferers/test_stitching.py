@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from spoco_monai.inferers import BlockGrid, BlockRecord, MemoryBlockStore, match_labels_by_iou, merge_matched_nodes
-from spoco_monai.inferers.stitching import global_ids
+from spoco_monai.inferers.stitching import global_ids, match_block
 
 
 def test_match_exact_pairs():
@@ -49,26 +49,33 @@ def test_match_large_ids_and_unsigned_labels():
 
 
 def test_global_ids_join_matches_and_number_objects_by_first_appearance():
-    grid = BlockGrid((12,), (4,), 0.0, block_shape=(4,))
-    store = MemoryBlockStore()
     records = [
         # block 0: core labels 1, 2; label 3 only in its halo
-        BlockRecord(2, 3, np.zeros((0, 3), np.int64)),
+        BlockRecord(2, 3),
         # block 1: its core label 1 is block 0's 2, its halo label 4 is block 0's 1
-        BlockRecord(3, 4, np.array([[1, 0, 2], [4, 0, 1]])),
+        BlockRecord(3, 4),
         # block 2: its core label 1 is block 1's 1 (so block 0's 2), its label 2 is block 1's 3
-        BlockRecord(2, 2, np.array([[1, 1, 1], [2, 1, 3]])),
+        BlockRecord(2, 2),
     ]
-    for index, record in enumerate(records):
-        store.save(index, np.zeros(4, np.uint32), record)
-    lookups = global_ids(grid, store)
+    matches = [np.zeros((0, 3), np.int64), np.array([[1, 0, 2], [4, 0, 1]]), np.array([[1, 1, 1], [2, 1, 3]])]
+    lookups = global_ids(records, matches)
     assert [lookup.tolist() for lookup in lookups] == [[0, 1, 2], [0, 2, 3, 4], [0, 2, 4]]
     assert all(lookup.dtype == np.int32 for lookup in lookups)
 
 
 def test_global_ids_of_blocks_without_objects():
-    grid = BlockGrid((8,), (4,), 0.0, block_shape=(4,))
+    lookups = global_ids([BlockRecord(0, 0)] * 2, [np.zeros((0, 3), np.int64)] * 2)
+    assert [lookup.tolist() for lookup in lookups] == [[0], [0]]
+
+
+def test_match_block_reads_the_overlap_with_earlier_cores():
+    # two blocks along one axis: cores 0-5 and 5-12, extents 0-6 and 4-12, so they share voxel 4
+    grid = BlockGrid((12,), (4,), 0.5, block_shape=(6,))
+    first, second = grid.blocks
+    assert (first.core, first.extent, second.extent) == ((slice(0, 5),), (slice(0, 6),), (slice(4, 12),))
     store = MemoryBlockStore()
-    for index in range(2):
-        store.save(index, np.zeros(4, np.uint32), BlockRecord(0, 0, np.zeros((0, 3), np.int64)))
-    assert [lookup.tolist() for lookup in global_ids(grid, store)] == [[0], [0]]
+    store.save(0, np.array([1, 1, 1, 1, 2, 3], np.uint32), BlockRecord(2, 3))
+    # the second block's label 5 is block 0's core label 2 (voxel 4); its label 1 meets block 0's halo only
+    store.save(1, np.array([5, 1, 1, 1, 1, 1, 1, 1], np.uint32), BlockRecord(1, 5))
+    np.testing.assert_array_equal(match_block(second, [first], store, 0.5), [[5, 0, 2]])
+    assert match_block(first, [], store, 0.5).shape == (0, 3)
