@@ -8,8 +8,8 @@ arguments and results of every task (the network and the input's reader go to ev
 The labels of every case are compared with the one-process labels (identical, and identical up to renaming).
 Last, the scheduler's cost per task: 2000 empty tasks through the same runner on two workers.
 
-    python bench/cluster_volume.py --sizes 128 512
-    python bench/cluster_volume.py --sizes 128 256 --test-time-flips off     # the table in bench/RESULTS.md
+    python -m bench.cluster_volume --sizes 128 512
+    python -m bench.cluster_volume --sizes 128 256 --test-time-flips off     # the table in bench/RESULTS.md
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
-from volume import write_input
+from bench.volume import write_input
 
 from spoco_monai.bundle import DEFAULT_MODEL, bundle_model, bundle_settings, load_bundle_network
 from spoco_monai.inferers import segment_volume
 from spoco_monai.inferers.task_runner import DaskRunner
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+REPOSITORY = Path(__file__).resolve().parents[1]
+BUNDLE = REPOSITORY / "bundle"
 OVERHEAD_TASKS = 2000
 
 
@@ -107,10 +108,13 @@ def _peak_mib() -> float:
 
 
 def spawn(args: argparse.Namespace, size: int, workers: int) -> dict:
-    command = [sys.executable, __file__, "--case", str(workers), "--size", str(size), "--workdir", args.workdir]
+    command = [
+        sys.executable, "-m", "bench.cluster_volume", "--case", str(workers), "--size", str(size),
+        "--workdir", args.workdir,
+    ]
     if args.test_time_flips is not None:
         command += ["--test-time-flips", args.test_time_flips]
-    result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+    result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, cwd=REPOSITORY)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -168,8 +172,9 @@ def main() -> None:
                     identical,
                 ]
                 print("| " + " | ".join(cells) + " |", flush=True)
-        command = [sys.executable, __file__, "--case", "overhead"]
-        overhead = json.loads(subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout)
+        command = [sys.executable, "-m", "bench.cluster_volume", "--case", "overhead"]
+        completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, cwd=REPOSITORY)
+        overhead = json.loads(completed.stdout)
         print(f"\nscheduler cost: {overhead['seconds_per_task'] * 1e3:.2f} ms per empty task ({OVERHEAD_TASKS} "
               "tasks, 2 workers)")
         print(f"load average after: {os.getloadavg()}", file=sys.stderr)
