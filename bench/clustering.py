@@ -21,11 +21,7 @@ from spoco_monai.clustering import (
     mean_shift_clustering,
     mutex_watershed,
 )
-
-try:
-    from spoco_monai.metrics import adapted_rand_error
-except ImportError:
-    from skimage.metrics import adapted_rand_error
+from spoco_monai.metrics import instance_scores
 
 DELTA_V = 0.5
 DELTA_D = 2.0
@@ -61,12 +57,6 @@ def _methods(spatial_dims: int, min_size: int, teacher: np.ndarray) -> dict[str,
     }
 
 
-def _score(labels: np.ndarray, segmentation: np.ndarray) -> float:
-    if adapted_rand_error.__module__.startswith("spoco_monai"):
-        return float(adapted_rand_error(segmentation, labels))
-    return float(adapted_rand_error(labels, segmentation)[0])
-
-
 def run(map_names: list[str]) -> list[dict]:
     rows = []
     for map_name in map_names:
@@ -85,6 +75,7 @@ def run(map_names: list[str]) -> list[dict]:
             segmentation = function(embeddings)
             seconds = time.perf_counter() - start
             seconds_by_method[method] = seconds
+            scores = instance_scores(segmentation, labels)
             rows.append(
                 {
                     "map": f"{map_name} {'x'.join(map(str, shape))}",
@@ -93,9 +84,9 @@ def run(map_names: list[str]) -> list[dict]:
                     "mvox_per_s": labels.size / seconds / 1e6,
                     "vs_hdbscan_10k": seconds_by_method["HDBSCAN, 10k-pixel fit"] / seconds,
                     "vs_hdbscan_all": seconds_by_method.get("HDBSCAN, all pixels", np.nan) / seconds,
-                    "arand": _score(labels, segmentation),
-                    "segments": int(segmentation.max()),
-                    "objects": n_objects,
+                    "arand": scores["arand"],
+                    "segments": scores["segments"],
+                    "objects": scores["objects"],
                 }
             )
             print(rows[-1], flush=True)

@@ -38,7 +38,7 @@ from monai.transforms import Compose
 
 from spoco_monai.baselines import membrane_watershed, nuclei_watershed
 from spoco_monai.bundle import bundle_config, load_bundle_network
-from spoco_monai.metrics import instance_scores
+from spoco_monai.metrics import instance_scores, mean_instance_scores
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 BUNDLE = REPOSITORY / "bundle"
@@ -135,19 +135,15 @@ def run_model(
                 ]
             variant = ", test-time flips" if flips else "" if delta is None else f", affinity_delta_dist {delta:g}"
             row = (part, f"SPOCO ({os.path.relpath(weights, REPOSITORY)}){variant}")
-            rows[row] = _mean([instance_scores(p, label) for p, (_, label) in zip(predictions, report)])
+            rows[row] = mean_instance_scores([instance_scores(p, label) for p, (_, label) in zip(predictions, report)])
             rows[row]["seconds"] = time.perf_counter() - start
         parser["affinity_delta_dist"] = bundle_config(BUNDLE, overlay_configs(name))["affinity_delta_dist"]
         start = time.perf_counter()
         classical = [segment(sign * image, min_distance=min_distance, element_size=element_size) for image, _ in report]
         row = (part, f"{method}, min_distance {min_distance}")
-        rows[row] = _mean([instance_scores(p, label) for p, (_, label) in zip(classical, report)])
+        rows[row] = mean_instance_scores([instance_scores(p, label) for p, (_, label) in zip(classical, report)])
         rows[row]["seconds"] = time.perf_counter() - start
     return rows
-
-
-def _mean(per_volume: list[dict[str, float]]) -> dict[str, float]:
-    return {key: float(np.mean([entry[key] for entry in per_volume])) for key in per_volume[0]}
 
 
 def markdown_table(results: dict[str, dict[tuple[str, str], dict[str, float]]]) -> str:

@@ -46,19 +46,12 @@ from skimage.segmentation import find_boundaries, watershed
 
 from spoco_monai.baselines import nuclei_watershed
 from spoco_monai.data.atomic import write_atomically
-from spoco_monai.metrics import (
-    absolute_count_difference_from_overlap,
-    average_precision_from_overlap,
-    label_overlap,
-    mean_average_precision_from_overlap,
-    symmetric_best_dice_from_overlap,
-)
+from spoco_monai.metrics import instance_scores, mean_instance_scores
 from spoco_monai.transforms.sparse_sampling import SparseInstanceSampling
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPOSITORY.parent / "shared" / "data" / "dsb2018_fluo"
 PEERS = ("classical", "unet3", "unet3-few")
-METRIC_KEYS = ("sbd", "dic", "ap50", "map")
 HEADER = ("peer", "SBD", r"\|DiC\|", "AP@0.5", "mAP", "train s", "eval s")
 
 # Classical peer. Sigma 1 removes pixel noise without merging touching nuclei; DSB nuclei are rarely below
@@ -110,21 +103,6 @@ def load_split(folder: Path, limit: int | None = None) -> list[Sample]:
     return samples
 
 
-def score(prediction: np.ndarray, label: np.ndarray) -> dict[str, float]:
-    """SBD, |DiC|, AP@0.5 and mAP of one predicted label image (H, W) against its ground truth (H, W)."""
-    overlap = label_overlap(prediction.astype(np.int64), label.astype(np.int64))
-    return {
-        "sbd": symmetric_best_dice_from_overlap(overlap),
-        "dic": float(absolute_count_difference_from_overlap(overlap)),
-        "ap50": average_precision_from_overlap(overlap, 0.5),
-        "map": mean_average_precision_from_overlap(overlap),
-    }
-
-
-def mean_scores(per_image: list[dict[str, float]]) -> dict[str, float]:
-    return {key: float(np.mean([scores[key] for scores in per_image])) for key in METRIC_KEYS}
-
-
 def evaluate(
     segment: Callable[[np.ndarray], np.ndarray], samples: list[Sample]
 ) -> tuple[dict[str, float], list[dict[str, Any]], float]:
@@ -134,8 +112,8 @@ def evaluate(
         start = time.perf_counter()
         prediction = segment(sample.image)
         seconds += time.perf_counter() - start
-        per_image.append({"name": sample.name, **score(prediction, sample.label)})
-    return mean_scores(per_image), per_image, seconds
+        per_image.append({"name": sample.name, **instance_scores(prediction, sample.label)})
+    return mean_instance_scores(per_image), per_image, seconds
 
 
 def classical_segment(image: np.ndarray, min_distance: int) -> np.ndarray:
@@ -145,10 +123,10 @@ def classical_segment(image: np.ndarray, min_distance: int) -> np.ndarray:
 
 def tune_min_distance(samples: list[Sample]) -> tuple[int, dict[int, float]]:
     """The ``min_distance`` of :data:`MIN_DISTANCE_GRID` with the best mean mAP on ``samples``, and all means."""
-    means = {
-        distance: mean_scores([score(classical_segment(s.image, distance), s.label) for s in samples])["map"]
-        for distance in MIN_DISTANCE_GRID
-    }
+    means = {}
+    for distance in MIN_DISTANCE_GRID:
+        per_image = [instance_scores(classical_segment(s.image, distance), s.label) for s in samples]
+        means[distance] = mean_instance_scores(per_image)["map"]
     return max(means, key=means.get), means
 
 
@@ -358,8 +336,8 @@ def run_unet(name: str, args: argparse.Namespace, train: list[Sample], val: list
     if name == "unet3-few":
         train, target = few_image_subset(train, args.seed)
         extra = {"object_target": target, "images": [s.name for s in train],
-                 "objects": sum(s.num_objects for s in train)}
-        print(f"{name}: {len(train)} whole images with {extra['objects']} nuclei (target {target})",
+                 "train_objects": sum(s.num_objects for s in train)}
+        print(f"{name}: {len(train)} whole images with {extra['train_objects']} nuclei (target {target})",
               file=sys.stderr, flush=True)
     device = torch.device(args.device)
     network, record = train_unet(
@@ -377,7 +355,8 @@ def run_unet(name: str, args: argparse.Namespace, train: list[Sample], val: list
 def run_peers(names: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Train (where needed) and evaluate every peer in ``names``; results keyed by peer name.
 
-    Each result holds ``sbd``, ``dic``, ``ap50``, ``map`` (means over the val images), ``train_s`` and ``eval_s``,
+    Each result holds the means over the val images of :func:`~spoco_monai.metrics.instance_scores` (``sbd``,
+    ``dic``, ``ap50``, ``map``, ...), ``train_s`` and ``eval_s``,
     plus per-image scores and peer details. ``args`` is what :func:`parse_arguments` returns. A result already in
     ``args.output_dir`` with the same settings is read instead of recomputed.
     """

@@ -57,7 +57,7 @@ from bench import peers
 from bench import sparse_dsb
 from spoco_monai.data.atomic import write_atomically
 from spoco_monai.inferers import segment_volume
-from spoco_monai.metrics import instance_scores
+from spoco_monai.metrics import instance_scores, mean_instance_scores
 from spoco_monai.transforms.simulated_annotator import chosen_count
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -153,8 +153,7 @@ def segment_val(row: Row, network_path: Path, args: argparse.Namespace) -> tuple
         labels = segment_volume(tifffile.imread(path).astype(np.float32), network, settings, progress=False)
         truth = tifffile.imread(args.data_dir / "val" / "labels" / path.name).astype(np.int64)
         scores.append(instance_scores(np.asarray(labels, dtype=np.int64), truth))
-    means = {key: float(np.mean([s[key] for s in scores])) for key in ("sbd", "ap50", "map", "dic")}
-    return means, time.perf_counter() - start
+    return mean_instance_scores(scores), time.perf_counter() - start
 
 
 def train_row(name: str, args: argparse.Namespace) -> dict[str, Any]:

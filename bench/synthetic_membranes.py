@@ -29,7 +29,7 @@ from spoco_monai.baselines import membrane_watershed
 from spoco_monai.data import write_synthetic_dataset
 from spoco_monai.engines import load_network_weights
 from spoco_monai.inferers import segment_volume
-from spoco_monai.metrics import adapted_rand_error, symmetric_best_dice
+from spoco_monai.metrics import instance_scores
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CONFIGS = REPOSITORY / "bundle" / "configs"
@@ -57,13 +57,8 @@ def generated_volume(folder: Path, seed: int, shape: tuple[int, ...]) -> tuple[n
 
 
 def scores(prediction: np.ndarray, labels: np.ndarray, seconds: float) -> dict[str, float]:
-    return {
-        "arand": float(adapted_rand_error(prediction, labels)),
-        "sbd": float(symmetric_best_dice(prediction, labels)),
-        "segments": int(np.count_nonzero(np.unique(prediction))),
-        "cells": int(np.count_nonzero(np.unique(labels))),
-        "seconds": seconds,
-    }
+    """:func:`instance_scores` of ``prediction`` against ``labels``, with the ``seconds`` the method took."""
+    return {**instance_scores(prediction, labels), "seconds": seconds}
 
 
 def run(
@@ -95,7 +90,7 @@ def markdown_table(rows: list[tuple[str, str, dict[str, float]]]) -> str:
     lines = ["| volume | method | ARand | SBD | segments / cells | s |", "|---|---|---|---|---|---|"]
     for volume, method, row in rows:
         lines.append(
-            f"| {volume} | {method} | {row['arand']:.4f} | {row['sbd']:.3f} | {row['segments']} / {row['cells']} | "
+            f"| {volume} | {method} | {row['arand']:.4f} | {row['sbd']:.3f} | {row['segments']} / {row['objects']} | "
             f"{row['seconds']:.0f} |"
         )
     return "\n".join(lines)

@@ -37,7 +37,7 @@ from spoco_monai.metrics.handlers import (
     VariationOfInformation,
 )
 from spoco_monai.metrics.instance_metric import InstanceSegmentationMetric
-from spoco_monai.metrics.instance_scores import INSTANCE_SCORE_KEYS, instance_scores
+from spoco_monai.metrics.instance_scores import INSTANCE_SCORE_KEYS, instance_scores, mean_instance_scores
 from spoco_monai.metrics.overlap import LabelOverlap, label_overlap
 from spoco_monai.metrics.symmetric_best_dice import (
     SymmetricBestDiceMetric,
@@ -79,6 +79,7 @@ __all__ = [
     "label_overlap",
     "mean_average_precision",
     "mean_average_precision_from_overlap",
+    "mean_instance_scores",
     "symmetric_best_dice",
     "symmetric_best_dice_from_overlap",
     "variation_of_information",

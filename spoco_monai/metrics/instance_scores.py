@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import torch
 
@@ -12,7 +14,7 @@ from spoco_monai.metrics.overlap import LabelArray, label_overlap
 from spoco_monai.metrics.symmetric_best_dice import symmetric_best_dice_from_overlap
 from spoco_monai.metrics.variation_of_information import variation_of_information_from_overlap
 
-__all__ = ["INSTANCE_SCORE_KEYS", "instance_scores"]
+__all__ = ["INSTANCE_SCORE_KEYS", "instance_scores", "mean_instance_scores"]
 
 INSTANCE_SCORE_KEYS = ("arand", "voi_split", "voi_merge", "sbd", "dic", "ap50", "map", "segments", "objects")
 
@@ -43,3 +45,20 @@ def instance_scores(pred: LabelArray, gt: LabelArray) -> dict[str, float]:
         "segments": int((pred_ids > 0).sum()),
         "objects": int((gt_ids > 0).sum()),
     }
+
+
+def mean_instance_scores(per_image: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The mean over images of every :data:`INSTANCE_SCORE_KEYS` entry of :func:`instance_scores`.
+
+    Args:
+        per_image: one :func:`instance_scores` dictionary per image; further entries (e.g. a file name) are ignored.
+
+    Returns:
+        ``{key: mean}`` for every key of :data:`INSTANCE_SCORE_KEYS`, as plain floats.
+
+    Raises:
+        ValueError: ``per_image`` is empty.
+    """
+    if not per_image:
+        raise ValueError("mean_instance_scores needs the scores of at least one image, got none.")
+    return {key: float(np.mean([scores[key] for scores in per_image])) for key in INSTANCE_SCORE_KEYS}

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bench import peers
+from spoco_monai.metrics import INSTANCE_SCORE_KEYS, instance_scores, mean_instance_scores
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 DSB = REPOSITORY.parent / "shared" / "data" / "dsb2018_fluo"
@@ -110,7 +111,7 @@ def test_classical_on_two_val_images_is_reproducible_and_in_band(tiny_dsb, tmp_p
     args = _arguments(tiny_dsb, tmp_path / "first")
     result = peers.run_peers(["classical"], args)["classical"]
     again = [
-        {"name": s.name, **peers.score(peers.classical_segment(s.image, result["min_distance"]), s.label)}
+        {"name": s.name, **instance_scores(peers.classical_segment(s.image, result["min_distance"]), s.label)}
         for s in peers.load_split(tiny_dsb / "val")
     ]
     assert result["per_image"] == again
@@ -140,10 +141,10 @@ def test_unet_peers_train_briefly_and_save_their_networks(tiny_dsb, tmp_path):
         network = peers.build_unet()
         network.load_state_dict(torch.load(tmp_path / f"{name}_network.pt", weights_only=True))
         probabilities = peers.predict_probabilities(network.eval(), sample.image, torch.device("cpu"))
-        again = {"name": sample.name, **peers.score(peers.seeded_watershed(probabilities), sample.label)}
+        again = {"name": sample.name, **instance_scores(peers.seeded_watershed(probabilities), sample.label)}
         assert result["per_image"] == [again]
-        assert {key: result[key] for key in peers.METRIC_KEYS} == peers.mean_scores([again])
-    assert results["unet3-few"]["objects"] >= results["unet3-few"]["object_target"]
+        assert {key: result[key] for key in INSTANCE_SCORE_KEYS} == mean_instance_scores([again])
+    assert results["unet3-few"]["train_objects"] >= results["unet3-few"]["object_target"]
 
 
 def test_training_resumes_from_an_unfinished_checkpoint(tiny_dsb, tmp_path):

@@ -20,7 +20,7 @@ def test_every_network_runs_with_and_without_flips_beside_the_classical_watershe
     assert [volume for volume, _, _ in rows] == [name for name in synthetic_membranes.VOLUMES for _ in range(3)]
     for _, _, row in rows:
         assert 0.0 <= row["arand"] <= 1.0 and 0.0 <= row["sbd"] <= 1.0
-        assert row["segments"] > 0 and row["cells"] > 0 and row["seconds"] > 0
+        assert row["segments"] > 0 and row["objects"] > 0 and row["seconds"] > 0
     # one folder per generated volume, kept under the work folder for later runs
     assert len(list(tmp_path.iterdir())) == 2
     table = synthetic_membranes.markdown_table(rows)

@@ -8,10 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from bundle_workflow import CONFIGS, TINY, config
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from spoco_monai.data import write_synthetic_dataset
+from spoco_monai.metrics import instance_scores
 
 DATA_OVERLAYS = ("dsb2018_2d", "lm3d_nuclei", "lm3d_membranes", "em3d_neurons")
 # every model the bundle ships: its configs after common.json and inference.json
@@ -22,6 +24,11 @@ SHIPPED_MODELS = {
     "lm3d_nuclei": ("lm3d_nuclei", "lm3d_nuclei_inference"),
     "lm3d_membranes": ("lm3d_membranes", "lm3d_membranes_inference"),
     "em3d_neurons": ("em3d_neurons", "em3d_neurons_inference"),
+}
+# the metrics evaluate.json reports, by the instance_scores key each is the mean of
+EVALUATED_SCORES = {
+    "val_sbd": "sbd", "val_adapted_rand_error": "arand", "val_count_difference": "dic", "val_ap50": "ap50",
+    "val_map": "map",
 }
 # the lists of the documented commands (each after common.json)
 COMMANDS = [
@@ -191,3 +198,19 @@ def test_key_metric_selects_model_pt_and_the_others_are_reported(overlay, key_me
     assert parser.get_parsed_content("validate#best_model_saver#key_metric_negative_sign") is lower_is_better
     better = parser.get_parsed_content("validate#evaluator#metric_cmp_fn")
     assert better(0.1, 0.2) is lower_is_better and better(0.3, 0.2) is not lower_is_better
+
+
+def test_evaluate_reports_the_means_of_instance_scores():
+    parser = ConfigParser()
+    parser.read_config(config("train", "evaluate"))
+    metrics = parser.get_parsed_content("validate#metrics")
+    assert set(metrics) == set(EVALUATED_SCORES)
+    # two images, as the evaluator gives them: (1, *S) label tensors, ids not consecutive, -1 ignored in the truth
+    predictions = [torch.tensor([[[1, 1, 2, 2], [0, 5, 5, 0]]]), torch.tensor([[[3, 3, 0, 0], [0, 0, 0, 0]]])]
+    truths = [torch.tensor([[[1, 1, 1, 2], [0, 4, 4, -1]]]), torch.tensor([[[1, 1, 2, 2], [0, 0, 0, 0]]])]
+    scores = [instance_scores(p[0].numpy(), t[0].numpy()) for p, t in zip(predictions, truths)]
+    for name, handler in metrics.items():
+        handler.metric_fn.reset()
+        handler.metric_fn(predictions, truths)
+        key = EVALUATED_SCORES[name]
+        assert handler.metric_fn.aggregate().item() == pytest.approx(sum(s[key] for s in scores) / 2), name

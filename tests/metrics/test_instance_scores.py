@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spoco_monai.metrics import INSTANCE_SCORE_KEYS, annotated_object_iou, instance_scores
+from spoco_monai.metrics import INSTANCE_SCORE_KEYS, annotated_object_iou, instance_scores, mean_instance_scores
 
 
 def test_instance_scores_of_a_hand_made_pair():
@@ -20,6 +20,22 @@ def test_instance_scores_of_a_hand_made_pair():
     # best Dice: gt 1 -> pred 1: 2*2/(3+2) = 0.8; gt 2 -> pred 2: 2/3; pred 1 -> 0.8, pred 2 -> 2/3: SBD 11/15
     assert scores["sbd"] == pytest.approx(11 / 15)
     assert scores["dic"] == 0.0 and scores["segments"] == 2 and scores["objects"] == 2
+
+
+def test_mean_instance_scores_averages_every_key_over_images_and_ignores_other_entries():
+    first = {"name": "a.tif", **instance_scores(np.array([[1, 1, 2, 2]]), np.array([[1, 1, 1, 2]]))}
+    second = {"name": "b.tif", **instance_scores(np.array([[1, 1, 0, 0]]), np.array([[1, 1, 2, 2]]))}
+    means = mean_instance_scores([first, second])
+    assert list(means) == list(INSTANCE_SCORE_KEYS)
+    # the second image misses one of its two objects: |DiC| 1, one segment
+    assert means["dic"] == 0.5 and means["segments"] == 1.5 and means["objects"] == 2.0
+    assert means["sbd"] == pytest.approx((first["sbd"] + second["sbd"]) / 2)
+    assert mean_instance_scores([first]) == {key: float(first[key]) for key in INSTANCE_SCORE_KEYS}
+
+
+def test_mean_instance_scores_of_no_image_is_an_error():
+    with pytest.raises(ValueError, match="at least one image"):
+        mean_instance_scores([])
 
 
 def test_annotated_object_iou_scores_only_the_annotated_objects_against_whole_segments():
