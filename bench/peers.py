@@ -15,9 +15,11 @@ the project's metrics (symmetric best Dice SBD, absolute count difference |DiC|,
   their nuclei add up to the number of objects SPOCO@0.1 is given over the whole train split.
 
 Results go to ``<output-dir>/<peer>.json`` (written atomically); a rerun with the same settings skips the peers
-already there. Training saves a resumable checkpoint every ``--checkpoint-every-s`` seconds and the final state
-dict as ``<output-dir>/<peer>_network.pt``. ``run_peers`` and ``markdown_rows`` serve other benchmarks that print
-these rows in a table of their own.
+already there. The U-Nets train with MONAI's ``SupervisedTrainer`` and the checkpointing of the SPOCO bundle: a
+checkpoint every ``--checkpoint-interval`` iterations in ``<output-dir>/<peer>_checkpoints`` (network, optimiser,
+trainer state with the seconds spent, the crop generator and the settings), from which an interrupted training
+resumes; the final state dict goes to ``<output-dir>/<peer>_network.pt``. ``run_peers`` and ``markdown_rows`` serve
+other benchmarks that print these rows in a table of their own.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ import numpy as np
 import tifffile
 import torch
 import torch.nn.functional as F
+from ignite.engine import Engine, Events
+from monai.engines import SupervisedTrainer
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 from monai.transforms import NormalizeIntensity
@@ -46,6 +50,15 @@ from skimage.segmentation import find_boundaries, watershed
 
 from spoco_monai.baselines import nuclei_watershed
 from spoco_monai.data.atomic import write_atomically
+from spoco_monai.engines import (
+    AtomicCheckpointSaver,
+    ResumeCheckpointLoader,
+    TimeBudget,
+    TrainingSettings,
+    latest_checkpoint,
+)
+from spoco_monai.engines.time_budget import ELAPSED_KEY
+from spoco_monai.engines.training_settings import SETTINGS_KEY
 from spoco_monai.metrics import instance_scores, mean_instance_scores
 from spoco_monai.transforms.sparse_sampling import SparseInstanceSampling
 
@@ -68,7 +81,12 @@ CROPS_PER_STEP = 4
 # largely background, and uniform crops would spend most steps on it.
 NUCLEUS_CENTRED = 0.9
 LEARNING_RATE = 1e-3
+# iterations per trainer epoch: the progress line is printed at the end of each
 PROGRESS_EVERY = 50
+# the time budget, not the epochs, ends a training
+MAX_EPOCHS = 10**9
+# the trainer state's attribute (and checkpoint entry) holding the loss of the last iteration
+LOSS_KEY = "loss"
 # Interiors of the smallest nuclei are a few pixels; smaller seed components are noise.
 MIN_SEED_PIXELS = 4
 SPOCO_FRACTION = 0.1
@@ -165,9 +183,12 @@ def build_unet() -> UNet:
 class CropSampler:
     """Random augmented crops of images and their three-class targets, biased to contain nuclei.
 
+    Iterating gives an endless stream of batches ``{"image", "label"}`` for a trainer; :meth:`state_dict` and
+    :meth:`load_state_dict` hold the generator's state, so a checkpoint resumes the stream where it stopped.
+
     Args:
         samples: the training images.
-        rng: the random generator of the run (its state is checkpointed with the network).
+        rng: the random generator of the run.
     """
 
     def __init__(self, samples: list[Sample], rng: np.random.Generator) -> None:
@@ -178,6 +199,17 @@ class CropSampler:
         self.targets = [np.pad(three_class_target(s.label), pad, mode="constant") for s in samples]
         self.nucleus_pixels = [np.flatnonzero(t) for t in self.targets]
         self.rng = rng
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        while True:
+            images, targets = self.batch()
+            yield {"image": images, "label": targets}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rng.bit_generator.state = dict(state["rng"])
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (CROPS_PER_STEP, 1, CROP_SIZE, CROP_SIZE) float32 and targets of the same shape, int64."""
@@ -209,73 +241,76 @@ def cosine_learning_rate(elapsed_s: float, budget_s: float) -> float:
     return LEARNING_RATE * 0.5 * (1.0 + math.cos(math.pi * min(elapsed_s / budget_s, 1.0)))
 
 
-def save_atomically(payload: Any, path: Path) -> None:
-    """``torch.save`` (or JSON for a ``.json`` path) through the library's atomic writer."""
+def save_json(payload: Any, path: Path) -> None:
+    """Write ``payload`` as JSON through the library's atomic writer."""
     with write_atomically(path) as temporary:
-        if path.suffix == ".json":
-            temporary.write_text(json.dumps(payload, indent=2))
-        else:
-            torch.save(payload, temporary)
+        temporary.write_text(json.dumps(payload, indent=2))
 
 
 def train_unet(
-    samples: list[Sample], budget_s: float, seed: int, checkpoint: Path, checkpoint_every_s: float,
+    samples: list[Sample], budget_s: float, seed: int, checkpoint_dir: Path, checkpoint_interval: int,
     device: torch.device, settings: dict[str, Any],
 ) -> tuple[UNet, dict[str, Any]]:
-    """Train the three-class UNet on crops of ``samples`` for ``budget_s`` seconds of training-loop wall clock.
+    """Train the three-class UNet on crops of ``samples`` for ``budget_s`` seconds of training wall clock.
 
-    Every ``checkpoint_every_s`` seconds and at the end the network, optimiser, random states and elapsed time
-    go to ``checkpoint``; a checkpoint with the same ``settings`` is resumed (a finished one is just loaded).
-    Returns the network in eval mode and the training record (steps, train_s, final loss).
+    MONAI's ``SupervisedTrainer`` runs the steps; every ``checkpoint_interval`` iterations and at the end
+    :class:`~spoco_monai.engines.AtomicCheckpointSaver` writes the network, optimiser, trainer state (iteration,
+    seconds spent, last loss), crop generator and ``settings`` to ``checkpoint_dir``. A training there with the same
+    ``settings`` is resumed from its latest checkpoint (a finished one is just loaded); other settings are refused.
+    Returns the network in eval mode and the training record (steps, train_s, final loss, finished).
     """
     torch.manual_seed(seed)
     network = build_unet().to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
-    loss_function = DiceCELoss(softmax=True, to_onehot_y=True)
-    rng = np.random.default_rng(seed)
-    record: dict[str, Any] = {"steps": 0, "train_s": 0.0, "loss": float("nan"), "finished": False}
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        check_settings(state["settings"], settings, checkpoint)
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        record = state["record"]
-        if not record["finished"]:
-            print(f"resuming from {checkpoint} at step {record['steps']}", file=sys.stderr, flush=True)
+    crops = CropSampler(samples, np.random.default_rng(seed))
+    trainer = SupervisedTrainer(
+        device=device, max_epochs=MAX_EPOCHS, train_data_loader=crops, network=network, optimizer=optimizer,
+        loss_function=DiceCELoss(softmax=True, to_onehot_y=True), epoch_length=PROGRESS_EVERY, decollate=False,
+    )
+    training_settings = TrainingSettings(settings)
+    objects = {"network": network, "optimizer": optimizer, "trainer": trainer, "crops": crops,
+               SETTINGS_KEY: training_settings}
+    resume = latest_checkpoint(checkpoint_dir)
+    try:
+        training_settings.check(resume)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from error
+    if resume is not None:
+        ResumeCheckpointLoader(resume, objects, training_settings, map_location=device).attach(trainer)
+    budget = TimeBudget(budget_s)
+    budget.attach(trainer)
+    trainer.state_dict_user_keys.append(LOSS_KEY)
+    setattr(trainer.state, LOSS_KEY, float("nan"))
 
-    def save() -> None:
-        save_atomically(
-            {"network": network.state_dict(), "optimizer": optimizer.state_dict(), "numpy_rng": rng.bit_generator.state,
-             "torch_rng": torch.get_rng_state(), "record": record, "settings": settings},
-            checkpoint,
+    @trainer.on(Events.STARTED)
+    def report_resume(engine: Engine) -> None:
+        if engine.state.iteration and not budget.spent(engine):
+            print(f"resuming from {resume} at step {engine.state.iteration}", file=sys.stderr, flush=True)
+
+    @trainer.on(Events.ITERATION_STARTED)
+    def set_learning_rate(engine: Engine) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_learning_rate(getattr(engine.state, ELAPSED_KEY), budget_s)
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def keep_loss(engine: Engine) -> None:
+        setattr(engine.state, LOSS_KEY, engine.state.output[LOSS_KEY].item())
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def report_progress(engine: Engine) -> None:
+        print(
+            f"  step {engine.state.iteration}  {getattr(engine.state, ELAPSED_KEY):.0f}/{budget_s:.0f} s  "
+            f"loss {getattr(engine.state, LOSS_KEY):.4f}  lr {optimizer.param_groups[0]['lr']:.2e}",
+            file=sys.stderr, flush=True,
         )
 
-    sampler = CropSampler(samples, rng)
-    network.train()
-    start = time.perf_counter() - record["train_s"]
-    last_save = time.perf_counter()
-    while not record["finished"]:
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_learning_rate(record["train_s"], budget_s)
-        images, targets = sampler.batch()
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_function(network(images.to(device)), targets.to(device))
-        loss.backward()
-        optimizer.step()
-        record["steps"] += 1
-        record["loss"] = loss.item()
-        record["train_s"] = time.perf_counter() - start
-        record["finished"] = record["train_s"] >= budget_s
-        if record["steps"] % PROGRESS_EVERY == 0:
-            print(
-                f"  step {record['steps']}  {record['train_s']:.0f}/{budget_s:.0f} s  loss {record['loss']:.4f}  "
-                f"lr {optimizer.param_groups[0]['lr']:.2e}", file=sys.stderr, flush=True,
-            )
-        if record["finished"] or time.perf_counter() - last_save >= checkpoint_every_s:
-            save()
-            last_save = time.perf_counter()
+    AtomicCheckpointSaver(
+        save_dir=str(checkpoint_dir), save_dict=objects, save_interval=checkpoint_interval, epoch_level=False,
+        n_saved=1, save_final=True,
+    ).attach(trainer)
+    trainer.run()
+    record = {"steps": trainer.state.iteration, "train_s": getattr(trainer.state, ELAPSED_KEY),
+              "loss": getattr(trainer.state, LOSS_KEY), "finished": budget.spent(trainer)}
     return network.eval(), record
 
 
@@ -341,7 +376,7 @@ def run_unet(name: str, args: argparse.Namespace, train: list[Sample], val: list
               file=sys.stderr, flush=True)
     device = torch.device(args.device)
     network, record = train_unet(
-        train, args.budget_s, args.seed, args.output_dir / f"{name}_checkpoint.pt", args.checkpoint_every_s,
+        train, args.budget_s, args.seed, args.output_dir / f"{name}_checkpoints", args.checkpoint_interval,
         device, peer_settings(name, args),
     )
     torch.save(network.state_dict(), args.output_dir / f"{name}_network.pt")
@@ -383,7 +418,7 @@ def run_peers(names: list[str], args: argparse.Namespace) -> dict[str, dict[str,
         result = run_classical(args, train, val) if name == "classical" else run_unet(name, args, train, val)
         # Timings depend on what else ran on the machine, so each result keeps the conditions it was measured in.
         result.update(threads=args.threads, device=args.device, load_average=list(os.getloadavg()))
-        save_atomically({"settings": settings, "result": result}, path)
+        save_json({"settings": settings, "result": result}, path)
         results[name] = result
         print(f"{name}: done, mAP {result['map']:.3f}", file=sys.stderr, flush=True)
     return results
@@ -411,11 +446,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path, default=REPOSITORY / "bundle" / "runs" / "peers")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="dsb2018_fluo folder (train/, val/)")
     parser.add_argument("--tune-images", type=int, default=30, help="train images that pick min_distance")
-    parser.add_argument("--checkpoint-every-s", type=float, default=180.0)
+    parser.add_argument("--checkpoint-interval", type=int, default=500, help="iterations between checkpoints")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the budget is measured on them)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    for option in ("budget_s", "max_val_images", "tune_images", "checkpoint_every_s", "threads"):
+    for option in ("budget_s", "max_val_images", "tune_images", "checkpoint_interval", "threads"):
         value = getattr(args, option)
         if value is not None and value <= 0:
             parser.error(f"--{option.replace('_', '-')} must be positive, got {value}")

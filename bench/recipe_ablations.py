@@ -111,7 +111,7 @@ def write_overlay(name: str, folder: Path) -> Path:
     """Write the overlay ``name`` as a bundle config file in ``folder`` and return its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    peers.save_atomically(OVERLAYS[name](), path)
+    peers.save_json(OVERLAYS[name](), path)
     return path
 
 

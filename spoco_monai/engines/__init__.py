@@ -1,5 +1,5 @@
 """engines: the SPOCO trainer (student f, EMA teacher g, two views), its variant with the adversarial mask critic, and
-their checkpoint, resume and logging helpers (loss terms, learning rate and embedding pictures for TensorBoard)."""
+their checkpoint, resume, time-budget and logging helpers (loss terms, learning rate and embedding pictures for TensorBoard)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from spoco_monai.engines.embedding_image_handler import EmbeddingImageHandler
 from spoco_monai.engines.embedding_pca import embedding_pca_rgb
 from spoco_monai.engines.learning_rate import LEARNING_RATE_TAG, write_learning_rate
 from spoco_monai.engines.outputs import loss_and_terms
+from spoco_monai.engines.time_budget import TimeBudget
 from spoco_monai.engines.trainer import LOSS_TERMS, TEACHER_PRED, SpocoTrainer
 from spoco_monai.engines.training_settings import ResumeCheckpointLoader, TrainingSettings
 
@@ -31,6 +32,7 @@ __all__ = [
     "EmbeddingImageHandler",
     "ResumeCheckpointLoader",
     "SpocoTrainer",
+    "TimeBudget",
     "TrainingSettings",
     "ema_update",
     "embedding_pca_rgb",

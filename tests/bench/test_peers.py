@@ -147,15 +147,30 @@ def test_unet_peers_train_briefly_and_save_their_networks(tiny_dsb, tmp_path):
     assert results["unet3-few"]["train_objects"] >= results["unet3-few"]["object_target"]
 
 
-def test_training_resumes_from_an_unfinished_checkpoint(tiny_dsb, tmp_path):
+def test_training_resumes_from_its_latest_checkpoint(tiny_dsb, tmp_path):
     samples = peers.load_split(tiny_dsb / "train")
-    checkpoint, settings = tmp_path / "checkpoint.pt", {"peer": "test"}
-    network, record = peers.train_unet(samples, 0.3, 0, checkpoint, 60.0, torch.device("cpu"), settings)
-    assert not network.training and record["finished"]
-    state = torch.load(checkpoint, weights_only=False)
-    state["record"]["finished"] = False
-    torch.save(state, checkpoint)
-    _, resumed = peers.train_unet(samples, 0.6, 0, checkpoint, 60.0, torch.device("cpu"), settings)
-    assert resumed["steps"] > record["steps"] and resumed["train_s"] >= 0.6
-    _, reloaded = peers.train_unet(samples, 0.6, 0, checkpoint, 60.0, torch.device("cpu"), settings)
+    folder, settings = tmp_path / "checkpoints", {"peer": "test"}
+    network, record = peers.train_unet(samples, 0.3, 0, folder, 1000, torch.device("cpu"), settings)
+    assert not network.training and record["finished"] and record["train_s"] >= 0.3
+    assert [path.name for path in folder.iterdir()] == [f"checkpoint_final_iteration={record['steps']}.pt"]
+    # a larger budget goes on from the saved state: steps, seconds, optimiser and crop stream
+    _, resumed = peers.train_unet(samples, 0.6, 0, folder, 1000, torch.device("cpu"), settings)
+    assert resumed["steps"] > record["steps"] and resumed["train_s"] >= 0.6 and np.isfinite(resumed["loss"])
+    _, reloaded = peers.train_unet(samples, 0.6, 0, folder, 1000, torch.device("cpu"), settings)
     assert reloaded == resumed  # a finished checkpoint is loaded, not trained further
+    with pytest.raises(SystemExit, match="other settings"):
+        peers.train_unet(samples, 0.6, 0, folder, 1000, torch.device("cpu"), {"peer": "other"})
+
+
+def test_the_crop_stream_continues_from_a_saved_state(tiny_dsb):
+    samples = peers.load_split(tiny_dsb / "train")
+    stream = peers.CropSampler(samples, np.random.default_rng(0))
+    next(iter(stream))
+    state = stream.state_dict()
+    expected = next(iter(stream))
+    restored = peers.CropSampler(samples, np.random.default_rng(1))
+    restored.load_state_dict(state)
+    batch = next(iter(restored))
+    assert batch["image"].shape == (peers.CROPS_PER_STEP, 1, peers.CROP_SIZE, peers.CROP_SIZE)
+    for key in ("image", "label"):
+        assert torch.equal(batch[key], expected[key])
