@@ -16,18 +16,21 @@ otherwise), and every row is scored on the other part of the volume, which nothi
   and borders with the loss only where the labels say something (inside an annotated object and on its border),
   for the fine-tune's wall time, then the same seeded watershed on its boundary map.
 
-Datasets: ``em`` (``neuroproof_fib_A.h5``: train z < 63, score z >= 63; ``em3d_neurons``), ``em_selection`` (the
-recipe's selection data, inside z < 63 only: train y < 128, score y >= 128), ``membranes``
-(``plantseg_ovule_sample.h5``: train x < 64, score x >= 64; ``lm3d_membranes``), ``nuclei`` (``gonuclear_1137.h5``:
-train z < 50, score z >= 50; ``lm3d_nuclei``; no ``unet`` row: a boundary map does not say where nuclei are).
-Every result goes to ``<output-dir>/<dataset>_<fraction>_<seed>_<row>.json`` (written atomically); a rerun skips
-rows already there. The table lists adapted Rand error, VOI split/merge, SBD, AP@0.5, segments / objects and the
-training seconds; the machine load is printed with it.
+Datasets: ``em`` (the y >= 125 half of ``neuroproof_fib_A.h5``, which ``em3d_neurons`` does not train on: train
+z < 63, score z >= 63), ``em_selection`` (the recipe's selection data, inside z < 63 of that half only: train
+x < 125, score x >= 125), ``membranes`` (``plantseg_ovule_sample.h5``: train x < 64, score x >= 64;
+``lm3d_membranes``), ``nuclei`` (``gonuclear_1137.h5``: train z < 50, score z >= 50; ``lm3d_nuclei``; no ``unet``
+row: a boundary map does not say where nuclei are).
+Every result goes to ``<output-dir>/<dataset>_<fraction>_<seed>/<row>.json`` (written atomically, with the data split
+and the shipped weights it was measured with); a rerun skips rows already there and refuses rows measured on
+other data or with another shipped model. The table lists adapted Rand error, VOI split/merge, SBD, AP@0.5,
+segments / objects and the training seconds; the machine load is printed with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -100,10 +103,14 @@ class Dataset:
 
 
 DATASETS = {
-    "em": Dataset(DATA / "em3d" / "neuroproof_fib_A.h5", "em3d_neurons", 0, 63, True),
-    # the recipe's selection split: inside the z < 63 part, annotate y < 128 and score y >= 128
+    # the y >= 125 half of A: the shipped em3d_neurons trains on the y < 125 half
+    "em": Dataset(
+        DATA / "em3d" / "neuroproof_fib_A.h5", "em3d_neurons", 0, 63, True, (slice(None), slice(125, None)), "A_y125"
+    ),
+    # the recipe's selection split: inside the z < 63 part of that half, annotate x < 125 and score x >= 125
     "em_selection": Dataset(
-        DATA / "em3d" / "neuroproof_fib_A.h5", "em3d_neurons", 1, 128, True, (slice(0, 63),), "A_sel"
+        DATA / "em3d" / "neuroproof_fib_A.h5", "em3d_neurons", 2, 125, True, (slice(0, 63), slice(125, None)),
+        "A_y125_sel",
     ),
     "membranes": Dataset(DATA / "lm3d" / "plantseg_ovule_sample.h5", "lm3d_membranes", 2, 64, True),
     "nuclei": Dataset(DATA / "lm3d" / "gonuclear_1137.h5", "lm3d_nuclei", 0, 50, False),
@@ -254,6 +261,16 @@ def markdown_table(results: dict[tuple, dict]) -> str:
     return "\n".join(lines)
 
 
+def measurement_setup(dataset: Dataset) -> dict[str, str]:
+    """What a stored row depends on besides its fraction, seed and row: the data split and the shipped weights."""
+    weights = Path(bundle_model(BUNDLE, dataset.model)["model_path"])
+    weights = weights if weights.is_absolute() else BUNDLE / weights
+    return {
+        "dataset": repr(dataset).replace(str(DATA), "<data>"),
+        "shipped_weights": hashlib.blake2b(weights.read_bytes(), digest_size=8).hexdigest(),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="em")
@@ -267,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset = DATASETS[args.dataset]
     if not dataset.file.is_file():
         raise SystemExit(f"{dataset.file} not found: this benchmark needs ../shared/data beside the repository.")
+    setup = measurement_setup(dataset)
     results = {}
     for fraction in args.fractions:
         for seed in args.seeds:
@@ -278,10 +296,15 @@ def main(argv: list[str] | None = None) -> None:
                 path = folder / f"{row.replace(':', '_')}.json"
                 if path.is_file():
                     result = json.loads(path.read_text())
+                    if result.get("setup") != setup:
+                        raise SystemExit(
+                            f"{path} was measured on other data or with another shipped model ({result.get('setup')}, "
+                            f"now {setup}): choose another --output-dir"
+                        )
                 else:
                     if row in ("scratch", "unet") and "finetune" not in budget:
                         budget["finetune"] = json.loads((folder / "finetune.json").read_text())["training_s"]
-                    result = run_row(row, dataset, fraction, seed, folder, budget)
+                    result = {**run_row(row, dataset, fraction, seed, folder, budget), "setup": setup}
                     with write_atomically(path) as temporary:
                         temporary.write_text(json.dumps(result, indent=1))
                 if row == "finetune":

@@ -24,13 +24,12 @@ from typing import Any
 import monai
 import numpy as np
 import torch
-from ignite.engine import Events
-from ignite.handlers import TimeLimit
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from spoco_monai.bundle import DEFAULT_MODEL, bundle_config, bundle_model, voxel_size_warning
 from spoco_monai.data.volume_io import open_volume
 from spoco_monai.engines.checkpoint import load_network_weights
+from spoco_monai.engines.time_budget import TimeBudget
 from spoco_monai.inferers.settings import AFFINITY_CLUSTERINGS
 from spoco_monai.training.annotations import AnnotatedVolume, describe_volumes, summarize_pairs
 from spoco_monai.training.clustering_choice import choose_affinity_delta_dist
@@ -101,7 +100,8 @@ def train_on_annotations(
             without them the final weights are the model.
         validation_labels: their labels.
         recipe: the training settings (default :class:`FineTuneRecipe`).
-        minutes: stop training after this many minutes (the weights of the last step are kept); None: no limit.
+        minutes: stop training once it has taken this many minutes, counted over every run that resumes it (the
+            weights of the last step are kept); None: no limit.
         sparse_fraction: None (the default) uses the labels as annotated; a fraction p in (0, 1] simulates an
             annotator who labeled p of the objects of dense labels (benchmarks only).
         annotated_fraction: for a model with a foreground output, the fraction of the objects the labels annotate
@@ -148,7 +148,8 @@ def train_on_annotations(
         # the progress bar replaces the per-iteration loss lines
         trainer.logger.setLevel(logging.WARNING)
     if minutes is not None:
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, TimeLimit(max(1, round(minutes * 60))))
+        # the budget covers the whole training: a resumed run gets what its earlier runs left
+        TimeBudget(minutes * 60).attach(trainer)
     log(_time_estimate(flow.parser, recipe.iterations, minutes))
     began = time.perf_counter()
     flow.run()

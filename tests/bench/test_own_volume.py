@@ -32,7 +32,7 @@ def test_the_datasets_split_their_volumes_without_overlap():
     if not em.file.is_file():
         pytest.skip(f"real data not found at {em.file} (the shared data folder ../shared/data is absent)")
     train_image, train_label, test_image, test_label, element_size = em.parts()
-    assert train_image.shape == (63, 250, 250) and test_image.shape == (62, 250, 250)
+    assert train_image.shape == (63, 125, 250) and test_image.shape == (62, 125, 250)
     assert train_label.shape == train_image.shape and test_label.shape == test_image.shape
     assert element_size == (0.01, 0.01, 0.01)
 
@@ -49,3 +49,18 @@ def test_a_short_run_writes_its_rows_and_resumes(tmp_path, capsys, monkeypatch):
     assert "| membranes | 0.2 (" in first and "| classical |" in first
     own_volume.main(argv)
     assert capsys.readouterr().out.splitlines()[-1] == first.splitlines()[-1]
+
+
+def test_a_row_measured_with_other_data_is_refused_not_reused(tmp_path, monkeypatch):
+    if not own_volume.DATASETS["membranes"].file.is_file():
+        pytest.skip("real data not found (the shared data folder ../shared/data is absent)")
+    monkeypatch.setattr(own_volume, "MIN_DISTANCES", (6, 12))
+    argv = ["--dataset", "membranes", "--fractions", "0.2", "--rows", "classical", "--output-dir", str(tmp_path)]
+    own_volume.main(argv)
+    stored = tmp_path / "membranes_0.2_0" / "classical.json"
+    result = json.loads(stored.read_text())
+    assert result["setup"] == own_volume.measurement_setup(own_volume.DATASETS["membranes"])
+    result["setup"]["shipped_weights"] = "another model"
+    stored.write_text(json.dumps(result))
+    with pytest.raises(SystemExit, match="choose another --output-dir"):
+        own_volume.main(argv)

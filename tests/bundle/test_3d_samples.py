@@ -24,8 +24,8 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 # clustering's foreground rule)
 SAMPLES = {
     "lm3d_nuclei": (
-        [("lm3d/gonuclear_1135.h5", (100, 100, 100), 54), ("lm3d/gonuclear_1137.h5", (100, 100, 100), 30)],
-        [("lm3d/gonuclear_1136.h5", (50, 100, 100), 21)],
+        [("lm3d/gonuclear_1135.h5", (100, 100, 100), 54)],
+        [("lm3d/gonuclear_1136.h5", (100, 100, 100), 32)],
         "network",
     ),
     "lm3d_membranes": (
