@@ -29,6 +29,8 @@ class PointSupervisedLoss(nn.Module):
         embedding_loss: ``loss(embeddings, target, teacher_embeddings, foreground=None) -> scalar``.
         localization_loss: the localisation loss; default :class:`PointLocalizationLoss` with its defaults.
         localization_weight: weight of the localisation loss, >= 0.
+        embedding_dim: E, when known: the output must then have exactly E + 1 channels (a network built without the
+            extra channel is refused instead of training E - 1 embedding channels).
 
     Raises:
         ValueError: a negative ``localization_weight``.
@@ -39,11 +41,13 @@ class PointSupervisedLoss(nn.Module):
         embedding_loss: nn.Module,
         localization_loss: PointLocalizationLoss | None = None,
         localization_weight: float = 1.0,
+        embedding_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.embedding_loss = embedding_loss
         self.localization_loss = PointLocalizationLoss() if localization_loss is None else localization_loss
         self.localization_weight = check_non_negative("localization_weight", localization_weight)
+        self.embedding_dim = embedding_dim
         self.last_terms: dict[str, float] = {}
 
     def forward(
@@ -75,6 +79,11 @@ class PointSupervisedLoss(nn.Module):
             raise ValueError(
                 "expected embeddings plus a localisation channel (B, E + 1, *S), "
                 f"found shape {tuple(embeddings.shape)}."
+            )
+        if self.embedding_dim is not None and embeddings.shape[1] != self.embedding_dim + 1:
+            raise ValueError(
+                f"expected {self.embedding_dim} embedding channels and a localisation channel, found "
+                f"{embeddings.shape[1]} channels: the network needs one more output channel (foreground_head)."
             )
         teacher = None if teacher_embeddings is None else teacher_embeddings[:, :-1]
         extra = {} if foreground is None else {"foreground": foreground}

@@ -43,3 +43,11 @@ def test_missing_points_or_channel_raise():
         PointSupervisedLoss(SpocoLoss())(output[:, :1], target, points=points)
     with pytest.raises(ValueError, match="localization_weight"):
         PointSupervisedLoss(SpocoLoss(), localization_weight=-1.0)
+
+
+def test_a_network_without_the_localisation_channel_is_refused():
+    loss = PointSupervisedLoss(SpocoLoss(seed=2), embedding_dim=3)
+    embeddings = torch.zeros(1, 3, 4, 4)
+    points = torch.zeros(1, 1, 4, 4, dtype=torch.int64)
+    with pytest.raises(ValueError, match="3 embedding channels and a localisation channel, found 3 channels"):
+        loss(embeddings, torch.zeros(1, 1, 4, 4, dtype=torch.int64), points=points)
