@@ -26,8 +26,8 @@ import torch
 from monai.bundle import ConfigParser
 
 from spoco_monai.baselines import membrane_watershed
+from spoco_monai.bundle import load_bundle_network
 from spoco_monai.data import write_synthetic_dataset
-from spoco_monai.engines import load_network_weights
 from spoco_monai.inferers import segment_volume
 from spoco_monai.metrics import instance_scores
 
@@ -71,7 +71,7 @@ def run(
     for volume, seed in VOLUMES.items():
         image, labels = generated_volume(folder, seed, shape)
         for path in weights:
-            network = load_network_weights(parser.get_parsed_content("network_def"), path).eval()
+            network, _ = load_bundle_network(REPOSITORY / "bundle", path)
             for flips in (False, True):
                 start = time.perf_counter()
                 with torch.no_grad():

@@ -9,7 +9,7 @@ load networks through this module only.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ def load_bundle_network(
     checkpoint: str | Path | None = None,
     configs: Sequence[str] = INFERENCE_CONFIGS,
     device: str | torch.device = "cpu",
+    overrides: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, ConfigParser]:
     """Build ``network_def`` from a MONAI bundle and load its weights.
 
@@ -79,6 +80,8 @@ def load_bundle_network(
             :func:`~spoco_monai.engines.load_network_weights` reads.
         configs: config files relative to the bundle, merged in order.
         device: device to move the network to.
+        overrides: config entries set before anything is built (``{"embedding_dim": 8}``, ``{"segmentation#overlap":
+            0.5}``).
 
     Returns:
         the network in eval mode on ``device``, and the parsed config.
@@ -89,6 +92,8 @@ def load_bundle_network(
     """
     bundle = Path(bundle)
     parser = bundle_config(bundle, configs)
+    for key, value in (overrides or {}).items():
+        parser[key] = value
     if "network_def" not in parser:
         raise ValueError(f"the bundle configs {[str(bundle / c) for c in configs]} define no 'network_def'.")
     network = parser.get_parsed_content("network_def")

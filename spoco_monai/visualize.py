@@ -29,10 +29,10 @@ from monai.transforms import LoadImage
 from monai.utils import OptionalImportError, optional_import
 
 from spoco_monai.baselines import membrane_watershed, nuclei_watershed
-from spoco_monai.bundle import DEFAULT_BUNDLE, DEFAULT_MODEL, bundle_config, bundle_model, model_names
+from spoco_monai.bundle import DEFAULT_BUNDLE, DEFAULT_MODEL, bundle_model, load_bundle_network, model_names
 from spoco_monai.data import default_readers
 from spoco_monai.data.volume_io import write_volume
-from spoco_monai.engines import embedding_pca_rgb, load_network_weights
+from spoco_monai.engines import embedding_pca_rgb
 from spoco_monai.inferers import SpocoSlidingWindowInferer
 from spoco_monai.metrics import adapted_rand_error, symmetric_best_dice
 
@@ -138,12 +138,9 @@ BASELINES = {"membranes": membrane_watershed, "nuclei": nuclei_watershed}
 
 def _report(args: argparse.Namespace) -> dict:
     model = bundle_model(args.bundle, args.model)
-    parser = bundle_config(args.bundle, args.config or model["configs"])
-    for assignment in args.set:
-        key, _, value = assignment.partition("=")
-        parser[key] = json.loads(value)
+    overrides = {key: json.loads(value) for key, _, value in (item.partition("=") for item in args.set)}
     checkpoint = args.checkpoint or Path(args.bundle) / model["model_path"]
-    network = load_network_weights(parser.get_parsed_content("network_def"), checkpoint).eval()
+    network, parser = load_bundle_network(args.bundle, checkpoint, args.config or model["configs"], "cpu", overrides)
     roi_size = tuple(parser["patch_size"])
     image = parser.get_parsed_content("preprocessing")({"image": args.image})["image"].as_tensor()
     slab, index = central_slab(image, roi_size[0])

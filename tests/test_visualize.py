@@ -9,7 +9,7 @@ import torch
 
 from spoco_monai import visualize
 from spoco_monai.data import write_volume
-from spoco_monai.engines import load_network_weights
+from spoco_monai.bundle import load_bundle_network
 from spoco_monai.visualize import label_rgb
 
 # the first two colours of the palette of seed 0
@@ -65,11 +65,11 @@ def test_model_is_a_name_or_folder_as_for_segment_and_checkpoint_a_weights_file(
     write_volume(tmp_path / "labels.tif", np.ones((8, 16, 16), np.int32))
     loaded = []
 
-    def recording(network, checkpoint):
+    def recording(bundle, checkpoint, *args):
         loaded.append(Path(checkpoint))
-        return load_network_weights(network, checkpoint)
+        return load_bundle_network(bundle, checkpoint, *args)
 
-    monkeypatch.setattr(visualize, "load_network_weights", recording)
+    monkeypatch.setattr(visualize, "load_bundle_network", recording)
     common = ["--image", image, "--labels", str(tmp_path / "labels.tif"), "--bundle", str(bundle)]
     visualize.main([*common, "--model", "flat", "--output-dir", str(tmp_path / "a")])
     visualize.main([*common, "--checkpoint", str(bundle / "models" / "flat.pt"), "--output-dir", str(tmp_path / "b")])
