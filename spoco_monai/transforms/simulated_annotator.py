@@ -40,6 +40,7 @@ __all__ = [
     "SimulatedAnnotator",
     "SimulatedAnnotatord",
     "annotator_generator",
+    "check_annotator_settings",
     "check_label_ids",
     "chosen_count",
     "choose_objects",
@@ -107,6 +108,24 @@ def label_identity(label: NdarrayOrTensor, required: bool, what: str = "the labe
             "without a file name."
         )
     return None
+
+
+def check_annotator_settings(fraction: float, seed: int, background_id: int) -> None:
+    """Check the settings every simulated annotator shares.
+
+    Raises:
+        TypeError: ``fraction`` not a real number, ``seed`` or ``background_id`` not an int.
+        ValueError: ``fraction`` outside (0, 1], ``background_id`` negative.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, Real):
+        raise TypeError(f"fraction must be a real number in (0, 1], found {type(fraction).__name__}.")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], found {fraction}.")
+    for name, value in (("seed", seed), ("background_id", background_id)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, found {type(value).__name__}.")
+    if background_id < 0:
+        raise ValueError(f"background_id must be >= 0 (-1 means ignore), found {background_id}.")
 
 
 def check_label_ids(values: torch.Tensor) -> None:
@@ -184,15 +203,7 @@ class SimulatedAnnotator(Transform):
         background_id: int = 0,
         manifest_path: str | os.PathLike | None = None,
     ) -> None:
-        if isinstance(fraction, bool) or not isinstance(fraction, Real):
-            raise TypeError(f"fraction must be a real number in (0, 1], found {type(fraction).__name__}.")
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"fraction must be in (0, 1], found {fraction}.")
-        for name, value in (("seed", seed), ("background_id", background_id)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, found {type(value).__name__}.")
-        if background_id < 0:
-            raise ValueError(f"background_id must be >= 0 (-1 means ignore), found {background_id}.")
+        check_annotator_settings(fraction, seed, background_id)
         self.fraction = float(fraction)
         self.seed = seed
         self.background_id = background_id

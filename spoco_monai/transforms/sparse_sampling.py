@@ -6,7 +6,6 @@ import json
 import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
-from numbers import Real
 from typing import Any
 
 import torch
@@ -16,7 +15,13 @@ from monai.transforms import LoadImaged, MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type
 
 from spoco_monai.transforms.label_tensor import label_tensor
-from spoco_monai.transforms.simulated_annotator import check_label_ids, choose_objects, chosen_count, label_identity
+from spoco_monai.transforms.simulated_annotator import (
+    check_annotator_settings,
+    check_label_ids,
+    choose_objects,
+    chosen_count,
+    label_identity,
+)
 from spoco_monai.transforms.sparse_manifest import SparseAnnotationManifest
 
 __all__ = ["SparseInstanceSampling", "SparseInstanceSamplingd", "KEPT_IDS_META_KEY", "IDENTITY_META_KEY"]
@@ -85,16 +90,7 @@ class SparseInstanceSampling(Transform):
         background_id: int = 0,
         manifest_path: str | os.PathLike | None = None,
     ) -> None:
-        if isinstance(fraction, bool) or not isinstance(fraction, Real):
-            raise TypeError(f"fraction must be a real number in (0, 1], found {type(fraction).__name__}.")
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"fraction must be in (0, 1], found {fraction}.")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, found {type(seed).__name__}.")
-        if isinstance(background_id, bool) or not isinstance(background_id, int):
-            raise TypeError(f"background_id must be an int, found {type(background_id).__name__}.")
-        if background_id < 0:
-            raise ValueError(f"background_id must be >= 0 (-1 means ignore), found {background_id}.")
+        check_annotator_settings(fraction, seed, background_id)
         if keep_background and fraction != 1.0:
             raise ValueError(
                 f"keep_background=True means dense supervision and requires fraction=1.0, found fraction={fraction}."
