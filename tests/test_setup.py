@@ -21,7 +21,9 @@ needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 def _planned(target: str) -> str:
     """The commands ``make TARGET`` would run, as if nothing were installed yet (nothing is run)."""
     return subprocess.run(
-        ["make", "--dry-run", "--always-make", target], cwd=ROOT, capture_output=True, text=True, check=True
+        # without the directory lines make prints when it runs inside another make (as under `make test`)
+        ["make", "--dry-run", "--always-make", "--no-print-directory", target],
+        cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout
 
 
