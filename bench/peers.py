@@ -30,7 +30,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -437,6 +437,18 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER), *markdown_rows(results)])
 
 
+def check_dsb_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, positive: Sequence[str]) -> None:
+    """Stop with the parser's one-line error when an option of ``positive`` is not positive or the DSB2018 data
+    set (``args.data_dir`` with ``train/images`` and ``val/images``) is missing."""
+    for option in positive:
+        value = getattr(args, option)
+        if value is not None and value <= 0:
+            parser.error(f"--{option.replace('_', '-')} must be positive, got {value}")
+    for split in ("train", "val"):
+        if not (args.data_dir / split / "images").is_dir():
+            parser.error(f"{args.data_dir / split / 'images'} is missing (expected the dsb2018_fluo data set)")
+
+
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=PEERS)
@@ -450,13 +462,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the budget is measured on them)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    for option in ("budget_s", "max_val_images", "tune_images", "checkpoint_interval", "threads"):
-        value = getattr(args, option)
-        if value is not None and value <= 0:
-            parser.error(f"--{option.replace('_', '-')} must be positive, got {value}")
-    for split in ("train", "val"):
-        if not (args.data_dir / split / "images").is_dir():
-            parser.error(f"{args.data_dir / split / 'images'} is missing (expected the dsb2018_fluo data set)")
+    check_dsb_arguments(parser, args, ("budget_s", "max_val_images", "tune_images", "checkpoint_interval", "threads"))
     args.output_dir = args.output_dir.resolve()
     return args
 

@@ -224,13 +224,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--peer-budget-s", type=float, default=None, help=f"unet3's training seconds (default: {BUDGET_ROW}'s)"
     )
     args = parser.parse_args(argv)
-    for option in ("iterations", "max_val_images", "lr_steps", "checkpoint_interval", "tune_images", "peer_budget_s"):
-        value = getattr(args, option)
-        if value is not None and value <= 0:
-            parser.error(f"--{option.replace('_', '-')} must be positive, got {value}")
-    for split in ("train", "val"):
-        if not (args.data_dir / split / "images").is_dir():
-            parser.error(f"{args.data_dir / split / 'images'} is missing (expected the dsb2018_fluo data set)")
+    positive = ("iterations", "max_val_images", "lr_steps", "checkpoint_interval", "tune_images", "peer_budget_s")
+    peers.check_dsb_arguments(parser, args, positive)
     args.output_dir, args.data_dir = args.output_dir.resolve(), args.data_dir.resolve()
     return args
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spoco_monai.data.points_csv import read_csv_rows
+
 __all__ = ["read_boxes_csv", "write_boxes_csv"]
 
 
@@ -46,11 +48,7 @@ def read_boxes_csv(path: str | os.PathLike) -> np.ndarray:
             integer, a label <= 0, or a box whose stop is not past its start.
     """
     path = Path(path)
-    try:
-        with open(path, newline="") as handle:
-            rows = list(csv.reader(handle))
-    except OSError as error:
-        raise ValueError(f"boxes file {path} cannot be read: {error.strerror or error}.") from None
+    rows = read_csv_rows(path, "boxes")
     header = [name.strip() for name in rows[0]] if rows else []
     if header not in (_header(2), _header(3)):
         raise ValueError(

@@ -18,6 +18,15 @@ import numpy as np
 __all__ = ["image_to_points", "points_to_image", "read_points_csv", "write_points_csv"]
 
 
+def read_csv_rows(path: Path, kind: str) -> list[list[str]]:
+    """The rows of the CSV file ``path``; an unreadable file is one ``ValueError`` naming it as a ``kind`` file."""
+    try:
+        with open(path, newline="") as handle:
+            return list(csv.reader(handle))
+    except OSError as error:
+        raise ValueError(f"{kind} file {path} cannot be read: {error.strerror or error}.") from None
+
+
 def _number(path: Path, line: int, column: str, text: str, integral: bool) -> float:
     """One value of the file, with an error naming the file, line and column."""
     try:
@@ -49,11 +58,7 @@ def read_points_csv(path: str | os.PathLike, label_column: str = "label") -> tup
             neither > 0 nor -1.
     """
     path = Path(path)
-    try:
-        with open(path, newline="") as handle:
-            rows = list(csv.reader(handle))
-    except OSError as error:
-        raise ValueError(f"points file {path} cannot be read: {error.strerror or error}.") from None
+    rows = read_csv_rows(path, "points")
     if not rows:
         raise ValueError(f"points file {path} is empty: expected a header 'index,axis-0,axis-1[,axis-2]'.")
     header = [name.strip() for name in rows[0]]
