@@ -7,7 +7,8 @@ otherwise), and every row is scored on the other part of the volume, which nothi
 
 * ``shipped``: the bundle's model for this kind of data, as it is;
 * ``finetune``: ``spoco-monai train --from MODEL`` with its default recipe (:func:`train_on_annotations`);
-* ``holdout``: the same with ``--holdout 0.25``: a quarter of the annotated objects re-choose the clustering scale;
+* ``holdout``: the same with ``--holdout 0.25``: a quarter of the annotated objects are kept out of training to
+  choose the clustering scale and, between the fine-tuned and the starting weights, the better one;
 * ``scratch``: the same command from random weights (``--from scratch:MODEL``), for the fine-tune's wall time;
 * ``classical``: the seeded watershed a user would try first (:mod:`spoco_monai.baselines`), its seed distance
   chosen on the annotated objects (best mean IoU of an annotated object with one segment);

@@ -10,8 +10,8 @@ labels; only the annotation (and what it trains) differs:
   the ``"points"`` clustering (seeds at the localisation peaks, grown over the embeddings' borders, inside the
   Otsu foreground);
 * ``points@0.1``: the same with clicks on 10% of the nuclei of every image;
-* ``scribbles``: one stroke along the skeleton of every nucleus (``SimulateScribblesd``), grown into masks by
-  ``GrowFromPointsd``, SPOCO on them; the bundle's seeded watershed inside the Otsu foreground;
+* ``scribbles``: one stroke along the skeleton of every nucleus (``scribbles.json``: ``SimulateScribblesd``), grown
+  into masks by ``GrowFromPointsd``, SPOCO on them; the bundle's seeded watershed inside the Otsu foreground;
 * ``spoco@0.1``: SPOCO on the full masks of 10% of the nuclei (as ``bench/sparse_dsb.py``);
 * ``dense``: SPOCO on every mask, the background an object of its own;
 * ``classical``: Otsu + distance watershed (:func:`spoco_monai.baselines.nuclei_watershed` through
@@ -69,26 +69,6 @@ OUTLINE_S = 79.0  # COCO polygons, as cited by Bearman et al. 2016
 SCRIBBLE_S = 2 * CLICK_S  # an assumption, see the module docstring
 COST_MODEL = f"click {CLICK_S} s, mask {OUTLINE_S:.0f} s, scribble {SCRIBBLE_S} s (assumed) per object"
 
-_SCRIBBLES = [
-    {
-        "_target_": "spoco_monai.transforms.SimulateScribblesd",
-        "label_key": "label",
-        "output_key": "scribbles",
-        "seed": "@seed",
-        "manifest_path": "$os.path.join(@output_dir, 'scribble_annotation.json')",
-    },
-    {
-        "_target_": "spoco_monai.transforms.GrowFromPointsd",
-        "keys": "label",
-        "image_key": "image",
-        "points_key": "scribbles",
-        "radius": 8.0,
-    },
-    # the masks are the annotation from here on; the strokes are no training input of SPOCO's loss
-    {"_target_": "DeleteItemsd", "keys": "scribbles"},
-]
-
-
 @dataclass(frozen=True)
 class Row:
     """A trained row: its training overlays and values, its inference overlays, and its annotation (cost per object,
@@ -105,7 +85,7 @@ class Row:
 ROWS = {
     "points@1.0": Row(("points_model", "points"), {"point_fraction": 1.0}, CLICK_S, 1.0, "clicks", ("points_model",)),
     "points@0.1": Row(("points_model", "points"), {"point_fraction": 0.1}, CLICK_S, 0.1, "clicks", ("points_model",)),
-    "scribbles": Row((), {"sparse_fraction": 1.0, "train#annotation": _SCRIBBLES}, SCRIBBLE_S, 1.0, "scribbles"),
+    "scribbles": Row(("scribbles",), {}, SCRIBBLE_S, 1.0, "scribbles"),
     "spoco@0.1": Row((), sparse_dsb.SETTINGS["spoco@0.1"], OUTLINE_S, 0.1, "masks"),
     "dense": Row((), sparse_dsb.SETTINGS["dense"], OUTLINE_S, 1.0, "masks"),
 }

@@ -148,7 +148,24 @@ def _add_train_parser(commands: Any) -> None:
         ),
     )
     train.add_argument("--images", nargs="+", required=True, help="image files, 2D or 3D, channels first if any")
-    train.add_argument("--labels", nargs="+", required=True, help="label files, one per image, in the same order")
+    given = train.add_mutually_exclusive_group(required=True)
+    given.add_argument(
+        "--labels", nargs="+", help="label files, one per image, in the same order: id > 0 an annotated object's mask, "
+        "0 unlabeled, -1 ignored"
+    )
+    given.add_argument(
+        "--points", nargs="+", help="instead of masks, clicks: one napari Points CSV file (or point label image) per "
+        "image; each object's clicks carry its id in a 'label' column (-1 a background click), or every point is an "
+        "object; trains from scratch or from a model folder trained from clicks"
+    )
+    given.add_argument(
+        "--scribbles", nargs="+", help="instead of masks, strokes: one label image per image, an object's id on its "
+        "strokes, -1 on background strokes, 0 elsewhere"
+    )
+    train.add_argument(
+        "--grow-radius", type=float, help="with --points or --scribbles: how far in pixels a mask grows from its "
+        "object's clicks or strokes, about the objects' radius (default: 8)"
+    )
     train.add_argument("--output", required=True, help="the model folder to write")
     train.add_argument(
         "--from",
@@ -213,9 +230,10 @@ def _train(args: argparse.Namespace) -> int:
     )
     try:
         recipe = dataclasses.replace(recipe, overrides=_config_entries(args.set))
+        annotation = "points" if args.points else "scribbles" if args.scribbles else "masks"
         train_on_annotations(
             args.images,
-            args.labels,
+            args.labels or args.points or args.scribbles,
             args.output,
             start_from=args.start_from,
             bundle=args.bundle,
@@ -225,6 +243,8 @@ def _train(args: argparse.Namespace) -> int:
             minutes=args.minutes,
             sparse_fraction=args.sparse_fraction,
             annotated_fraction=args.annotated_fraction,
+            annotation=annotation,
+            grow_radius=args.grow_radius,
             seed=args.seed,
             progress=not args.no_progress,
             log=lambda line: print(f"spoco-monai train: {line}", file=sys.stderr),

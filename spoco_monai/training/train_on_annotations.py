@@ -12,6 +12,8 @@ a model was trained with.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime
 import logging
 import os
@@ -32,7 +34,9 @@ from spoco_monai.engines.checkpoint import load_network_weights
 from spoco_monai.engines.time_budget import TimeBudget
 from spoco_monai.inferers.settings import AFFINITY_CLUSTERINGS
 from spoco_monai.training.annotations import AnnotatedVolume, describe_volumes, summarize_pairs
-from spoco_monai.training.clustering_choice import choose_affinity_delta_dist
+from spoco_monai.training.click_annotations import CLICK_CONFIGS, annotation_overlays, point_label_images
+from spoco_monai.training.held_out_choice import HeldOutChoice, choose_on_held_out
+from spoco_monai.transforms.simulated_annotator import chosen_count
 from spoco_monai.transforms.sparse_manifest import SparseAnnotationManifest
 from spoco_monai.training.model_folder import TRAINING_FOLDER, is_model_folder, read_model_folder, write_model_folder
 
@@ -42,6 +46,11 @@ SCRATCH = "scratch"
 # the bundle's model whose architecture and settings a training from scratch takes, per dimensionality
 SCRATCH_MODELS = {2: "dsb2018_nuclei_2d", 3: DEFAULT_MODEL}
 FINETUNE_CONFIG = "configs/finetune.json"
+# the config entries that define the network: a fine-tune takes them from its model's inference config (inference
+# overlays such as dsb2018_inference.json set them), and the model folder from the trained network
+ARCHITECTURE = ("in_channels", "embedding_dim", "foreground_head", "network_channels", "network_strides", "norm")
+# the candidate weights a hold-out judges
+TRAINED, STARTING = "trained", "starting"
 
 
 @dataclass(frozen=True)
@@ -55,9 +64,11 @@ class FineTuneRecipe:
             another patch); None uses all of them.
         patch_size: training patch size; None keeps the starting model's.
         holdout: the fraction of each volume's annotated objects kept out of training (a seeded choice, recorded
-            in the sparse annotation manifest) to re-choose the affinity kernel's ``affinity_delta_dist`` on
-            (:func:`~spoco_monai.training.clustering_choice.choose_affinity_delta_dist`); 0 trains on every annotated
-            object and keeps the starting model's scale.
+            in the sparse annotation manifest) to judge the result on
+            (:func:`~spoco_monai.training.held_out_choice.choose_on_held_out`): the affinity kernel's
+            ``affinity_delta_dist`` is re-chosen on them, and a fine-tune keeps its starting weights when those
+            segment them better; 0 trains on every annotated object and keeps the trained weights and the starting
+            model's scale.
         overrides: further bundle config entries, by name.
     """
 
@@ -81,6 +92,8 @@ def train_on_annotations(
     minutes: float | None = 15.0,
     sparse_fraction: float | None = None,
     annotated_fraction: float | None = None,
+    annotation: str = "masks",
+    grow_radius: float | None = None,
     seed: int = 0,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -89,7 +102,9 @@ def train_on_annotations(
 
     Args:
         images: image paths (NIfTI, TIFF, ``file.h5:dataset``, zarr), 2D or 3D, channels first if any.
-        labels: label paths, one per image: id > 0 an annotated object, 0 unlabeled, -1 ignored.
+        labels: annotation paths, one per image. Masks: label images, id > 0 an annotated object, 0 unlabeled, -1
+            ignored. Points: napari Points CSV files or point label images; scribbles: stroke label images (see
+            :mod:`~spoco_monai.training.click_annotations`).
         output: the model folder to write (see :mod:`~spoco_monai.training.model_folder`); its ``training``
             subfolder holds the checkpoints, and a rerun of the same command resumes from them.
         start_from: a model the bundle ships (e.g. ``"em3d_neurons"``) or a model folder to fine-tune; ``"scratch"``
@@ -106,6 +121,9 @@ def train_on_annotations(
             annotator who labeled p of the objects of dense labels (benchmarks only).
         annotated_fraction: for a model with a foreground output, the fraction of the objects the labels annotate
             (its positive-unlabeled prior); None takes ``sparse_fraction``, or 1.0 for dense labels.
+        annotation: what ``labels`` hold: ``"masks"``, ``"points"`` (clicks) or ``"scribbles"`` (strokes).
+        grow_radius: for points and scribbles, the largest distance in pixels of a grown mask's pixel from its
+            object's clicks or strokes (about the objects' radius); None: the overlay's (8).
         seed: seeds every random choice of the training.
         progress: show a progress bar with the remaining time.
         log: receives the lines reported to the user.
@@ -124,19 +142,39 @@ def train_on_annotations(
     if recipe.holdout and sparse_fraction is not None:
         raise ValueError("a hold-out works on real annotations; it cannot be combined with a simulated annotator.")
     bundle, output = Path(bundle).resolve(), Path(output).resolve()
+    overlays, annotation_entries, radius = annotation_overlays(annotation, grow_radius, bundle)
+    if annotation != "masks" and (recipe.holdout or sparse_fraction is not None):
+        raise ValueError(
+            f"a hold-out and a simulated annotator work on object masks; {annotation} have none to judge or subsample."
+        )
+    training_folder = output / TRAINING_FOLDER
+    if annotation != "masks":
+        labels = point_label_images(images, labels, training_folder / "annotations")
     start = _starting_point(bundle, start_from, images, labels)
+    if annotation == "points":
+        _use_click_model(start)
+    start["training_configs"] = [*start["training_configs"], *(o for o in overlays if o not in start["training_configs"])]
     model_config = bundle_config(bundle, start["inference_configs"])
     dims = int(model_config.get_parsed_content("spatial_dims"))
     volumes = summarize_pairs(images, labels, dims)
     validation = summarize_pairs(validation_images, validation_labels, dims) if validation_images else []
-    for line in _report(start, volumes, validation, model_config, sparse_fraction, recipe.holdout):
+    if recipe.holdout and not any(_held_out_count(volume.objects, recipe.holdout) for volume in volumes):
+        log(
+            f"hold-out: {recipe.holdout:g} of {', '.join(str(volume.objects) for volume in volumes)} annotated "
+            "object(s) keeps none out of training (at least one per volume is trained on): all are trained on, and "
+            "the trained weights and the model's clustering scale are kept unchecked"
+        )
+        recipe = dataclasses.replace(recipe, holdout=0.0)
+    for line in _report(start, volumes, validation, model_config, sparse_fraction, recipe.holdout, (annotation, radius)):
         log(line)
 
-    training_folder = output / TRAINING_FOLDER
     training_folder.mkdir(parents=True, exist_ok=True)
     overrides = _training_overrides(
         bundle, training_folder, start, volumes, validation, recipe, sparse_fraction, annotated_fraction, seed, progress
     )
+    overrides.update(annotation_entries)
+    if start["weights"] is not None:
+        overrides.update({key: model_config.get_parsed_content(key) for key in ARCHITECTURE})
     flow = ConfigWorkflow(
         config_file=[str(bundle / name) for name in start["training_configs"]], workflow_type=None, **overrides
     )
@@ -165,16 +203,26 @@ def train_on_annotations(
     if validation and best.is_file():
         load_network_weights(network, best)
     stopped = f", stopped at the {minutes:g}-minute limit" if iterations < recipe.iterations else ""
-    record = _record(start, volumes, validation, recipe, sparse_fraction, seed, iterations, seconds, stopped, overrides)
-    inference_config = _inference_config(bundle, start, overrides)
+    inference_config = _inference_config(bundle, start, overrides, recipe.overrides)
+    inference_config.update({key: flow.parser.get_parsed_content(key) for key in ARCHITECTURE})
+    choice = None
     if recipe.holdout:
         judges = _held_out_objects(volumes, Path(overrides["sparse_manifest"]))
+        network, choice = _choose_on_held_out(network, start, inference_config, bundle, volumes, judges, log)
+    record = _record(start, volumes, validation, recipe, sparse_fraction, seed, iterations, seconds, stopped, overrides)
+    record["annotation"] = annotation
+    if radius is not None:
+        record["grow_radius"] = radius
+    if choice is not None:
         record["held_out_objects"] = {
             volume.label: np.unique(judge[judge > 0]).tolist() for volume, judge in zip(volumes, judges)
         }
-        record["affinity_delta_dist_scores"] = _choose_affinity_delta_dist(
-            network, inference_config, bundle, volumes, judges, log
-        )
+        record["kept_weights"] = choice.weights
+        record["held_out_scores"] = {
+            name: {str(scale): score for scale, score in table.items()} for name, table in choice.scores.items()
+        }
+        if choice.weights == STARTING:
+            record["description"] += f"; the held-out objects kept the starting weights of {start['name']}"
     write_model_folder(output, network.state_dict(), inference_config, record)
     log(
         f"trained {iterations} of {recipe.iterations} iterations in {seconds / 60:.1f} min{stopped}; model folder "
@@ -215,6 +263,19 @@ def _starting_point(
     return {**_configs_of(entry), "name": entry["name"], "weights": str(weights), "base": base}
 
 
+def _use_click_model(start: dict[str, Any]) -> None:
+    """Make a training from clicks start from scratch with a localisation channel, or from a model trained from
+    clicks; any other starting model has no localisation channel to train."""
+    click_model = CLICK_CONFIGS["inference"][0]
+    if start["weights"] is None:
+        start["inference_configs"] = [*start["inference_configs"], click_model]
+    elif click_model not in start["inference_configs"]:
+        raise ValueError(
+            f"training from clicks needs a model with a localisation channel, which {start['name']} has not: start "
+            f"from scratch (--from {SCRATCH}) or from a model folder trained from clicks."
+        )
+
+
 def _configs_of(entry: dict[str, Any]) -> dict[str, Any]:
     record = entry["record"]
     return {
@@ -232,18 +293,31 @@ def _report(
     model_config: ConfigParser,
     sparse_fraction: float | None,
     holdout: float,
+    annotation: tuple[str, float | None],
 ) -> list[str]:
-    """What the training found and will do, for the user, before it starts."""
+    """What the training found and will do, for the user, before it starts (``annotation``: its kind and the
+    radius masks grow to from clicks or strokes)."""
     lines = [
         "starting from " + ("scratch (random weights)" if start["weights"] is None else f"{start['name']} ({start['weights']})")
     ]
     lines += describe_volumes(volumes)
     objects = sum(volume.objects for volume in volumes)
-    if holdout:
+    kind, radius = annotation
+    if kind != "masks":
+        marks = "clicks" if kind == "points" else "strokes"
+        background = sum(volume.ignored_voxels for volume in volumes)
+        lines.append(
+            f"labels: {marks} on {objects} object(s) in {len(volumes)} image(s) ({background} background pixel(s) "
+            f"marked -1); every object grows into a mask within {radius:g} pixels of its {marks} over the image's "
+            "edges (--grow-radius: about the objects' radius), and SPOCO's losses train on the masks"
+            + (", a localisation channel on the clicks" if kind == "points" else "")
+        )
+    elif holdout:
         lines.append(
             f"labels: real annotations; hold-out: {holdout:g} of each volume's {objects} annotated object(s) are kept "
-            "out of training (a seeded choice, recorded in training/sparse_annotation.json) to choose the clustering "
-            "scale on; the others are trained on"
+            "out of training (a seeded choice, recorded in training/sparse_annotation.json) to judge the result by: "
+            "the clustering scale is chosen on them, and a fine-tune keeps its starting weights if those do better; "
+            "the others are trained on"
         )
     elif sparse_fraction is None:
         lines.append(
@@ -358,40 +432,57 @@ def _time_estimate(parser: ConfigParser, iterations: int, minutes: float | None)
     )
 
 
-def _inference_config(bundle: Path, start: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """The complete inference config of the trained network: the starting model's, with the run's settings."""
+def _inference_config(
+    bundle: Path, start: dict[str, Any], overrides: dict[str, Any], user_entries: dict[str, Any]
+) -> dict[str, Any]:
+    """The complete inference config of the trained network: the starting model's, with the run's settings and the
+    user's config entries (``--set``) that the inference config has (the network's architecture among them)."""
     config = bundle_config(bundle, start["inference_configs"]).get()
-    for key in ("patch_size", *start["settings"]):
+    for key in ("patch_size", *start["settings"], *(key for key in user_entries if key in config)):
         if key in overrides:
             config[key] = overrides[key]
     return config
 
 
-def _choose_affinity_delta_dist(
+def _choose_on_held_out(
     network: torch.nn.Module,
+    start: dict[str, Any],
     inference_config: dict[str, Any],
     bundle: Path,
     volumes: Sequence[AnnotatedVolume],
     judges: Sequence[np.ndarray],
     log: Callable[[str], None],
-) -> dict[str, float]:
-    """Re-choose the affinity kernel's ``affinity_delta_dist`` on the held-out objects and write it into the inference
-    config."""
+) -> tuple[torch.nn.Module, HeldOutChoice]:
+    """Judge the trained weights, and a fine-tune's starting weights, on the held-out objects at every candidate
+    clustering scale; write the chosen scale into the inference config and return the chosen network."""
     parser = ConfigParser(inference_config)
     parser["bundle_root"] = str(bundle)
     settings = parser.get_parsed_content("segmentation")
-    if settings.clustering not in AFFINITY_CLUSTERINGS:
-        return {}
-    network.eval()
-    best, scores = choose_affinity_delta_dist(network, settings, volumes, judges)
-    inference_config["affinity_delta_dist"] = best
-    table = ", ".join(f"{candidate:g}: {score:.3f}" for candidate, score in scores.items())
-    log(
-        f"clustering scale affinity_delta_dist re-chosen on the held-out objects: {best:g} (the model's "
-        f"{settings.affinity_delta_dist:g}; "
-        f"their Rand error per candidate: {table})"
-    )
-    return {str(candidate): score for candidate, score in scores.items()}
+    networks = {TRAINED: network.eval()}
+    if start["weights"] is not None:
+        networks[STARTING] = load_network_weights(copy.deepcopy(network), start["weights"]).eval()
+    choice = choose_on_held_out(networks, settings, volumes, judges)
+    inference_config["affinity_delta_dist"] = choice.affinity_delta_dist
+    for name, table in choice.scores.items():
+        scores = ", ".join(f"{scale:g}: {score:.3f}" for scale, score in table.items())
+        log(f"held-out objects' Rand error with the {name} weights, per affinity_delta_dist: {scores}")
+    if choice.weights == STARTING:
+        log(
+            f"the held-out objects come out better with the starting weights of {start['name']} "
+            f"({choice.error:.3f} against {min(choice.scores[TRAINED].values()):.3f}): the model folder keeps them; "
+            "annotate more objects (or other ones) for the training to help"
+        )
+    if settings.clustering in AFFINITY_CLUSTERINGS:
+        log(
+            f"clustering scale affinity_delta_dist chosen on the held-out objects: {choice.affinity_delta_dist:g} "
+            f"(the model's {settings.affinity_delta_dist:g})"
+        )
+    return networks[choice.weights], choice
+
+
+def _held_out_count(objects: int, holdout: float) -> int:
+    """How many of a volume's annotated objects a hold-out keeps out of training (the manifest's count)."""
+    return objects - chosen_count(1.0 - holdout, objects)
 
 
 def _held_out_objects(volumes: Sequence[AnnotatedVolume], manifest_path: Path) -> list[np.ndarray]:

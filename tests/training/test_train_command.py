@@ -15,7 +15,7 @@ import torch
 
 from spoco_monai.bundle import bundle_model
 from spoco_monai.cli import main
-from spoco_monai.data import make_synthetic_volume, open_volume
+from spoco_monai.data import make_synthetic_volume, open_volume, write_synthetic_dataset
 from spoco_monai.training import read_model_folder
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
@@ -159,11 +159,32 @@ def test_a_holdout_keeps_objects_out_of_training_and_chooses_the_clustering_scal
     record = read_model_folder(output)
     held_out = record["held_out_objects"][str(label)]
     assert len(trained) == 3 and sorted(trained + held_out) == list(ANNOTATED)
-    scores = {float(candidate): score for candidate, score in record["affinity_delta_dist_scores"].items()}
-    assert sorted(scores) == [1.34, 1.66, 2.0, 2.34, 2.66]
+    # the trained and the starting weights are judged at every candidate scale, and the best pair is kept
+    scores = {
+        (weights, float(scale)): score
+        for weights, table in record["held_out_scores"].items()
+        for scale, score in table.items()
+    }
+    assert sorted(scores) == [(weights, scale) for weights in ("starting", "trained")
+                              for scale in (1.34, 1.66, 2.0, 2.34, 2.66)]
     chosen = json.loads((output / "inference.json").read_text())["affinity_delta_dist"]
-    assert scores[chosen] == min(scores.values())
-    assert "clustering scale affinity_delta_dist re-chosen on the held-out objects" in messages.getvalue()
+    assert scores[(record["kept_weights"], chosen)] == min(scores.values())
+    assert "clustering scale affinity_delta_dist chosen on the held-out objects" in messages.getvalue()
+    assert "held-out objects' Rand error with the starting weights" in messages.getvalue()
+
+
+def test_a_holdout_that_would_keep_no_object_out_trains_on_all_and_says_so(annotated_volume, tmp_path):
+    image, label = annotated_volume
+    output = tmp_path / "too_few"
+    messages = io.StringIO()
+    argv = ["train", "--images", str(image), "--labels", str(label), "--output", str(output), "--from", "model",
+            "--iterations", "1", "--holdout", "0.1", "--bundle", str(BUNDLE), "--no-progress"]
+    with contextlib.redirect_stderr(messages):
+        assert main(argv) == 0
+    # 0.9 x 5 objects rounds to 5: none is left to judge by
+    assert "hold-out: 0.1 of 5 annotated object(s) keeps none out of training" in messages.getvalue()
+    assert json.loads((output / "training" / "sparse_annotation.json").read_text())["image_labels.tif"] == list(ANNOTATED)
+    assert "kept_weights" not in read_model_folder(output)
 
 
 def test_a_second_training_into_one_model_folder_stops_in_one_line(annotated_volume, tmp_path, capsys):
@@ -201,3 +222,18 @@ def test_fine_tuning_the_em_model_leaves_the_annotated_objects_borders_unlabeled
     assert record["finetune_settings"] == {"unlabeled_border": 1}
     # a model fine-tuned from it is fine-tuned the same way
     assert bundle_model(BUNDLE, output)["finetune_settings"] == {"unlabeled_border": 1}
+
+
+@pytest.mark.parametrize("start", ["scratch", "dsb2018_nuclei_2d"])
+def test_a_2d_model_folder_describes_the_network_it_holds(start, tmp_path):
+    # dsb2018_nuclei_2d's foreground channel is set by its inference overlay, not by its training configs
+    write_synthetic_dataset(tmp_path, n_volumes=1, shape=(128, 128), seed=5, format="tif", mean_cell_size=16.0)
+    image, label = tmp_path / "images" / "synthetic_000.tif", tmp_path / "labels" / "synthetic_000.tif"
+    output = tmp_path / "model"
+    argv = ["train", "--images", str(image), "--labels", str(label), "--output", str(output), "--from", start,
+            "--iterations", "1", "--bundle", str(BUNDLE), "--no-progress"]
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main(argv) == 0
+        assert main(["segment", str(image), str(tmp_path / "labels.tif"), "--model", str(output), "--no-progress"]) == 0
+    inference = json.loads((output / "inference.json").read_text())
+    assert inference["foreground_head"] is (start != "scratch")
