@@ -12,6 +12,8 @@ labels; only the annotation (and what it trains) differs:
 * ``points@0.1``: the same with clicks on 10% of the nuclei of every image;
 * ``scribbles``: one stroke along the skeleton of every nucleus (``scribbles.json``: ``SimulateScribblesd``), grown
   into masks by ``GrowFromPointsd``, SPOCO on them; the bundle's seeded watershed inside the Otsu foreground;
+* ``boxes``: the bounding box of every nucleus (``boxes.json``: ``SimulateBoxesd``), grown into a mask inside it by
+  ``GrowFromBoxesd``, SPOCO on the masks; segmented like ``scribbles``;
 * ``spoco@0.1``: SPOCO on the full masks of 10% of the nuclei (as ``bench/sparse_dsb.py``);
 * ``dense``: SPOCO on every mask, the background an object of its own;
 * ``classical``: Otsu + distance watershed (:func:`spoco_monai.baselines.nuclei_watershed` through
@@ -21,7 +23,9 @@ labels; only the annotation (and what it trains) differs:
 
 Every row is scored on ``dsb2018_fluo/val`` at native resolution with :func:`spoco_monai.metrics.instance_scores`
 (SBD, AP@0.5, mAP over IoU 0.5:0.05:0.95, |DiC|), averaged over the images; the SPOCO rows segment each image whole
-with the bundle's inference settings (``segment_volume``).
+with the bundle's inference settings (``segment_volume``). The points rows choose their clustering's ``threshold``,
+``min_distance`` and ``min_size`` among :data:`POINTS_CLUSTERING_GRID` on val by mAP, as the bundle's DSB
+clusterings were chosen on val; the row keeps every candidate's mAP.
 
 Annotation cost model, in annotator seconds over the training split (its nuclei counted from the labels):
 
@@ -29,7 +33,9 @@ Annotation cost model, in annotator seconds over the training split (its nuclei 
   segmentation with point supervision", ECCV 2016 (PASCAL VOC);
 * a full object mask: 79 s per object, the polygon outline time of COCO (Lin et al., ECCV 2014) that Bearman et al.
   cite (54 s to 79 s per object);
-* a scribble: 4.8 s per object, an assumption (twice a click: one stroke through the object), not a measurement.
+* a scribble: 4.8 s per object, an assumption (twice a click: one stroke through the object), not a measurement;
+* a box: 7.0 s per object, the extreme-clicking time of Papadopoulos et al., "Extreme clicking for efficient object
+  annotation", ICCV 2017 (34.5 s drawing the box the usual way).
 
 A row's cost is its per-object time times the objects it annotates (a fraction of every image's nuclei); the
 classical row pays for the masks of its tuning images. Results go to ``<output-dir>/<row>.json`` (written
@@ -40,6 +46,7 @@ atomically); a rerun skips the rows already there with the same settings. The ta
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -67,7 +74,10 @@ DEFAULT_DATA = REPOSITORY.parent / "shared" / "data" / "dsb2018_fluo"
 CLICK_S = 2.4  # Bearman et al. 2016
 OUTLINE_S = 79.0  # COCO polygons, as cited by Bearman et al. 2016
 SCRIBBLE_S = 2 * CLICK_S  # an assumption, see the module docstring
-COST_MODEL = f"click {CLICK_S} s, mask {OUTLINE_S:.0f} s, scribble {SCRIBBLE_S} s (assumed) per object"
+BOX_S = 7.0  # extreme clicking, Papadopoulos et al. 2017
+COST_MODEL = (
+    f"click {CLICK_S} s, mask {OUTLINE_S:.0f} s, scribble {SCRIBBLE_S} s (assumed), box {BOX_S} s per object"
+)
 
 @dataclass(frozen=True)
 class Row:
@@ -86,10 +96,13 @@ ROWS = {
     "points@1.0": Row(("points_model", "points"), {"point_fraction": 1.0}, CLICK_S, 1.0, "clicks", ("points_model",)),
     "points@0.1": Row(("points_model", "points"), {"point_fraction": 0.1}, CLICK_S, 0.1, "clicks", ("points_model",)),
     "scribbles": Row(("scribbles",), {}, SCRIBBLE_S, 1.0, "scribbles"),
+    "boxes": Row(("boxes",), {}, BOX_S, 1.0, "boxes"),
     "spoco@0.1": Row((), sparse_dsb.SETTINGS["spoco@0.1"], OUTLINE_S, 0.1, "masks"),
     "dense": Row((), sparse_dsb.SETTINGS["dense"], OUTLINE_S, 1.0, "masks"),
 }
 PEER_ROWS = ("classical", "unet3")
+# the candidates of the points rows' clustering (points_model.json: 0.5, 5, 15)
+POINTS_CLUSTERING_GRID = {"threshold": (0.3, 0.5, 0.7), "min_distance": (3, 5, 8), "min_size": (15, 30)}
 BUDGET_ROW = "points@1.0"
 HEADER = ("row", "annotation", "SBD", "AP@0.5", "mAP", r"\|DiC\|", "annotation s", "train s", "load")
 
@@ -114,7 +127,9 @@ def annotation_seconds(name: str, counts: dict[str, int], args: argparse.Namespa
     return row.seconds_per_object * sum(chosen_count(row.fraction, n) for n in counts.values())
 
 
-def segment_val(row: Row, network_path: Path, args: argparse.Namespace) -> tuple[dict[str, float], float]:
+def segment_val(
+    row: Row, network_path: Path, args: argparse.Namespace, clustering_kwargs: dict[str, Any] | None = None
+) -> tuple[dict[str, float], float]:
     """Mean instance scores of the trained network on the val images, and the seconds it took."""
     parser = ConfigParser()
     names = ("common", "inference", "dsb2018_2d", *row.inference_overlays)
@@ -123,6 +138,8 @@ def segment_val(row: Row, network_path: Path, args: argparse.Namespace) -> tuple
     parser["dataset_dir"] = str(args.data_dir)
     # the scores of a single pass, as validation during training gives them
     parser["test_time_flips"] = False
+    if clustering_kwargs is not None:
+        parser["clustering_kwargs"] = clustering_kwargs
     network = parser.get_parsed_content("network_def")
     network.load_state_dict(torch.load(network_path, weights_only=True))
     network = network.to(parser.get_parsed_content("device")).eval()
@@ -149,8 +166,20 @@ def train_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
     configs = [*sparse_dsb.TRAIN_CONFIGS, *(CONFIGS / f"{overlay}.json" for overlay in row.overlays)]
     train_s = sparse_dsb._run_bundle(configs, overrides, folder / "train.log")
-    scores, eval_s = segment_val(row, sparse_dsb._final_network(folder / "checkpoints", args.iterations), args)
-    return {**scores, "train_s": train_s, "eval_s": eval_s}
+    network = sparse_dsb._final_network(folder / "checkpoints", args.iterations)
+    if "points_model" not in row.overlays:
+        scores, eval_s = segment_val(row, network, args)
+        return {**scores, "train_s": train_s, "eval_s": eval_s}
+    # the points clustering's settings, chosen on val by mAP as the DSB models' clusterings were
+    trials = {}
+    for threshold, min_distance, min_size in itertools.product(*POINTS_CLUSTERING_GRID.values()):
+        kwargs = {"threshold": threshold, "min_distance": min_distance, "min_size": min_size}
+        trials[json.dumps(kwargs)] = segment_val(row, network, args, kwargs)
+        print(f"{name} {kwargs}: mAP {trials[json.dumps(kwargs)][0]['map']:.3f}", file=sys.stderr, flush=True)
+    best = max(trials, key=lambda key: trials[key][0]["map"])
+    scores, eval_s = trials[best]
+    return {**scores, "train_s": train_s, "eval_s": eval_s, "clustering_kwargs": json.loads(best),
+            "clustering_trials": {key: trial[0]["map"] for key, trial in trials.items()}}
 
 
 def run_peer_rows(names: list[str], args: argparse.Namespace, budget_s: float) -> dict[str, dict[str, Any]]:
@@ -171,6 +200,8 @@ def row_settings(name: str, args: argparse.Namespace) -> dict[str, Any]:
     settings = {"row": name, "seed": args.seed, "max_val_images": args.max_val_images}
     if name in ROWS:
         settings.update(iterations=args.iterations, learning_rate=args.learning_rate, lr_steps=args.lr_steps)
+    if name in ROWS and "points_model" in ROWS[name].overlays:
+        settings["clustering_grid"] = {key: list(values) for key, values in POINTS_CLUSTERING_GRID.items()}
     elif name == "classical":
         settings["tune_images"] = args.tune_images
     return settings

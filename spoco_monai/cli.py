@@ -162,6 +162,10 @@ def _add_train_parser(commands: Any) -> None:
         "--scribbles", nargs="+", help="instead of masks, strokes: one label image per image, an object's id on its "
         "strokes, -1 on background strokes, 0 elsewhere"
     )
+    given.add_argument(
+        "--boxes", nargs="+", help="instead of masks, boxes: one CSV file per image with rows label,start-0,start-1"
+        "[,start-2],stop-0,... (half-open, in pixels); each grows into a mask inside its box, saved for you to check"
+    )
     train.add_argument(
         "--grow-radius", type=float, help="with --points or --scribbles: how far in pixels a mask grows from its "
         "object's clicks or strokes, about the objects' radius (default: 8)"
@@ -230,10 +234,11 @@ def _train(args: argparse.Namespace) -> int:
     )
     try:
         recipe = dataclasses.replace(recipe, overrides=_config_entries(args.set))
-        annotation = "points" if args.points else "scribbles" if args.scribbles else "masks"
+        given = {"masks": args.labels, "points": args.points, "scribbles": args.scribbles, "boxes": args.boxes}
+        annotation = next(kind for kind, files in given.items() if files)
         train_on_annotations(
             args.images,
-            args.labels or args.points or args.scribbles,
+            given[annotation],
             args.output,
             start_from=args.start_from,
             bundle=args.bundle,

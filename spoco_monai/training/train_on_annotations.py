@@ -34,7 +34,7 @@ from spoco_monai.engines.checkpoint import load_network_weights
 from spoco_monai.engines.time_budget import TimeBudget
 from spoco_monai.inferers.settings import AFFINITY_CLUSTERINGS
 from spoco_monai.training.annotations import AnnotatedVolume, describe_volumes, summarize_pairs
-from spoco_monai.training.click_annotations import CLICK_CONFIGS, annotation_overlays, point_label_images
+from spoco_monai.training.weak_annotations import CLICK_CONFIGS, annotation_label_images, annotation_overlays
 from spoco_monai.training.held_out_choice import HeldOutChoice, choose_on_held_out
 from spoco_monai.transforms.simulated_annotator import chosen_count
 from spoco_monai.transforms.sparse_manifest import SparseAnnotationManifest
@@ -104,7 +104,7 @@ def train_on_annotations(
         images: image paths (NIfTI, TIFF, ``file.h5:dataset``, zarr), 2D or 3D, channels first if any.
         labels: annotation paths, one per image. Masks: label images, id > 0 an annotated object, 0 unlabeled, -1
             ignored. Points: napari Points CSV files or point label images; scribbles: stroke label images (see
-            :mod:`~spoco_monai.training.click_annotations`).
+            boxes: boxes CSV files (see :mod:`~spoco_monai.training.weak_annotations`).
         output: the model folder to write (see :mod:`~spoco_monai.training.model_folder`); its ``training``
             subfolder holds the checkpoints, and a rerun of the same command resumes from them.
         start_from: a model the bundle ships (e.g. ``"em3d_neurons"``) or a model folder to fine-tune; ``"scratch"``
@@ -121,7 +121,8 @@ def train_on_annotations(
             annotator who labeled p of the objects of dense labels (benchmarks only).
         annotated_fraction: for a model with a foreground output, the fraction of the objects the labels annotate
             (its positive-unlabeled prior); None takes ``sparse_fraction``, or 1.0 for dense labels.
-        annotation: what ``labels`` hold: ``"masks"``, ``"points"`` (clicks) or ``"scribbles"`` (strokes).
+        annotation: what ``labels`` hold: ``"masks"``, ``"points"`` (clicks), ``"scribbles"`` (strokes) or
+            ``"boxes"``.
         grow_radius: for points and scribbles, the largest distance in pixels of a grown mask's pixel from its
             object's clicks or strokes (about the objects' radius); None: the overlay's (8).
         seed: seeds every random choice of the training.
@@ -149,7 +150,7 @@ def train_on_annotations(
         )
     training_folder = output / TRAINING_FOLDER
     if annotation != "masks":
-        labels = point_label_images(images, labels, training_folder / "annotations")
+        labels = annotation_label_images(annotation, images, labels, training_folder / "annotations")
     start = _starting_point(bundle, start_from, images, labels)
     if annotation == "points":
         _use_click_model(start)
@@ -303,7 +304,13 @@ def _report(
     lines += describe_volumes(volumes)
     objects = sum(volume.objects for volume in volumes)
     kind, radius = annotation
-    if kind != "masks":
+    if kind == "boxes":
+        lines.append(
+            f"labels: boxes around {objects} object(s) in {len(volumes)} image(s); each grew into a mask inside its box "
+            f"(a seeded watershed of the image's edges), saved as {', '.join(volume.label for volume in volumes)}: "
+            "open them in napari to check; SPOCO's losses train on the masks"
+        )
+    elif kind != "masks":
         marks = "clicks" if kind == "points" else "strokes"
         background = sum(volume.ignored_voxels for volume in volumes)
         lines.append(

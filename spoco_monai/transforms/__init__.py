@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from spoco_monai.transforms.annotation_manifest import AnnotationManifest
 from spoco_monai.transforms.box_annotation import SimulateBoxes, SimulateBoxesd
+from spoco_monai.transforms.box_masks import GrowFromBoxes, GrowFromBoxesd
 from spoco_monai.transforms.foreground_target import ForegroundTarget, ForegroundTargetd
 from spoco_monai.transforms.grown_masks import GrowFromPoints, GrowFromPointsd
 from spoco_monai.transforms.item_region import ItemRegionCropd, region_slices
@@ -27,6 +28,8 @@ __all__ = [
     "Clusterd",
     "ForegroundTarget",
     "ForegroundTargetd",
+    "GrowFromBoxes",
+    "GrowFromBoxesd",
     "GrowFromPoints",
     "GrowFromPointsd",
     "ItemRegionCropd",

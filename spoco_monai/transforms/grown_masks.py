@@ -18,10 +18,19 @@ from spoco_monai.transforms.label_tensor import label_tensor
 from spoco_monai.transforms.simulated_annotator import BACKGROUND_ANNOTATION
 from spoco_monai.validation import check_positive
 
-__all__ = ["ELEVATIONS", "GrowFromPoints", "GrowFromPointsd"]
+__all__ = ["ELEVATIONS", "GrowFromPoints", "GrowFromPointsd", "elevation_map"]
 
 #: what :class:`GrowFromPoints` floods
 ELEVATIONS = ("gradient", "image", "inverted")
+
+
+def elevation_map(image: np.ndarray, elevation: str) -> np.ndarray:
+    """What a grown mask's watershed floods, from a ``(C, *S)`` float image: its gradient magnitude
+    (``"gradient"``: Sobel, the largest over the channels), the image itself (``"image"``) or its negative
+    (``"inverted"``), the largest over the channels."""
+    if elevation == "gradient":
+        return np.max([sobel(channel) for channel in image], axis=0)
+    return image.max(axis=0) if elevation == "image" else -image.max(axis=0)
 
 
 class GrowFromPoints(Transform):
@@ -89,10 +98,7 @@ class GrowFromPoints(Transform):
         """The ``S`` int64 masks from a ``(C, *S)`` float image and ``S`` annotation (checked by the caller)."""
         if not bool((clicks > 0).any()):
             return np.zeros(clicks.shape, dtype=np.int64)
-        if self.elevation == "gradient":
-            elevation = np.max([sobel(channel) for channel in image], axis=0)
-        else:
-            elevation = image.max(axis=0) if self.elevation == "image" else -image.max(axis=0)
+        elevation = elevation_map(image, self.elevation)
         background = int(clicks.max()) + 1
         markers = np.where(clicks == BACKGROUND_ANNOTATION, background, clicks)
         basins = watershed(elevation, markers)

@@ -40,6 +40,7 @@ def test_annotation_seconds_follow_the_cost_model():
     assert points_dsb.annotation_seconds("spoco@0.1", counts, args) == pytest.approx(4 * 79.0)
     assert points_dsb.annotation_seconds("dense", counts, args) == points_dsb.annotation_seconds("unet3", counts, args)
     assert points_dsb.annotation_seconds("scribbles", counts, args) == pytest.approx(35 * 4.8)
+    assert points_dsb.annotation_seconds("boxes", counts, args) == pytest.approx(35 * 7.0)
     assert points_dsb.annotation_seconds("classical", counts, args) in (0.0, 10 * 79.0, 25 * 79.0)
 
 
@@ -54,6 +55,10 @@ def test_one_row_from_clicks_trains_scores_and_is_skipped_when_run_again(tiny_ds
     result = stored["result"]
     assert stored["settings"]["iterations"] == 2 and result["train_s"] > 0
     assert 0.0 <= result["sbd"] <= 1.0 and 0.0 <= result["map"] <= 1.0 and result["annotation_s"] > 0
+    # the clustering's settings were chosen on val: the best of the grid's trials
+    assert len(result["clustering_trials"]) == 18
+    assert result["map"] == max(result["clustering_trials"].values())
+    assert result["clustering_trials"][json.dumps(result["clustering_kwargs"])] == result["map"]
     assert "| points@0.1 | clicks |" in first.out and "click 2.4 s" in first.out
     points_dsb.main(argv)
     second = capsys.readouterr()

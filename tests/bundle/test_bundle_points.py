@@ -45,3 +45,24 @@ def test_points_overlay_trains_two_iterations_from_clicks(tiny_2d, tmp_path):
     assert all(terms["localization_point"] > 0 for terms in seen)
     recorded = json.loads((tmp_path / "point_annotation.json").read_text())
     assert len(recorded) == 1 and all(entry["objects"] for entry in recorded.values())
+
+
+@pytest.mark.parametrize(("overlay", "manifest"), [("scribbles", "scribble_annotation.json"), ("boxes", "box_annotation.json")])
+def test_scribbles_and_boxes_overlays_train_on_masks_grown_from_the_simulated_annotation(tiny_2d, tmp_path, overlay, manifest):
+    flow = workflow(
+        ("train", "dsb2018_2d", overlay), dataset_dir=str(tiny_2d),
+        datalist_source="$os.path.join(@dataset_dir, 'datalist.json')",
+        output_dir=str(tmp_path), patch_size=[32, 32], norm="batch", patches_per_volume=2,
+        network_channels=[8, 16], network_strides=[2], whole_image_max_voxels=None, run_validation=False,
+        **{"segmentation#roi_size": [48, 48]},
+    )
+    trainer = flow.parser.get_parsed_content("train#trainer")
+    labels = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: labels.append(engine.state.batch["label"]))
+    flow.run()
+    assert trainer.state.iteration == 2
+    # the grown masks are the labels: objects, and unlabeled pixels around them
+    assert all((batch > 0).any() and (batch == 0).any() for batch in labels)
+    recorded = json.loads((tmp_path / manifest).read_text())
+    # one image annotated, with what the annotator drew recorded
+    assert len(recorded) == 1 and all(recorded.values())

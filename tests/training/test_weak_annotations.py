@@ -1,4 +1,5 @@
-"""``spoco-monai train --points`` and ``--scribbles``: a model from clicks or strokes instead of masks."""
+"""``spoco-monai train --points``, ``--scribbles`` and ``--boxes``: a model from clicks, strokes or boxes instead of
+masks."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from scipy import ndimage
 from skimage.morphology import skeletonize
 
 from spoco_monai.cli import main
-from spoco_monai.data import write_points_csv, write_synthetic_dataset
+from spoco_monai.data import write_boxes_csv, write_points_csv, write_synthetic_dataset
 from spoco_monai.training import read_model_folder
+from spoco_monai.transforms import GrowFromBoxes, SimulateBoxes
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
 CLICKED = (2, 5, 7, 9, 12, 15)
@@ -113,3 +115,31 @@ def test_a_grow_radius_needs_clicks_or_strokes(nuclei_image, tmp_path):
                           "--grow-radius", "5", "--bundle", str(BUNDLE), "--no-progress"])
     assert code == 1
     assert "a grow radius applies to clicks and strokes (--points, --scribbles), not to masks." in messages
+
+
+def test_boxes_grow_into_masks_saved_for_checking_and_train_as_masks(nuclei_image, tmp_path):
+    image, dense = nuclei_image
+    boxes = SimulateBoxes(1.0)(np.where(np.isin(dense, CLICKED), dense, 0)[None])
+    path = tmp_path / "boxes.csv"
+    write_boxes_csv(path, boxes)
+    output = tmp_path / "box_model"
+    code, messages = run(["train", "--images", str(image), "--boxes", str(path), "--output", str(output),
+                          "--from", "dsb2018_nuclei_2d", "--iterations", "1", "--bundle", str(BUNDLE), "--no-progress"])
+    assert code == 0, messages
+    masks = output / "training" / "annotations" / "boxes_masks.tif"
+    assert "labels: boxes around 6 object(s) in 1 image(s); each grew into a mask inside its box" in messages
+    assert f"saved as {masks}: open them in napari to check" in messages
+    expected = GrowFromBoxes()(tifffile.imread(image)[None].astype(np.float32), boxes)[0]
+    np.testing.assert_array_equal(tifffile.imread(masks), expected)
+    record = read_model_folder(output)
+    assert record["annotation"] == "boxes" and record["training_data"][0]["label"] == str(masks)
+
+
+def test_boxes_outside_the_image_name_the_file(nuclei_image, tmp_path):
+    image, _ = nuclei_image
+    path = tmp_path / "boxes.csv"
+    write_boxes_csv(path, np.array([[1, 120, 120, 140, 130]]))
+    code, messages = run(["train", "--images", str(image), "--boxes", str(path), "--output", str(tmp_path / "m"),
+                          "--bundle", str(BUNDLE), "--no-progress"])
+    assert code == 1
+    assert f"boxes file {path} does not fit the image {image}: box [1, 120, 120, 140, 130] must" in messages
