@@ -18,7 +18,9 @@ overlay's *training* data (the training volume or half), with the overlay's voxe
 adapted Rand error (ARand), the variation of information split into its split and merge parts (VOI), the
 symmetric best Dice (SBD), AP@0.5, mAP over IoU 0.5:0.05:0.95, the number of segments against the number of
 ground-truth objects, and the seconds each method took on the report data. ``--json`` also writes the scores;
-``--test-time-flips`` adds a row with every window's mirrored passes averaged (``SegmentationSettings``).
+``--test-time-flips`` adds a row with every window's mirrored passes averaged (``SegmentationSettings``),
+``--affinity-delta-dists`` a row per affinity kernel width and ``--settings`` a row per set of other config entries
+(e.g. another clustering), to choose them on the selection data.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +40,7 @@ from monai.data import Dataset
 from monai.transforms import Compose
 
 from spoco_monai.baselines import membrane_watershed, nuclei_watershed
-from spoco_monai.bundle import bundle_config, load_bundle_network
+from spoco_monai.bundle import load_bundle_network
 from spoco_monai.metrics import instance_scores, mean_instance_scores
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -106,10 +109,11 @@ def run_model(
     device: torch.device,
     test_time_flips: bool = False,
     affinity_delta_dists: Sequence[float] = (),
+    settings: Sequence[dict[str, Any]] = (),
 ) -> dict[tuple[str, str], dict[str, float]]:
-    """Scores of the model (also with test-time flips, and with other affinity kernels, when asked) and of its
-    baseline, per data part ("selection": the overlay's validation data; "test": :data:`TEST_DATA`), averaged over
-    each part's volumes."""
+    """Scores of the model (also with test-time flips, with other affinity kernels and with other config entries,
+    e.g. another clustering, when asked) and of its baseline, per data part ("selection": the overlay's validation
+    data; "test": :data:`TEST_DATA`), averaged over each part's volumes."""
     network, parser = load_bundle_network(BUNDLE, weights, overlay_configs(name), device)
     network.eval()
     parts = {"selection": _volumes(parser.get_parsed_content("validate#dataset"))}
@@ -120,12 +124,14 @@ def run_model(
     element_size = parser.get_parsed_content("element_size")
     rows = {}
     for part, report in parts.items():
-        variants = [(flips, None) for flips in ((False, True) if test_time_flips else (False,))]
-        variants += [(False, delta) for delta in affinity_delta_dists]
-        for flips, delta in variants:
+        variants = [(flips, {}) for flips in ((False, True) if test_time_flips else (False,))]
+        variants += [(False, {"affinity_delta_dist": float(delta)}) for delta in affinity_delta_dists]
+        variants += [(False, dict(entries)) for entries in settings]
+        for flips, entries in variants:
             parser["test_time_flips"] = flips
-            if delta is not None:
-                parser["affinity_delta_dist"] = float(delta)
+            original = {key: parser[key] for key in entries}
+            for key, value in entries.items():
+                parser[key] = value
             inferer = parser.get_parsed_content("validate#inferer", lazy=False)
             start = time.perf_counter()
             with torch.no_grad():
@@ -133,11 +139,12 @@ def run_model(
                     np.asarray(inferer(torch.as_tensor(image)[None, None].to(device), network)[0, 0].cpu())
                     for image, _ in report
                 ]
-            variant = ", test-time flips" if flips else "" if delta is None else f", affinity_delta_dist {delta:g}"
+            variant = ", test-time flips" if flips else "".join(f", {key} {value}" for key, value in entries.items())
             row = (part, f"SPOCO ({os.path.relpath(weights, REPOSITORY)}){variant}")
             rows[row] = mean_instance_scores([instance_scores(p, label) for p, (_, label) in zip(predictions, report)])
             rows[row]["seconds"] = time.perf_counter() - start
-        parser["affinity_delta_dist"] = bundle_config(BUNDLE, overlay_configs(name))["affinity_delta_dist"]
+            for key, value in original.items():
+                parser[key] = value
         start = time.perf_counter()
         classical = [segment(sign * image, min_distance=min_distance, element_size=element_size) for image, _ in report]
         row = (part, f"{method}, min_distance {min_distance}")
@@ -176,6 +183,11 @@ def main(argv: list[str] | None = None) -> None:
         "--affinity-delta-dists", type=float, nargs="+", default=[],
         help="add a row per value with the clustering's affinity kernel set to it (to choose it on the selection data)",
     )
+    parser.add_argument(
+        "--settings", type=json.loads, nargs="+", default=[],
+        help="add a row per JSON object of config entries set for the segmentation, e.g. another clustering: "
+        "'{\"clustering\": \"watershed\", \"clustering_kwargs\": {\"min_distance\": 6}}'",
+    )
     args = parser.parse_args(argv)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     results = {
@@ -183,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
             row: scores
             for folder in args.weights_dir
             for row, scores in run_model(
-                name, folder / f"{name}.pt", device, args.test_time_flips, args.affinity_delta_dists
+                name, folder / f"{name}.pt", device, args.test_time_flips, args.affinity_delta_dists, args.settings
             ).items()
         }
         for name in args.models

@@ -12,6 +12,8 @@ labels; only the annotation (and what it trains) differs:
 * ``points@0.1``: the same with clicks on 10% of the nuclei of every image;
 * ``scribbles``: one stroke along the skeleton of every nucleus (``scribbles.json``: ``SimulateScribblesd``), grown
   into masks by ``GrowFromPointsd``, SPOCO on them; the bundle's seeded watershed inside the Otsu foreground;
+* ``scribbles+p2s``: the same strokes, plus the pixel-to-segment contrast (``PixelToSegmentLoss``, weight 1) on
+  the unlabeled pixels over SLIC superpixels of about 50 pixels (``LowLevelSegmentsd``);
 * ``boxes``: the bounding box of every nucleus (``boxes.json``: ``SimulateBoxesd``), grown into a mask inside it by
   ``GrowFromBoxesd``, SPOCO on the masks; segmented like ``scribbles``;
 * ``spoco@0.1``: SPOCO on the full masks of 10% of the nuclei (as ``bench/sparse_dsb.py``);
@@ -96,6 +98,7 @@ ROWS = {
     "points@1.0": Row(("points_model", "points"), {"point_fraction": 1.0}, CLICK_S, 1.0, "clicks", ("points_model",)),
     "points@0.1": Row(("points_model", "points"), {"point_fraction": 0.1}, CLICK_S, 0.1, "clicks", ("points_model",)),
     "scribbles": Row(("scribbles",), {}, SCRIBBLE_S, 1.0, "scribbles"),
+    "scribbles+p2s": Row(("scribbles",), {"pixel_to_segment_weight": 1.0}, SCRIBBLE_S, 1.0, "scribbles"),
     "boxes": Row(("boxes",), {}, BOX_S, 1.0, "boxes"),
     "spoco@0.1": Row((), sparse_dsb.SETTINGS["spoco@0.1"], OUTLINE_S, 0.1, "masks"),
     "dense": Row((), sparse_dsb.SETTINGS["dense"], OUTLINE_S, 1.0, "masks"),

@@ -36,7 +36,8 @@ class SpocoTrainer(SupervisedTrainer):
     2. g embeds ``batch["image_view2"]`` (view 2: same geometry, other intensity augmentation) under
        ``torch.no_grad``;
     3. ``loss_function(embeddings, label, teacher_embeddings)`` (a ``SpocoLoss``; plus ``foreground=`` when the
-       batch holds ``foreground_key`` and ``points=`` when it holds ``points_key``), backward, optimiser step
+       batch holds ``foreground_key``, ``points=`` and ``segments=`` when it holds ``points_key`` or ``segments_key``),
+       backward, optimiser step
        (with a gradient scaler under AMP on CUDA);
     4. g <- m g + (1 - m) f for parameters and floating-point buffers (:func:`ema_update`), right after the step.
 
@@ -76,6 +77,8 @@ class SpocoTrainer(SupervisedTrainer):
             ``foreground=`` when the batch holds it; ``None`` never passes one.
         points_key: batch key of a point annotation (see ``SimulatePointsd``), passed to the loss as ``points=`` when
             the batch holds it (e.g. to a ``PointSupervisedLoss``); ``None`` never passes one.
+        segments_key: batch key of low-level segments (see ``LowLevelSegmentsd``), passed to the loss as
+            ``segments=`` when the batch holds it (e.g. to a ``PixelToSegmentLoss``); ``None`` never passes them.
         epoch_length: iterations per epoch; default ``len(train_data_loader)``.
         train_handlers: MONAI/ignite handlers with an ``attach(engine)`` method.
         amp: mixed precision on CUDA (ignored on CPU, where the trainer runs in float32).
@@ -106,6 +109,7 @@ class SpocoTrainer(SupervisedTrainer):
         view2_key: str = "image_view2",
         foreground_key: str | None = None,
         points_key: str | None = None,
+        segments_key: str | None = None,
         epoch_length: int | None = None,
         train_handlers: Sequence | None = None,
         amp: bool = False,
@@ -148,6 +152,7 @@ class SpocoTrainer(SupervisedTrainer):
         self.view2_key = view2_key
         self.foreground_key = foreground_key
         self.points_key = points_key
+        self.segments_key = segments_key
         self._stream_start: dict[str, Any] | None = None
         self._batches_drawn = 0
         self._pending_resume: dict[str, Any] | None = None
@@ -221,8 +226,9 @@ class SpocoTrainer(SupervisedTrainer):
             loss_kwargs["foreground"] = batchdata[self.foreground_key].to(
                 engine.state.device, non_blocking=engine.non_blocking
             )
-        if self.points_key is not None and self.points_key in batchdata:
-            loss_kwargs["points"] = batchdata[self.points_key].to(engine.state.device, non_blocking=engine.non_blocking)
+        for name, key in (("points", self.points_key), ("segments", self.segments_key)):
+            if key is not None and key in batchdata:
+                loss_kwargs[name] = batchdata[key].to(engine.state.device, non_blocking=engine.non_blocking)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
         engine.network.train()
         engine.teacher.eval()

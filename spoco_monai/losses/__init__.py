@@ -1,5 +1,6 @@
 """SPOCO losses: discriminative terms, single-instance term, unlabeled push, embedding consistency, adversarial
-mask term (critic and WGAN-GP objectives), foreground and affinity side terms; LCFCN's point localisation loss."""
+mask term (critic and WGAN-GP objectives), foreground and affinity side terms; LCFCN's point localisation loss;
+SPML's pixel-to-segment contrast."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from spoco_monai.losses.consistency import EmbeddingConsistencyLoss
 from spoco_monai.losses.discriminative import DiscriminativeLoss
 from spoco_monai.losses.foreground import ForegroundLoss
 from spoco_monai.losses.kernel import kernel_sigma_squared
+from spoco_monai.losses.pixel_to_segment import PixelToSegmentLoss
 from spoco_monai.losses.point_localization import PointLocalizationLoss
 from spoco_monai.losses.point_supervised import PointSupervisedLoss
 from spoco_monai.losses.single_instance import ChosenObjects, SingleInstanceLoss
@@ -22,6 +24,7 @@ __all__ = [
     "EmbeddingConsistencyLoss",
     "ForegroundLoss",
     "MaskCritic",
+    "PixelToSegmentLoss",
     "PointLocalizationLoss",
     "PointSupervisedLoss",
     "SingleInstanceLoss",

@@ -10,6 +10,7 @@ from spoco_monai.transforms.box_masks import GrowFromBoxes, GrowFromBoxesd
 from spoco_monai.transforms.foreground_target import ForegroundTarget, ForegroundTargetd
 from spoco_monai.transforms.grown_masks import GrowFromPoints, GrowFromPointsd
 from spoco_monai.transforms.item_region import ItemRegionCropd, region_slices
+from spoco_monai.transforms.low_level_segments import LowLevelSegments, LowLevelSegmentsd
 from spoco_monai.transforms.labeled_crop import RandCropByLabeledInstances, RandCropByLabeledInstancesd
 from spoco_monai.transforms.point_annotation import SimulatePoints, SimulatePointsd
 from spoco_monai.transforms.scribble_annotation import SimulateScribbles, SimulateScribblesd
@@ -33,6 +34,8 @@ __all__ = [
     "GrowFromPoints",
     "GrowFromPointsd",
     "ItemRegionCropd",
+    "LowLevelSegments",
+    "LowLevelSegmentsd",
     "RandCropByLabeledInstances",
     "RandCropByLabeledInstancesd",
     "SimulateBoxes",

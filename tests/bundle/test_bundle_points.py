@@ -66,3 +66,23 @@ def test_scribbles_and_boxes_overlays_train_on_masks_grown_from_the_simulated_an
     recorded = json.loads((tmp_path / manifest).read_text())
     # one image annotated, with what the annotator drew recorded
     assert len(recorded) == 1 and all(recorded.values())
+
+
+def test_scribbles_overlay_adds_the_pixel_to_segment_contrast_on_superpixels(tiny_2d, tmp_path):
+    flow = workflow(
+        ("train", "dsb2018_2d", "scribbles"), dataset_dir=str(tiny_2d),
+        datalist_source="$os.path.join(@dataset_dir, 'datalist.json')",
+        output_dir=str(tmp_path), patch_size=[32, 32], norm="batch", patches_per_volume=2,
+        network_channels=[8, 16], network_strides=[2], whole_image_max_voxels=None, run_validation=False,
+        pixel_to_segment_weight=1.0, segment_size=20.0, **{"segmentation#roi_size": [48, 48]},
+    )
+    trainer = flow.parser.get_parsed_content("train#trainer")
+    seen = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED,
+        lambda engine: seen.append((engine.state.batch["segments"], engine.state.output["loss_terms"])),
+    )
+    flow.run()
+    # the superpixels were cropped with the patch (several per patch) and the contrast trained on them
+    assert all(segments.shape[-2:] == (32, 32) and len(torch.unique(segments)) > 5 for segments, _ in seen)
+    assert all(terms["pixel_to_segment"] > 0 for _, terms in seen)
