@@ -25,7 +25,7 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SAMPLES = {
     "lm3d_nuclei": (
         [("lm3d/gonuclear_1135.h5", (100, 100, 100), 54)],
-        [("lm3d/gonuclear_1136.h5", (100, 100, 100), 32)],
+        [("lm3d/gonuclear_1136.h5", (50, 100, 100), 21)],
         "network",
     ),
     "lm3d_membranes": (
