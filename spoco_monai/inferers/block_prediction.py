@@ -66,7 +66,9 @@ class BlockPredictor:
         channel; with a foreground setting, one more, last channel holds the foreground probability (0 or 1 for
         the intensity rule).
         """
-        region = region if isinstance(region, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(region))
+        if not isinstance(region, torch.Tensor):
+            # a read-only block (e.g. of a memory-mapped file) is copied: torch warns on arrays it cannot write
+            region = torch.from_numpy(np.require(region, dtype=np.float32, requirements=["C", "W"]))
         region = region.to(device=self.device, dtype=torch.float32)
         foreground = self.settings.foreground
         bright = region.mean(dim=0, keepdim=True) > self.intensity_threshold if foreground == "intensity" else None
