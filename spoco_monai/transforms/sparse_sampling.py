@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms import LoadImaged, MapTransform, Transform
+from monai.transforms import Compose, LoadImaged, MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type
 
 from spoco_monai.transforms.label_tensor import label_tensor
@@ -201,17 +201,23 @@ class SparseInstanceSamplingd(MapTransform):
             raise ValueError(f"id_key {self.id_key!r} is missing from the data, found keys {list(data)}.")
         return str(data[self.id_key])
 
-    def check_manifest(self, items: Sequence[Mapping], reader: Any = None) -> Sequence[Mapping]:
+    def check_manifest(
+        self, items: Sequence[Mapping], reader: Any = None, prepare: Sequence[Callable] | None = None
+    ) -> Sequence[Mapping]:
         """Say how the labels are used, and sparsify now the items the manifest already records, so that a mismatch
         stops a run at start-up.
 
         A manifest written with other settings (an output folder reused with another seed or fraction) is then
         reported by the bundle's start-up checks, before any data loader, thread or network exists, instead of
-        inside the data pipeline. Only labels whose identity (``id_key`` or file name) the manifest holds are read.
+        inside the data pipeline. Only the items whose identity (``id_key`` or file name) the manifest holds are read.
 
         Args:
             items: datalist items with the label paths under ``keys``.
-            reader: the reader ``LoadImaged`` uses for the labels (as in the training pipeline).
+            reader: the reader ``LoadImaged`` uses for the labels (as in the training pipeline), when ``prepare`` is
+                None.
+            prepare: the training pipeline's transforms before this sampling (loading, and an annotation such as
+                masks grown from clicks), so that the labels checked are those the sampling sees in training; None
+                loads the labels alone.
 
         Returns:
             ``items``, unchanged.
@@ -223,6 +229,20 @@ class SparseInstanceSamplingd(MapTransform):
         logging.getLogger(__name__).info(self.sampling.describe())
         if self.sampling.manifest is None:
             return items
+        recorded = self.sampling.manifest.read()
+        if not recorded:
+            return items
+        if prepare is None:
+            prepare = [LoadImaged(keys=self.keys, reader=reader, image_only=True, allow_missing_keys=True)]
+        pipeline = Compose(list(prepare))
+        for item in items:
+            if self.id_key is not None and self.id_key in item:
+                identities = {str(item[self.id_key])}
+            else:
+                identities = {os.path.basename(str(item[key])) for key in self.keys if key in item}
+            if identities & recorded.keys():
+                self(pipeline(dict(item)))
+        return items
         recorded = self.sampling.manifest.read()
         if not recorded:
             return items

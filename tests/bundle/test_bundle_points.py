@@ -86,3 +86,20 @@ def test_scribbles_overlay_adds_the_pixel_to_segment_contrast_on_superpixels(tin
     # the superpixels were cropped with the patch (several per patch) and the contrast trained on them
     assert all(segments.shape[-2:] == (32, 32) and len(torch.unique(segments)) > 5 for segments, _ in seen)
     assert all(terms["pixel_to_segment"] > 0 for _, terms in seen)
+
+
+@pytest.mark.parametrize("overlays", [("points_model", "points"), ("scribbles",), ("boxes",)])
+def test_a_training_from_simulated_annotations_resumes(tiny_2d, tmp_path, overlays):
+    # the start-up check of the sparse manifest sees the labels the annotation made, not the dense ones
+    settings = dict(
+        dataset_dir=str(tiny_2d), datalist_source="$os.path.join(@dataset_dir, 'datalist.json')",
+        output_dir=str(tmp_path), patch_size=[32, 32], norm="batch", patches_per_volume=1, network_channels=[8, 16],
+        network_strides=[2], whole_image_max_voxels=None, run_validation=False, **{"segmentation#roi_size": [48, 48]},
+    )
+    names = ("train", "dsb2018_2d", *overlays)
+    workflow(names, point_fraction=0.5, box_fraction=0.5, **settings).run()
+    # the rerun checks its manifest against the recorded one at start-up, then finds the training complete
+    rerun = workflow(names, point_fraction=0.5, box_fraction=0.5, **settings)
+    trainer = rerun.parser.get_parsed_content("train#trainer")
+    rerun.run()
+    assert trainer.state.iteration == 2
