@@ -111,8 +111,8 @@ def train_on_annotations(
             for random weights with the settings of the bundle's default model of the data's dimensionality, or
             ``"scratch:NAME"`` with those of the shipped model ``NAME``.
         bundle: the MONAI bundle directory.
-        validation_images: images with dense labels to select the best weights on (by the model's key metric);
-            without them the final weights are the model.
+        validation_images: images with dense labels to select the best weights on (by the model's key metric,
+            the starting weights of a fine-tune included); without them the final weights are the model.
         validation_labels: their labels.
         recipe: the training settings (default :class:`FineTuneRecipe`).
         minutes: stop training once it has taken this many minutes, counted over every run that resumes it (the
@@ -200,9 +200,17 @@ def train_on_annotations(
         # a rerun of a finished training trains nothing: the record keeps the time the training took
         seconds = max(seconds, float(read_model_folder(output)["seconds"]))
     network = flow.parser.get_parsed_content("saved_network")
-    best = Path(flow.parser.get_parsed_content("ckpt_dir")) / "model.pt"
-    if validation and best.is_file():
-        load_network_weights(network, best)
+    best_path = Path(flow.parser.get_parsed_content("ckpt_dir")) / "model.pt"
+    if validation and best_path.is_file():
+        load_network_weights(network, best_path)
+        state = flow.parser.get_parsed_content("validate#evaluator").state
+        best = {
+            "metric": flow.parser.get_parsed_content("key_metric_name"),
+            "value": float(state.best_metric),
+            # the evaluator runs at the trainer's epochs; epoch 0 is the validation before training
+            "iteration": int(state.best_metric_epoch) * int(flow.parser.get_parsed_content("iterations_per_epoch")),
+        }
+        _report_best(best, start, log)
     stopped = f", stopped at the {minutes:g}-minute limit" if iterations < recipe.iterations else ""
     inference_config = _inference_config(bundle, start, overrides, recipe.overrides)
     inference_config.update({key: flow.parser.get_parsed_content(key) for key in ARCHITECTURE})
@@ -211,6 +219,10 @@ def train_on_annotations(
         judges = _held_out_objects(volumes, Path(overrides["sparse_manifest"]))
         network, choice = _choose_on_held_out(network, start, inference_config, bundle, volumes, judges, log)
     record = _record(start, volumes, validation, recipe, sparse_fraction, seed, iterations, seconds, stopped, overrides)
+    if validation and best_path.is_file():
+        record["validation_best"] = best
+        if best["iteration"] == 0 and start["weights"] is not None:
+            record["description"] += f"; the validation data kept the starting weights of {start['name']}"
     record["annotation"] = annotation
     if radius is not None:
         record["grow_radius"] = radius
@@ -230,6 +242,18 @@ def train_on_annotations(
         f"{output} (segment with: spoco-monai segment IMAGE OUTPUT --model {output})"
     )
     return output
+
+
+def _report_best(best: dict[str, Any], start: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Say which weights the validation data chose (``best``: the metric's name, its best value, the iteration)."""
+    score = f"{best['metric']} {best['value']:.4f}"
+    if best["iteration"] == 0 and start["weights"] is not None:
+        log(
+            f"validation: the starting weights of {start['name']} scored best ({score}); the model folder keeps them: "
+            "training on these annotations did not improve the model on your validation data"
+        )
+    else:
+        log(f"validation: the weights of iteration {best['iteration']} scored best ({score})")
 
 
 def _initialize(flow: ConfigWorkflow) -> None:
@@ -344,7 +368,8 @@ def _report(
             "files are not changed"
         )
     if validation:
-        lines.append(f"validation: {len(validation)} volume(s) with dense labels select the best weights")
+        starting = ", the starting ones included" if start["weights"] is not None else ""
+        lines.append(f"validation: {len(validation)} volume(s) with dense labels select the best weights{starting}")
     else:
         lines.append("validation: none given (--val-images/--val-labels); the weights of the last iteration are kept")
     trained = model_config.get_parsed_content("element_size") if "element_size" in model_config else None

@@ -237,3 +237,26 @@ def test_a_2d_model_folder_describes_the_network_it_holds(start, tmp_path):
         assert main(["segment", str(image), str(tmp_path / "labels.tif"), "--model", str(output), "--no-progress"]) == 0
     inference = json.loads((output / "inference.json").read_text())
     assert inference["foreground_head"] is (start != "scratch")
+
+
+def test_validation_keeps_the_starting_weights_when_the_fine_tune_is_worse(annotated_volume, tmp_path):
+    image, label = annotated_volume
+    _, dense = make_synthetic_volume((32, 64, 64), seed=3, mean_cell_size=16.0)
+    dense_path = tmp_path / "dense.tif"
+    tifffile.imwrite(dense_path, dense[0].astype(np.uint16))
+    output = tmp_path / "ruined"
+    # a thousand times the training's learning rate wrecks the network in two steps
+    argv = ["train", "--images", str(image), "--labels", str(label), "--output", str(output), "--from", "model",
+            "--val-images", str(image), "--val-labels", str(dense_path), "--iterations", "2",
+            "--learning-rate-factor", "1000", "--bundle", str(BUNDLE), "--no-progress"]
+    messages = io.StringIO()
+    with contextlib.redirect_stderr(messages):
+        assert main(argv) == 0
+    assert "select the best weights, the starting ones included" in messages.getvalue()
+    assert "validation: the starting weights of model scored best (val_sbd" in messages.getvalue()
+    record = read_model_folder(output)
+    assert record["validation_best"]["iteration"] == 0 and record["validation_best"]["metric"] == "val_sbd"
+    assert record["description"].endswith("; the validation data kept the starting weights of model")
+    kept = torch.load(output / "model.pt", weights_only=True)
+    shipped = torch.load(BUNDLE / bundle_model(BUNDLE, "model")["model_path"], weights_only=True)
+    assert all(torch.equal(kept[name], shipped[name]) for name in shipped)
