@@ -372,6 +372,12 @@ def _report(
         lines.append(f"validation: {len(validation)} volume(s) with dense labels select the best weights{starting}")
     else:
         lines.append("validation: none given (--val-images/--val-labels); the weights of the last iteration are kept")
+        if start["weights"] is not None:
+            lines.append(
+                f"warning: nothing will check that training improves {start['name']}: a few annotated objects can make "
+                "it worse (bench/RESULTS.md); a densely labeled crop given with --val-images/--val-labels scores the "
+                "starting weights too and keeps them when training does not beat them"
+            )
     trained = model_config.get_parsed_content("element_size") if "element_size" in model_config else None
     for volume in volumes:
         size_warning = voxel_size_warning(volume.element_size, trained) if start["weights"] is not None else None

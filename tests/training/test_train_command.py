@@ -52,6 +52,7 @@ def test_train_reports_the_volumes_and_their_annotated_objects_before_training(t
     assert "real annotations, used whole: all 5 annotated object(s) in 1 volume(s)" in messages
     assert "starting from model" in messages
     assert "validation: none given" in messages
+    assert "warning: nothing will check that training improves model" in messages
     assert "training 2 iterations of 2 patch(es) of 32x64x64" in messages
     assert messages.index("annotated object(s) in") < messages.index("trained 2 of 2 iterations")
 
