@@ -25,9 +25,10 @@ labels; only the annotation (and what it trains) differs:
 
 Every row is scored on ``dsb2018_fluo/val`` at native resolution with :func:`spoco_monai.metrics.instance_scores`
 (SBD, AP@0.5, mAP over IoU 0.5:0.05:0.95, |DiC|), averaged over the images; the SPOCO rows segment each image whole
-with the bundle's inference settings (``segment_volume``). The points rows choose their clustering's ``threshold``,
-``min_distance`` and ``min_size`` among :data:`POINTS_CLUSTERING_GRID` on val by mAP, as the bundle's DSB
-clusterings were chosen on val; the row keeps every candidate's mAP.
+with the bundle's inference settings (``segment_volume``). The points rows choose their clustering on val by mAP,
+as the bundle's DSB clusterings were chosen on val: the ``"points"`` clustering's ``threshold``, ``min_distance``
+and ``min_size`` among :data:`POINTS_CLUSTERING_GRID`, or the other rows' seeded watershed (:data:`NUCLEI_WATERSHED`,
+the localisation channel left out); the row keeps every candidate's mAP.
 
 Annotation cost model, in annotator seconds over the training split (its nuclei counted from the labels):
 
@@ -107,6 +108,9 @@ PEER_ROWS = ("classical", "unet3")
 # the candidates of the points rows' clustering (points_model.json: 0.5, 5, 15); a first grid of thresholds 0.3 to
 # 0.7, distances 3 to 8 and sizes 15, 30 chose its corner 0.3, 8, 30 for points@1.0, so the grid reaches past it
 POINTS_CLUSTERING_GRID = {"threshold": (0.2, 0.3, 0.5), "min_distance": (5, 8, 12), "min_size": (15, 30, 60)}
+# dsb2018_2d.json's seeded watershed for a network without a foreground channel (seeds at the maxima of the Otsu
+# foreground's distance map, grown over the embeddings' borders)
+NUCLEI_WATERSHED = {"min_distance": 9, "distance_weight": 1.0, "min_size": 15}
 BUDGET_ROW = "points@1.0"
 HEADER = ("row", "annotation", "SBD", "AP@0.5", "mAP", r"\|DiC\|", "annotation s", "train s", "load")
 
@@ -132,9 +136,10 @@ def annotation_seconds(name: str, counts: dict[str, int], args: argparse.Namespa
 
 
 def segment_val(
-    row: Row, network_path: Path, args: argparse.Namespace, clustering_kwargs: dict[str, Any] | None = None
+    row: Row, network_path: Path, args: argparse.Namespace, entries: dict[str, Any] | None = None
 ) -> tuple[dict[str, float], float]:
-    """Mean instance scores of the trained network on the val images, and the seconds it took."""
+    """Mean instance scores of the trained network on the val images (with ``entries`` set in the inference
+    config), and the seconds it took."""
     parser = ConfigParser()
     names = ("common", "inference", "dsb2018_2d", *row.inference_overlays)
     parser.read_config([str(CONFIGS / f"{name}.json") for name in names])
@@ -142,8 +147,8 @@ def segment_val(
     parser["dataset_dir"] = str(args.data_dir)
     # the scores of a single pass, as validation during training gives them
     parser["test_time_flips"] = False
-    if clustering_kwargs is not None:
-        parser["clustering_kwargs"] = clustering_kwargs
+    for key, value in (entries or {}).items():
+        parser[key] = value
     network = parser.get_parsed_content("network_def")
     network.load_state_dict(torch.load(network_path, weights_only=True))
     network = network.to(parser.get_parsed_content("device")).eval()
@@ -174,16 +179,26 @@ def train_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if "points_model" not in row.overlays:
         scores, eval_s = segment_val(row, network, args)
         return {**scores, "train_s": train_s, "eval_s": eval_s}
-    # the points clustering's settings, chosen on val by mAP as the DSB models' clusterings were
+    # the clustering, chosen on val by mAP as the DSB models' clusterings were
     trials = {}
-    for threshold, min_distance, min_size in itertools.product(*POINTS_CLUSTERING_GRID.values()):
-        kwargs = {"threshold": threshold, "min_distance": min_distance, "min_size": min_size}
-        trials[json.dumps(kwargs)] = segment_val(row, network, args, kwargs)
-        print(f"{name} {kwargs}: mAP {trials[json.dumps(kwargs)][0]['map']:.3f}", file=sys.stderr, flush=True)
+    for entries in points_clusterings():
+        key = json.dumps(entries)
+        trials[key] = segment_val(row, network, args, entries)
+        print(f"{name} {entries}: mAP {trials[key][0]['map']:.3f}", file=sys.stderr, flush=True)
     best = max(trials, key=lambda key: trials[key][0]["map"])
     scores, eval_s = trials[best]
-    return {**scores, "train_s": train_s, "eval_s": eval_s, "clustering_kwargs": json.loads(best),
+    return {**scores, "train_s": train_s, "eval_s": eval_s, "clustering": json.loads(best),
             "clustering_trials": {key: trial[0]["map"] for key, trial in trials.items()}}
+
+
+def points_clusterings() -> list[dict[str, Any]]:
+    """The clusterings a points row chooses from: the ``"points"`` clustering over :data:`POINTS_CLUSTERING_GRID`,
+    and the seeded watershed of the other DSB rows, which leaves the localisation channel out."""
+    grid = itertools.product(*POINTS_CLUSTERING_GRID.values())
+    candidates = [
+        {"clustering": "points", "clustering_kwargs": dict(zip(POINTS_CLUSTERING_GRID, values))} for values in grid
+    ]
+    return [*candidates, {"clustering": "watershed", "clustering_kwargs": NUCLEI_WATERSHED}]
 
 
 def run_peer_rows(names: list[str], args: argparse.Namespace, budget_s: float) -> dict[str, dict[str, Any]]:
@@ -209,7 +224,7 @@ def row_settings(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if name in ROWS:
         settings.update(iterations=args.iterations, learning_rate=args.learning_rate, lr_steps=args.lr_steps)
     if name in ROWS and "points_model" in ROWS[name].overlays:
-        settings["clustering_grid"] = {key: list(values) for key, values in POINTS_CLUSTERING_GRID.items()}
+        settings["clusterings"] = points_clusterings()
     elif name == "classical":
         settings["tune_images"] = args.tune_images
     return settings

@@ -20,8 +20,8 @@ def cluster_block(prediction: torch.Tensor, settings: SegmentationSettings) -> n
 
     Args:
         prediction: ``(K, *extent)`` affinities (``blend="affinities"``; on CPU they are overwritten, as the
-            clustering consumes them) or ``(E, *extent)`` embeddings; then the localisation probability with
-            ``clustering="points"``; then, last, the foreground probability when ``settings.foreground`` is set.
+            clustering consumes them) or ``(E, *extent)`` embeddings; then the localisation probability of a network
+            with a localisation channel; then, last, the foreground probability when ``settings.foreground`` is set.
         settings: the segmentation settings (blend, clustering and its options, offsets, foreground).
 
     Returns:
@@ -31,8 +31,10 @@ def cluster_block(prediction: torch.Tensor, settings: SegmentationSettings) -> n
     options = dict(settings.clustering_kwargs)
     if settings.foreground is not None:
         values, options["mask"] = values[:-1], values[-1] > settings.foreground_threshold
-    if settings.clustering == "points":
-        return point_clustering(values[:-1], values[-1], affinity_delta_dist=settings.affinity_delta_dist, **options)
+    if settings.has_localization:
+        values, localization = values[:-1], values[-1]
+        if settings.clustering == "points":
+            return point_clustering(values, localization, affinity_delta_dist=settings.affinity_delta_dist, **options)
     if settings.clustering == "hdbscan":
         return hdbscan_clustering(values, **options)
     if settings.blend == "embeddings":

@@ -113,6 +113,10 @@ class SegmentationSettings:
             more exactly (``bench/RESULTS.md``, "Default model").
         device: device of the network's input and the blending buffers; ``None`` for the device of the network's
             parameters (CPU for a network without any).
+        localization: the network's last output channel is a localisation logit (a network trained from clicks,
+            ``points_model.json``): the windows blend its probability as one more channel, which ``"points"`` seeds
+            from and the other clusterings leave out (``"watershed"`` then seeds at the foreground's distance
+            maxima instead). ``clustering="points"`` implies it.
 
     Raises:
         ValueError: for an invalid value; the message names the setting and the value.
@@ -136,6 +140,7 @@ class SegmentationSettings:
     iou_threshold: float = 0.5
     test_time_flips: bool = False
     device: str | torch.device | None = None
+    localization: bool = False
 
     def __post_init__(self) -> None:
         dims = len(self.roi_size)
@@ -165,6 +170,13 @@ class SegmentationSettings:
             )
         if self.foreground is not None and self.foreground not in FOREGROUNDS:
             raise ValueError(f"foreground must be None or one of {FOREGROUNDS}, got {self.foreground!r}.")
+        if not isinstance(self.localization, bool):
+            raise ValueError(f"localization must be True or False, got {self.localization!r}.")
+        if self.localization and self.foreground == "network":
+            raise ValueError(
+                "a localisation channel is the network's last channel, which foreground 'network' would read as a "
+                "foreground; use foreground None or 'intensity'."
+            )
         if self.clustering == "points":
             _check_point_options(dict(self.clustering_kwargs or {}), self.foreground)
         if not 0 < self.foreground_threshold < 1:
@@ -227,10 +239,15 @@ class SegmentationSettings:
     def logit_channel(self) -> bool:
         """Whether the network's last output channel is a logit, not an embedding.
 
-        It is a foreground (``foreground="network"``) or a localisation map (``clustering="points"``); the windows
-        blend its sigmoid as one more, last channel of the prediction.
+        It is a foreground (``foreground="network"``) or a localisation map (``localization``, or
+        ``clustering="points"``); the windows blend its sigmoid as one more, last channel of the prediction.
         """
-        return self.foreground == "network" or self.clustering == "points"
+        return self.foreground == "network" or self.has_localization
+
+    @property
+    def has_localization(self) -> bool:
+        """Whether the network's last output channel is a localisation map."""
+        return self.localization or self.clustering == "points"
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that decide the labels, JSON-serialisable (the device is left out: it does not)."""

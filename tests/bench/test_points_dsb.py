@@ -56,9 +56,9 @@ def test_one_row_from_clicks_trains_scores_and_is_skipped_when_run_again(tiny_ds
     assert stored["settings"]["iterations"] == 2 and result["train_s"] > 0
     assert 0.0 <= result["sbd"] <= 1.0 and 0.0 <= result["map"] <= 1.0 and result["annotation_s"] > 0
     # the clustering's settings were chosen on val: the best of the grid's trials
-    assert len(result["clustering_trials"]) == 27
+    assert len(result["clustering_trials"]) == 28
     assert result["map"] == max(result["clustering_trials"].values())
-    assert result["clustering_trials"][json.dumps(result["clustering_kwargs"])] == result["map"]
+    assert result["clustering_trials"][json.dumps(result["clustering"])] == result["map"]
     assert "| points@0.1 | clicks |" in first.out and "click 2.4 s" in first.out
     points_dsb.main(argv)
     second = capsys.readouterr()

@@ -119,3 +119,23 @@ def test_the_clustering_and_its_options_are_part_of_the_fingerprint():
 def test_invalid_point_settings_raise(changes, message):
     with pytest.raises(ValueError, match=message):
         settings(**changes)
+
+
+def test_other_clusterings_leave_the_localisation_channel_out():
+    image, truth = two_discs_and_their_clicks()
+    watershed = {"clustering": "watershed", "clustering_kwargs": {"min_distance": 4}, "foreground": "intensity"}
+    with_channel = segment_volume(
+        image, PointwiseNetwork(), settings(roi_size=SHAPE, localization=True, **watershed), progress=False
+    )
+
+    def embeddings_only(x: torch.Tensor) -> torch.Tensor:
+        return PointwiseNetwork()(x)[:, :-1]
+
+    without = segment_volume(image, embeddings_only, settings(roi_size=SHAPE, **watershed), progress=False)
+    np.testing.assert_array_equal(with_channel, without)
+    assert len(np.unique(with_channel[truth > 0])) == 2
+
+
+def test_a_localisation_channel_is_not_a_foreground():
+    with pytest.raises(ValueError, match="which foreground 'network' would read as a foreground"):
+        settings(clustering="mws", clustering_kwargs={}, localization=True, foreground="network")
