@@ -63,6 +63,10 @@ class FineTuneRecipe:
         max_instances: annotated objects drawn per patch for the loss (the rest of the patch's objects wait for
             another patch); None uses all of them.
         patch_size: training patch size; None keeps the starting model's.
+        consistency_weight: a fine-tune's weight of the consistency term between the network and its moving-average
+            teacher (None: the model's own, 1 for the shipped ones). It holds the network near what it knew while
+            the few annotated objects pull it; 10 was the best of the recipes compared on the EM selection split
+            (``bench/RESULTS.md``).
         holdout: the fraction of each volume's annotated objects kept out of training (a seeded choice, recorded
             in the sparse annotation manifest) to judge the result on
             (:func:`~spoco_monai.training.held_out_choice.choose_on_held_out`): the affinity kernel's
@@ -76,6 +80,7 @@ class FineTuneRecipe:
     learning_rate_factor: float = 0.02
     max_instances: int | None = None
     patch_size: tuple[int, ...] | None = None
+    consistency_weight: float | None = 10.0
     holdout: float = 0.0
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -435,6 +440,8 @@ def _training_overrides(
         start["training_configs"] = [*start["training_configs"], FINETUNE_CONFIG]
         overrides["source_checkpoint"] = start["weights"]
         overrides["learning_rate_factor"] = float(recipe.learning_rate_factor)
+        if recipe.consistency_weight is not None:
+            overrides["loss_weights#consistency"] = float(recipe.consistency_weight)
         overrides.update(start["finetune_settings"])
     overrides.update(recipe.overrides)
     return overrides
