@@ -162,11 +162,16 @@ def segment_val(
     return mean_instance_scores(scores), time.perf_counter() - start
 
 
-def train_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Train a row through the bundle (resuming an interrupted run) and score its final network."""
+def train_row(name: str, args: argparse.Namespace, trained_s: float | None = None) -> dict[str, Any]:
+    """Train a row through the bundle (resuming an interrupted run) and score its final network; with
+    ``trained_s`` (a stored row with the same training settings took that long) the final network is only scored
+    again."""
     row = ROWS[name]
     folder = args.output_dir / name
     folder.mkdir(parents=True, exist_ok=True)
+    final = folder / "checkpoints" / f"checkpoint_final_iteration={args.iterations}.pt"
+    if trained_s is not None and final.is_file():
+        return score_row(name, sparse_dsb._final_network(final.parent, args.iterations), trained_s, args)
     overrides = {
         "dataset_dir": str(args.data_dir), "seed": args.seed, "learning_rate": args.learning_rate,
         **row.overrides, "output_dir": str(folder), "num_iterations": args.iterations,
@@ -175,7 +180,12 @@ def train_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
     configs = [*sparse_dsb.TRAIN_CONFIGS, *(CONFIGS / f"{overlay}.json" for overlay in row.overlays)]
     train_s = sparse_dsb._run_bundle(configs, overrides, folder / "train.log")
-    network = sparse_dsb._final_network(folder / "checkpoints", args.iterations)
+    return score_row(name, sparse_dsb._final_network(folder / "checkpoints", args.iterations), train_s, args)
+
+
+def score_row(name: str, network: Path, train_s: float, args: argparse.Namespace) -> dict[str, Any]:
+    """The val scores of a trained row's network (a points row's with the clustering it chooses on val)."""
+    row = ROWS[name]
     if "points_model" not in row.overlays:
         scores, eval_s = segment_val(row, network, args)
         return {**scores, "train_s": train_s, "eval_s": eval_s}
@@ -279,10 +289,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: read from {path}", file=sys.stderr, flush=True)
             continue
         if name in ROWS:
-            result = train_row(name, args)
-            if stored is not None and all(stored["settings"].get(key) == settings[key] for key in TRAINING_SETTINGS):
-                # the bundle found the training finished and only the scoring ran again: keep the training's time
-                result["train_s"] = stored["result"]["train_s"]
+            trained = stored is not None and all(stored["settings"].get(key) == settings[key] for key in TRAINING_SETTINGS)
+            # a stored row trained with the same settings is only scored again (other clusterings), keeping its time
+            result = train_row(name, args, stored["result"]["train_s"] if trained else None)
         else:
             budget = args.peer_budget_s or results.get(BUDGET_ROW, {}).get("train_s")
             if budget is None and name == "unet3":
