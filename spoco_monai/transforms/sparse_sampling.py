@@ -243,15 +243,3 @@ class SparseInstanceSamplingd(MapTransform):
             if identities & recorded.keys():
                 self(pipeline(dict(item)))
         return items
-        recorded = self.sampling.manifest.read()
-        if not recorded:
-            return items
-        loader = LoadImaged(keys=self.keys, reader=reader, image_only=True, allow_missing_keys=True)
-        for item in items:
-            if self.id_key is not None and self.id_key in item:
-                identities = {str(item[self.id_key])}
-            else:
-                identities = {os.path.basename(str(item[key])) for key in self.keys if key in item}
-            if identities & recorded.keys():
-                self(loader(dict(item)))
-        return items
