@@ -63,6 +63,10 @@ def test_clicks_in_a_napari_points_file_train_a_click_model_that_segment_uses(nu
     code, messages = run(["segment", str(image), str(tmp_path / "labels.tif"), "--model", str(output), "--no-progress"])
     assert code == 0, messages
     assert tifffile.imread(tmp_path / "labels.tif").shape == dense.shape
+    # the seeded watershed leaves the localisation channel out
+    code, messages = run(["segment", str(image), str(tmp_path / "watershed.tif"), "--model", str(output),
+                          "--clustering", "watershed", "--min-distance", "4", "--no-progress"])
+    assert code == 0, messages
 
 
 def test_clicks_cannot_fine_tune_a_model_without_a_localisation_channel(nuclei_image, tmp_path):
