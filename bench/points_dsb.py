@@ -13,7 +13,8 @@ labels; only the annotation (and what it trains) differs:
 * ``scribbles``: one stroke along the skeleton of every nucleus (``scribbles.json``: ``SimulateScribblesd``), grown
   into masks by ``GrowFromPointsd``, SPOCO on them; the bundle's seeded watershed inside the Otsu foreground;
 * ``scribbles+p2s``: the same strokes, plus the pixel-to-segment contrast (``PixelToSegmentLoss``, weight 1) on
-  the unlabeled pixels over SLIC superpixels of about 50 pixels (``LowLevelSegmentsd``);
+  the unlabeled pixels over SLIC superpixels of about 50 pixels (``LowLevelSegmentsd``), at most 1024 pixels per
+  patch compared with every segment (``scribbles.json``'s ``pixel_to_segment_max_pixels``);
 * ``boxes``: the bounding box of every nucleus (``boxes.json``: ``SimulateBoxesd``), grown into a mask inside it by
   ``GrowFromBoxesd``, SPOCO on the masks; segmented like ``scribbles``;
 * ``spoco@0.1``: SPOCO on the full masks of 10% of the nuclei (as ``bench/sparse_dsb.py``);

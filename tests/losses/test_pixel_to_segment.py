@@ -90,3 +90,12 @@ def test_only_the_embedding_channels_are_compared():
     assert first(with_foreground, target, segments=segments).item() == pytest.approx(
         plain(embeddings, target, segments=segments).item(), rel=1e-12
     )
+
+
+def test_max_pixels_keeps_every_kth_region_pixel():
+    embeddings, segments, region = tiny()
+    # region pixels with a segment: 0 and 2; a step of 2 keeps pixel 0 only
+    value = PixelToSegmentLoss(Constant(), temperature=1.0, max_pixels=1).contrast(embeddings, segments, region)
+    assert value.item() == pytest.approx(math.log1p(math.exp(-8.75)), rel=1e-12)
+    everything = PixelToSegmentLoss(Constant(), temperature=1.0, max_pixels=2).contrast(embeddings, segments, region)
+    assert everything.item() == pytest.approx((math.log1p(math.exp(-8.75)) + math.log1p(math.exp(-6.25))) / 2)
