@@ -34,11 +34,11 @@ from spoco_monai.engines.checkpoint import load_network_weights
 from spoco_monai.engines.time_budget import TimeBudget
 from spoco_monai.inferers.settings import AFFINITY_CLUSTERINGS
 from spoco_monai.training.annotations import AnnotatedVolume, describe_volumes, summarize_pairs
-from spoco_monai.training.weak_annotations import CLICK_CONFIGS, annotation_label_images, annotation_overlays
 from spoco_monai.training.held_out_choice import HeldOutChoice, choose_on_held_out
+from spoco_monai.training.model_folder import TRAINING_FOLDER, is_model_folder, read_model_folder, write_model_folder
+from spoco_monai.training.weak_annotations import CLICK_CONFIGS, annotation_label_images, annotation_overlays
 from spoco_monai.transforms.simulated_annotator import chosen_count
 from spoco_monai.transforms.sparse_manifest import SparseAnnotationManifest
-from spoco_monai.training.model_folder import TRAINING_FOLDER, is_model_folder, read_model_folder, write_model_folder
 
 __all__ = ["FineTuneRecipe", "SCRATCH", "train_on_annotations"]
 
@@ -108,8 +108,8 @@ def train_on_annotations(
     Args:
         images: image paths (NIfTI, TIFF, ``file.h5:dataset``, zarr), 2D or 3D, channels first if any.
         labels: annotation paths, one per image. Masks: label images, id > 0 an annotated object, 0 unlabeled, -1
-            ignored. Points: napari Points CSV files or point label images; scribbles: stroke label images (see
-            boxes: boxes CSV files (see :mod:`~spoco_monai.training.weak_annotations`).
+            ignored. Points: napari Points CSV files or point label images; scribbles: stroke label images; boxes:
+            boxes CSV files (see :mod:`~spoco_monai.training.weak_annotations`).
         output: the model folder to write (see :mod:`~spoco_monai.training.model_folder`); its ``training``
             subfolder holds the checkpoints, and a rerun of the same command resumes from them.
         start_from: a model the bundle ships (e.g. ``"em3d_neurons"``) or a model folder to fine-tune; ``"scratch"``
