@@ -1,8 +1,9 @@
 """Benchmark of the SPOCO losses on a 3D patch, against a U-Net step and a one-hot formulation.
 
 Run as ``python -m bench.losses`` (options: ``--objects 50 200``, ``--repeats 2``, ``--threads 1``,
-``--max-instances N`` for SpocoLoss, ``--device cpu|cuda``, ``--case 3d|dsb2d``, ``--clock wall|cpu``). About 5
-minutes on 2 idle CPU cores.
+``--max-instances N`` and ``--kernel-pixels P`` for SpocoLoss, ``--device cpu|cuda``, ``--case 3d|dsb2d``,
+``--clock wall|cpu``). About 5 minutes on 2 idle CPU cores. ``--quality P [P ...]`` instead prints how far
+``kernel_pixels`` P moves each term and its gradient from the exact ones (``--draws`` seeds each).
 
 Patch: B=2, E=16, 64x128x128. Labels: Voronoi cells of random seeds (scipy's Euclidean distance transform
 gives every voxel its nearest seed); per sample, the requested number of cells are labeled objects and a
@@ -118,7 +119,7 @@ def onehot_discriminative(embeddings: torch.Tensor, target: torch.Tensor, loss: 
     return loss.alpha * pull + loss.beta * push + loss.gamma * reg
 
 
-def build_step(kind: str, inputs: dict[str, torch.Tensor], device: torch.device, max_instances: int | None):
+def build_step(kind: str, inputs: dict[str, torch.Tensor], device: torch.device, loss_options: dict[str, object]):
     from monai.networks.nets import UNet
 
     from spoco_monai.losses import DiscriminativeLoss, SpocoLoss
@@ -141,18 +142,23 @@ def build_step(kind: str, inputs: dict[str, torch.Tensor], device: torch.device,
 
         return teacher_forward
     if kind == "spoco2d":
-        spoco = SpocoLoss(sparse=False, max_instances=max_instances)
+        spoco = SpocoLoss(sparse=False, **loss_options)
         return lambda: spoco(embeddings, target, inputs["teacher"])
     if kind == "unet":
         network = UNet(3, 1, EMBEDDING_DIM, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2)).to(device)
         return lambda: network(inputs["image"]).square().mean()
     if kind == "spoco":
-        spoco = SpocoLoss(sparse=True, max_instances=max_instances)
+        spoco = SpocoLoss(sparse=True, **loss_options)
         return lambda: spoco(embeddings, target, inputs["teacher"])
     discriminative = DiscriminativeLoss()
     if kind == "pullpush":
         return lambda: discriminative(embeddings, target)
     return lambda: onehot_discriminative(embeddings, target, discriminative)
+
+
+def loss_options(args: argparse.Namespace) -> dict[str, object]:
+    """SpocoLoss's ``max_instances`` and ``kernel_pixels`` of the command line."""
+    return {"max_instances": args.max_instances, "kernel_pixels": args.kernel_pixels}
 
 
 def _resident_kib(field: str) -> int:
@@ -167,7 +173,7 @@ def measure(kind: str, num_objects: int, repeats: int, args: argparse.Namespace)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     inputs = make_inputs(num_objects, device, "dsb2d" if kind.endswith("2d") else "3d")
-    step = build_step(kind, inputs, device, args.max_instances)
+    step = build_step(kind, inputs, device, loss_options(args))
 
     def run() -> float:
         inputs["embeddings"].grad = None
@@ -203,6 +209,7 @@ def _run_subprocess(kind: str, num_objects: int, args: argparse.Namespace, repea
     command += ["--repeats", str(repeats), "--device", args.device, "--threads", str(args.threads)]
     command += ["--clock", args.clock]
     command += [] if args.max_instances is None else ["--max-instances", str(args.max_instances)]
+    command += [] if args.kernel_pixels is None else ["--kernel-pixels", str(args.kernel_pixels)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -219,7 +226,8 @@ def dsb_step_split(args: argparse.Namespace) -> None:
     """Print the split of a 2D DSB training step between the network, the teacher and SpocoLoss."""
     print(f"device {args.device}, torch threads {args.threads}, {args.clock} clock, ", end="")
     print(f"2D DSB step: B={DSB_BATCH} E={EMBEDDING_DIM} {DSB_PATCH}, ", end="")
-    print(f"dense labels, SpocoLoss(sparse=False, max_instances={args.max_instances}) with teacher embeddings\n")
+    options = ", ".join(f"{name}={value}" for name, value in loss_options(args).items())
+    print(f"dense labels, SpocoLoss(sparse=False, {options}) with teacher embeddings\n")
     network = run_isolated("unet2d", args.objects[0], args)
     teacher = run_isolated("teacher2d", args.objects[0], args)
     loss = run_isolated("spoco2d", args.objects[0], args)
@@ -231,12 +239,83 @@ def dsb_step_split(args: argparse.Namespace) -> None:
     print(f"\nSpocoLoss / U-Net forward + backward: {loss['seconds'] / network['seconds']:.2f}")
 
 
+def clustered_inputs(num_objects: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The 3D patch's Voronoi labels with embeddings as a trained network gives them: every cell's voxels around a
+    centre of its own (centres N(0, 1) per dimension, about 5.7 apart; voxels N(0, 0.1^2) per dimension around it,
+    within delta_v of it), the teacher's N(0, 0.05^2) per dimension from the student's."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.from_numpy(np.stack([voronoi_labels(num_objects, s) for s in range(BATCH)])[:, None])
+    # every voxel takes the centre of its label; the unlabeled cells (id 0) share one
+    centres = torch.randn(BATCH, num_objects + 1, EMBEDDING_DIM, generator=generator)
+    embeddings = centres.gather(1, labels.flatten(1).unsqueeze(-1).expand(-1, -1, EMBEDDING_DIM)).transpose(1, 2)
+    embeddings = embeddings.reshape(BATCH, EMBEDDING_DIM, *PATCH)
+    embeddings = embeddings + 0.1 * torch.randn(embeddings.shape, generator=generator)
+    teacher = embeddings + 0.05 * torch.randn(embeddings.shape, generator=generator)
+    return {"target": labels, "embeddings": embeddings.requires_grad_(), "teacher": teacher}
+
+
+#: The terms :func:`kernel_pixel_quality` compares, by the SpocoLoss weights that leave each alone.
+_ALONE = {"alpha": 0.0, "beta": 0.0, "gamma": 0.0, "instance_weight": 0.0, "unlabeled_weight": 0.0}
+QUALITY_TERMS = {
+    "single-instance": {**_ALONE, "instance_weight": 1.0, "consistency_weight": 0.0},
+    "unlabeled push": {**_ALONE, "unlabeled_weight": 1.0, "consistency_weight": 0.0},
+    "consistency": _ALONE,
+    "all terms": {},
+}
+
+
+def kernel_pixel_quality(args: argparse.Namespace) -> None:
+    """Print, per ``kernel_pixels`` and term, the loss / exact loss and the cosine between their gradients.
+
+    Each estimate is compared with the exact loss of the same seed: the single-instance term then has the same
+    anchors and objects, the unlabeled push is not random, and the consistency term draws its anchors among the
+    drawn pixels, so its anchors differ. The first row compares exact losses of two seeds: how far the random
+    anchors alone move the loss and its gradient.
+    """
+    from spoco_monai.losses import SpocoLoss
+
+    torch.set_num_threads(args.threads)
+    inputs = clustered_inputs(args.objects[0])
+    embeddings = inputs["embeddings"]
+
+    def evaluate(weights: dict[str, float], kernel_pixels: int | None, seed: int) -> tuple[float, torch.Tensor, float]:
+        loss = SpocoLoss(max_instances=args.max_instances, kernel_pixels=kernel_pixels, seed=seed, **weights)
+        start = time.process_time()
+        value = loss(embeddings, inputs["target"], inputs["teacher"])
+        gradient = torch.autograd.grad(value, embeddings)[0].flatten()
+        return float(value.detach()), gradient, time.process_time() - start
+
+    def cell(pairs: list[tuple[tuple[float, torch.Tensor, float], tuple[float, torch.Tensor, float]]]) -> str:
+        ratios = np.array([estimate[0] / exact[0] for estimate, exact in pairs])
+        cosines = np.array([float(torch.cosine_similarity(estimate[1], exact[1], dim=0)) for estimate, exact in pairs])
+        seconds = np.median([estimate[2] for estimate, _ in pairs])
+        return f"{ratios.mean():.3f}, {cosines.mean():.2f}, {seconds:.2f}"
+
+    rows: dict[str, list[str]] = {}
+    for weights in QUALITY_TERMS.values():
+        exact = [evaluate(weights, None, seed) for seed in range(args.draws)]
+        rows.setdefault("exact, another seed", []).append(cell(list(zip(exact[1:] + exact[:1], exact))))
+        for kernel_pixels in args.quality:
+            estimates = [evaluate(weights, kernel_pixels, seed) for seed in range(args.draws)]
+            rows.setdefault(str(kernel_pixels), []).append(cell(list(zip(estimates, exact))))
+    print(f"patch B={BATCH} E={EMBEDDING_DIM} {PATCH} ({int(np.prod(PATCH))} voxels), {args.objects[0]} objects, ")
+    print(f"clustered embeddings, max_instances={args.max_instances}, {args.draws} seeds per cell; each cell: loss / ")
+    print("exact loss, gradient cosine with the exact gradient (means over the seeds), CPU s of forward + backward\n")
+    print("| `kernel_pixels` | " + " | ".join(QUALITY_TERMS) + " |")
+    print("|---" * (len(QUALITY_TERMS) + 1) + "|")
+    for name, cells in rows.items():
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-instances", type=int, default=None, help="SpocoLoss max_instances (default: all)")
+    parser.add_argument("--kernel-pixels", type=int, default=None, help="SpocoLoss kernel_pixels (default: exact)")
+    parser.add_argument("--quality", type=int, nargs="+", help="instead: the estimate's error at these kernel_pixels")
+    parser.add_argument("--draws", type=int, default=4, help="loss seeds per cell of --quality")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--case", choices=["3d", "dsb2d"], default="3d", help="3D patch table or 2D DSB step split")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall-clock or process CPU time")
@@ -248,13 +327,16 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.measure, args.objects[0], args.repeats, args)))
         return
+    if args.quality:
+        kernel_pixel_quality(args)
+        return
     if args.case == "dsb2d":
         dsb_step_split(args)
         return
     unet = run_isolated("unet", args.objects[0], args)
     print(f"device {args.device}, torch threads {args.threads}, {args.clock} clock, ", end="")
     print(f"patch B={BATCH} E={EMBEDDING_DIM} {PATCH}, ", end="")
-    print(f"SpocoLoss max_instances={args.max_instances}")
+    print("SpocoLoss " + ", ".join(f"{name}={value}" for name, value in loss_options(args).items()))
     print(f"U-Net step: {unet['seconds']:.2f} s, peak {unet['peak_mib']:.0f} MiB\n")
     print(
         "| objects | SpocoLoss step (s) | / U-Net step | SpocoLoss peak (MiB) | / U-Net peak "

@@ -59,6 +59,11 @@ SETTINGS: dict[str, dict[str, object]] = {
     "spoco@1.0": {"sparse_fraction": 1.0},
     "dense": _DENSE,
     "dense+fg": {**_DENSE, "foreground_head": True, "loss_weights#foreground": 5.0, "learning_rate": 0.001},
+    # the same with 8 full-resolution channels and channels-last networks: a cheaper training step
+    "dense+fg+head8": {
+        **_DENSE, "foreground_head": True, "loss_weights#foreground": 5.0, "learning_rate": 0.001, "head_channels": 8,
+        "channels_last": True,
+    },
     "spoco@0.1+fg": {"sparse_fraction": 0.1, "foreground_head": True, "loss_weights#foreground": 5.0},
     "disc": {**_DENSE, **_NO_SPOCO_TERMS},
     "spoco@0.1-nocons": {"sparse_fraction": 0.1, "loss_weights#consistency": 0.0},

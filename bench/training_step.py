@@ -1,7 +1,8 @@
 """Where a training iteration's time goes: the bundle's SPOCO trainer against the three-class U-Net peer's loop.
 
-Run as ``python -m bench.training_step [--cases dsb-dense dsb@0.1 em3d-finetune] [--iterations 30] [--warmup 5]
-[--train-images 24] [--clock cpu|wall] [--channels-last]`` from the repository root. About 3 minutes on one thread.
+Run as ``python -m bench.training_step [--cases dsb-dense dsb@0.1 em3d-finetune em3d-scratch] [--iterations 30]
+[--warmup 5] [--train-images 24] [--clock cpu|wall] [--channels-last] [--head-channels N]`` from the repository
+root. About 4 minutes on one thread.
 
 SPOCO side: the real trainer of the bundle (``common.json`` + ``train.json`` + the overlay, built by
 ``monai.bundle.ConfigParser``), with its data pipeline, teacher, loss, optimiser, EMA update and logging handlers
@@ -12,7 +13,9 @@ SPOCO side: the real trainer of the bundle (``common.json`` + ``train.json`` + t
 * ``dsb@0.1``: ``dsb2018_2d.json`` with SPOCO@0.1 (sparse labels, unlabeled push, consistency on the unlabeled
   region), 4 patches of 128x128;
 * ``em3d-finetune``: ``em3d_neurons.json`` + ``finetune.json`` from the shipped ``em3d_neurons`` model,
-  2 patches of 40x64x64.
+  2 patches of 40x64x64;
+* ``em3d-scratch``: ``em3d_neurons.json`` alone, a new network (so ``--head-channels`` applies), 2 patches of
+  40x64x64.
 
 Peer side: the loop of ``peers.py``'s ``unet3`` peer (crops, three-class Dice + cross-entropy, Adam), on the same
 images, with the SPOCO case's network architecture but 3 output channels: in 2D ``peers.CropSampler`` (the peer
@@ -126,6 +129,12 @@ CASES: dict[str, Case] = {
         volume=str(DATA / "em3d" / "gala_fibsem_train.h5"),
         notes="2 x 40x64x64, fine-tune of em3d_neurons",
     ),
+    "em3d-scratch": Case(
+        ("em3d_neurons.json",),
+        {},
+        volume=str(DATA / "em3d" / "gala_fibsem_train.h5"),
+        notes="2 x 40x64x64, em3d_neurons from scratch",
+    ),
 }
 
 
@@ -176,16 +185,18 @@ def timed(times: PartTimes, part: str, function: Callable) -> Callable:
 
 
 def build_spoco_config(
-    case: Case, output_dir: Path, train_images: int, channels_last: bool = False
+    case: Case, output_dir: Path, train_images: int, channels_last: bool = False, head_channels: int | None = None
 ) -> ConfigParser:
     """The bundle config of ``case``, parsed and initialised (seeds, data checks) as the bundle's run does, on the
-    first ``train_images`` training items, writing to ``output_dir``, with the bundle's ``channels_last``;
+    first ``train_images`` training items, writing to ``output_dir``, with the bundle's ``channels_last`` and
+    ``head_channels`` (the case's own when None);
     ``train#trainer`` is the trainer."""
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / name) for name in ("common.json", "train.json", *case.overlays)])
     parser["bundle_root"] = str(REPOSITORY / "bundle")
     parser["output_dir"] = str(output_dir)
-    for key, value in {**_COMMON_OVERRIDES, **case.overrides, "channels_last": channels_last}.items():
+    network = {"channels_last": channels_last, **({} if head_channels is None else {"head_channels": head_channels})}
+    for key, value in {**_COMMON_OVERRIDES, **case.overrides, **network}.items():
         parser[key] = value
     parser["train#datalist"] = f"$@datalist['training'][:{train_images}]"
     parser.parse()
@@ -341,7 +352,7 @@ def measure_case(name: str, args: argparse.Namespace) -> tuple[dict[str, float],
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     spoco_times, peer_times = PartTimes(clock), PartTimes(clock)
     with tempfile.TemporaryDirectory() as output_dir:
-        config = build_spoco_config(case, Path(output_dir), args.train_images, args.channels_last)
+        config = build_spoco_config(case, Path(output_dir), args.train_images, args.channels_last, args.head_channels)
         trainer = config.get_parsed_content("train#trainer")
         sampler, peer_network = build_peer(case, config, args.train_images, args.seed)
         peer_step = peer_step_function(sampler, peer_network, peer_times)
@@ -393,6 +404,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--channels-last", action="store_true", help="the bundle's channels_last for SPOCO's networks")
+    parser.add_argument("--head-channels", type=int, default=None, help="the bundle's head_channels for SPOCO")
     args = parser.parse_args(argv)
     for option in ("iterations", "train_images", "threads"):
         if getattr(args, option) <= 0:
@@ -408,6 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.cases:
         spoco, peer = measure_case(name, args)
         setting = CASES[name].notes + (", channels_last" if args.channels_last else "")
+        setting += f", head_channels {args.head_channels}" if args.head_channels is not None else ""
         print(
             f"\n### {name} ({setting}); {args.clock} clock, {args.threads} thread(s), median of {args.iterations} "
             f"iterations after {args.warmup}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"

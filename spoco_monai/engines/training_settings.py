@@ -93,6 +93,8 @@ class TrainingSettings:
             self.changed = True
             return {name: (MISSING, value) for name, value in now.items()}
         before = _flattened(json.loads(saved["values"]))
+        # a setting introduced after the checkpoint was saved reads None where it keeps the earlier behaviour
+        before.update({name: None for name, value in now.items() if value is None and name not in before})
         changes = {
             name: (before.get(name, MISSING), now.get(name, MISSING))
             for name in sorted(before.keys() | now.keys())

@@ -22,7 +22,7 @@ from spoco_monai.losses.pairwise import (
 from spoco_monai.losses.sampling import pick_per_group, random_priorities, random_subset
 from spoco_monai.validation import check_int, check_positive_int
 
-__all__ = ["ChosenObjects", "SingleInstanceLoss", "INSTANCE_LOSSES"]
+__all__ = ["ChosenObjects", "SingleInstanceLoss", "INSTANCE_LOSSES", "estimated_mask_squares"]
 
 #: Per-object losses between a soft mask and a ground-truth mask.
 INSTANCE_LOSSES = ("dice", "bce")
@@ -216,18 +216,25 @@ class SingleInstanceLoss(nn.Module):
             rate=0.5 / self.sigma_sq,
         )
 
-    def chosen_term(self, chosen: ChosenObjects) -> torch.Tensor:
-        """Single-instance loss of the objects drawn by :meth:`choose`, batch mean."""
+    def chosen_term(self, chosen: ChosenObjects, pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """Single-instance loss of the objects drawn by :meth:`choose`, batch mean.
+
+        Args:
+            chosen: the objects and anchors of :meth:`choose`.
+            pixels: None (exact), or (B, P) distinct pixels of each sample drawn uniformly at random: the Dice's
+                sum of S_c^2 outside object c is then estimated on them (:func:`estimated_mask_squares`). Only
+                ``"dice"`` supports it.
+
+        Raises:
+            ValueError: ``pixels`` with ``loss="bce"``.
+        """
+        if pixels is not None and self.loss != "dice":
+            raise ValueError(f"a pixel subset estimates the Dice only, found loss={self.loss!r}.")
         embeddings, objects, valid, rate = chosen.embeddings, chosen.objects, chosen.valid, chosen.rate
         batch = embeddings.shape[0]
-        num_slots = objects.num_slots
         num_chosen = chosen.slots.shape[1]
 
-        # Squared distance of each pixel to the anchor of its own object (column num_chosen: not chosen).
-        column_of_slot = torch.full((batch, num_slots + 1), num_chosen, dtype=torch.int64, device=embeddings.device)
-        column_of_slot.scatter_(1, chosen.slots, torch.arange(num_chosen, device=embeddings.device).expand(batch, -1))
-        column = column_of_slot.gather(1, objects.slots)
-        padded_anchors = nn.functional.pad(chosen.anchors.transpose(1, 2), (0, 1))
+        column, padded_anchors = _own_columns(chosen)
         origin = centre_of_valid_pixels(embeddings, valid)
 
         def per_member_sum(values: torch.Tensor) -> torch.Tensor:
@@ -235,7 +242,10 @@ class SingleInstanceLoss(nn.Module):
 
         if self.loss == "dice":
             intersection = _OwnGaussianSums.apply(embeddings, padded_anchors, column, rate)[:, :num_chosen]
-            mask_sq = kernel_sums(chosen.anchors, embeddings, valid, origin, GaussianKernel(2.0 * rate))
+            if pixels is None:
+                mask_sq = kernel_sums(chosen.anchors, embeddings, valid, origin, GaussianKernel(2.0 * rate))
+            else:
+                mask_sq = estimated_mask_squares(chosen, pixels)
             # Absent slots get size 1 instead of 0 so that their (discarded) Dice has no 0/0 in its gradient.
             sizes = objects.counts.gather(1, chosen.slots).clamp_min(1).to(embeddings.dtype)
             per_object = dice_loss_from_sums(intersection, mask_sq, sizes)
@@ -248,3 +258,40 @@ class SingleInstanceLoss(nn.Module):
             everywhere = kernel_sums(chosen.anchors, embeddings, valid, origin, outside)
             per_object = (per_member_sum(inside) + everywhere) / valid.sum(dim=1, keepdim=True).clamp_min(1)
         return per_object_mean(per_object, chosen.present).mean()
+
+
+def _own_columns(chosen: ChosenObjects) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N) int64 the chosen object of each pixel (M: none), and (B, E, M + 1) the chosen anchors with a zero
+    column for the pixels of no chosen object."""
+    objects, batch, num_chosen = chosen.objects, chosen.slots.shape[0], chosen.slots.shape[1]
+    device = chosen.slots.device
+    column_of_slot = torch.full((batch, objects.num_slots + 1), num_chosen, dtype=torch.int64, device=device)
+    column_of_slot.scatter_(1, chosen.slots, torch.arange(num_chosen, device=device).expand(batch, -1))
+    return column_of_slot.gather(1, objects.slots), nn.functional.pad(chosen.anchors.transpose(1, 2), (0, 1))
+
+
+def estimated_mask_squares(chosen: ChosenObjects, pixels: torch.Tensor) -> torch.Tensor:
+    """sum_i S_m(i)^2 over the valid pixels for every chosen object m, its (objects x pixels) part estimated.
+
+    The sum over object m's own pixels is exact (one pass over the pixels). The sum over every other valid pixel is
+    estimated from the P pixels of ``pixels``, drawn uniformly without replacement among the N of each sample:
+    N / P times their sum, an unbiased estimate. Its cost is that of P pixels instead of N.
+
+    Args:
+        chosen: the objects and anchors of :meth:`SingleInstanceLoss.choose` (embeddings (B, E, N)).
+        pixels: (B, P) distinct pixels of each sample.
+
+    Returns:
+        (B, M) estimated sums, differentiable.
+    """
+    embeddings, valid, rate = chosen.embeddings, chosen.valid, chosen.rate
+    num_chosen = chosen.slots.shape[1]
+    column, padded_anchors = _own_columns(chosen)
+    origin = centre_of_valid_pixels(embeddings, valid)
+    own = _OwnGaussianSums.apply(embeddings, padded_anchors, column, 2.0 * rate)[:, :num_chosen]
+    points = embeddings.gather(2, pixels.unsqueeze(1).expand(-1, embeddings.shape[1], -1))
+    drawn = kernel_sums(chosen.anchors, points, valid.gather(1, pixels), origin, GaussianKernel(2.0 * rate))
+    drawn_own = _OwnGaussianSums.apply(points, padded_anchors, column.gather(1, pixels), 2.0 * rate)[:, :num_chosen]
+    scale = embeddings.shape[-1] / pixels.shape[1]
+    # in exact arithmetic drawn >= drawn_own; the clamp keeps float rounding from making the estimate negative
+    return own + scale * (drawn - drawn_own).clamp_min(0.0)

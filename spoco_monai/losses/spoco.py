@@ -13,7 +13,8 @@ from spoco_monai.losses.objects import ObjectIndex, means_and_pull
 from spoco_monai.losses.single_instance import ChosenObjects, SingleInstanceLoss
 from spoco_monai.losses.unlabeled_push import UnlabeledPushLoss
 from spoco_monai.losses.inputs import flatten_loss_inputs
-from spoco_monai.validation import check_non_negative
+from spoco_monai.losses.sampling import random_pixel_subset
+from spoco_monai.validation import check_int, check_non_negative, check_positive_int
 
 __all__ = ["SpocoLoss", "TERM_NAMES"]
 
@@ -74,8 +75,14 @@ class SpocoLoss(nn.Module):
         sparse: positive-unlabeled labels (True) or dense labels (False).
         max_instances: None or the largest number of objects per sample in the single-instance term.
         max_anchors: largest number of consistency anchors per sample.
+        kernel_pixels: None (exact), or the number of pixels per sample, drawn uniformly at random at every call,
+            on which the (objects x pixels) kernel sums are taken: the single-instance term's sums of squared soft
+            masks outside each object (estimated, unbiased), the unlabeled push's mean over the unlabeled pixels and
+            the consistency term's soft masks. An opt-in approximation: it trades precision of those terms for
+            time on large patches (``bench/RESULTS.md``, *Loss cost*). Patches of at most this many pixels are exact.
         seed: seed of the random anchor, subset and offset choices (the single-instance, consistency and affinity
-            side terms own generators seeded with ``seed``, ``seed + 1`` and ``seed + 2``).
+            side terms own generators seeded with ``seed``, ``seed + 1`` and ``seed + 2``; with ``kernel_pixels``
+            the pixel subsets come from one seeded with ``seed + 3``).
 
     Raises:
         TypeError: an option of the wrong type.
@@ -96,6 +103,7 @@ class SpocoLoss(nn.Module):
         sparse: bool = True,
         max_instances: int | None = None,
         max_anchors: int = 20,
+        kernel_pixels: int | None = None,
         seed: int = 0,
         foreground_weight: float = 0.0,
         affinity_weight: float = 0.0,
@@ -118,6 +126,11 @@ class SpocoLoss(nn.Module):
         self.single_instance = SingleInstanceLoss(delta_var, kernel_threshold, "dice", max_instances, seed)
         self.unlabeled_push = UnlabeledPushLoss(delta_dist)
         self.consistency = EmbeddingConsistencyLoss(delta_var, kernel_threshold, max_anchors, seed=seed + 1)
+        self.kernel_pixels = None if kernel_pixels is None else check_positive_int("kernel_pixels", kernel_pixels)
+        # only an opt-in run owns this generator, so the random state of exact runs (and their checkpoints) is as before
+        self.pixel_generator = None
+        if kernel_pixels is not None:
+            self.pixel_generator = torch.Generator().manual_seed(check_int("seed", seed) + 3)
         self.last_terms: dict[str, float] = dict.fromkeys(TERM_NAMES, 0.0)
         self.last_chosen: ChosenObjects | None = None
 
@@ -166,20 +179,27 @@ class SpocoLoss(nn.Module):
             means, pull_sums = means_and_pull(flat_embeddings, objects, self.discriminative.delta_var)
             zero = flat_embeddings.new_zeros(())
             terms = dict(zip(TERM_NAMES[:3], self.discriminative.terms(objects, means, pull_sums)))
+            pixels = self._kernel_pixel_subset(flat_embeddings)
             self.last_chosen = None
             terms["instance"] = zero
             if self.instance_weight > 0:
                 spatial_shape = tuple(embeddings.shape[2:])
                 self.last_chosen = self.single_instance.choose(flat_embeddings, objects, means, valid, spatial_shape)
-                terms["instance"] = self.single_instance.chosen_term(self.last_chosen)
+                terms["instance"] = self.single_instance.chosen_term(self.last_chosen, pixels)
             apply_unlabeled = self.sparse and self.unlabeled_weight > 0
             terms["unlabeled"] = (
-                self.unlabeled_push.term(flat_embeddings, objects, means, flat_target == 0) if apply_unlabeled else zero
+                self.unlabeled_push.term(
+                    _at_pixels(flat_embeddings, pixels), objects, means, _at_pixels(flat_target == 0, pixels)
+                )
+                if apply_unlabeled
+                else zero
             )
             apply_consistency = teacher is not None and self.consistency_weight > 0
             region = flat_target == 0 if self.sparse else valid
             terms["consistency"] = (
-                self.consistency.term(flat_embeddings, teacher, region, valid) if apply_consistency else zero
+                self.consistency.term(*(_at_pixels(x, pixels) for x in (flat_embeddings, teacher, region, valid)))
+                if apply_consistency
+                else zero
             )
             terms["foreground"] = zero if foreground_term is None else foreground_term.to(zero.dtype)
             terms["affinity"] = zero if affinity_term is None else affinity_term.to(zero.dtype)
@@ -196,3 +216,19 @@ class SpocoLoss(nn.Module):
             total = sum(weights[name] * terms[name] for name in TERM_NAMES)
             self.last_terms = dict(zip(TERM_NAMES, torch.stack([terms[n].detach() for n in TERM_NAMES]).tolist()))
             return total
+
+    def _kernel_pixel_subset(self, flat_embeddings: torch.Tensor) -> torch.Tensor | None:
+        """(B, kernel_pixels) pixels drawn for this call's kernel sums; None when they are exact."""
+        batch, _, num_pixels = flat_embeddings.shape
+        if self.kernel_pixels is None or self.kernel_pixels >= num_pixels:
+            return None
+        return random_pixel_subset(batch, num_pixels, self.kernel_pixels, self.pixel_generator, flat_embeddings.device)
+
+
+def _at_pixels(values: torch.Tensor, pixels: torch.Tensor | None) -> torch.Tensor:
+    """(B, N) or (B, C, N) ``values`` at the (B, P) drawn ``pixels``; ``values`` itself when none were drawn."""
+    if pixels is None:
+        return values
+    if values.ndim == 2:
+        return values.gather(1, pixels)
+    return values.gather(2, pixels.unsqueeze(1).expand(-1, values.shape[1], -1))

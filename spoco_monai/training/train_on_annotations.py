@@ -48,7 +48,9 @@ SCRATCH_MODELS = {2: "dsb2018_nuclei_2d", 3: DEFAULT_MODEL}
 FINETUNE_CONFIG = "configs/finetune.json"
 # the config entries that define the network: a fine-tune takes them from its model's inference config (inference
 # overlays such as dsb2018_inference.json set them), and the model folder from the trained network
-ARCHITECTURE = ("in_channels", "embedding_dim", "foreground_head", "network_channels", "network_strides", "norm")
+ARCHITECTURE = (
+    "in_channels", "embedding_dim", "foreground_head", "network_channels", "network_strides", "norm", "head_channels"
+)
 # the candidate weights a hold-out judges
 TRAINED, STARTING = "trained", "starting"
 
@@ -180,7 +182,7 @@ def train_on_annotations(
     )
     overrides.update(annotation_entries)
     if start["weights"] is not None:
-        overrides.update({key: model_config.get_parsed_content(key) for key in ARCHITECTURE})
+        overrides.update(_architecture(model_config))
     flow = ConfigWorkflow(
         config_file=[str(bundle / name) for name in start["training_configs"]], workflow_type=None, **overrides
     )
@@ -218,7 +220,7 @@ def train_on_annotations(
         _report_best(best, start, log)
     stopped = f", stopped at the {minutes:g}-minute limit" if iterations < recipe.iterations else ""
     inference_config = _inference_config(bundle, start, overrides, recipe.overrides)
-    inference_config.update({key: flow.parser.get_parsed_content(key) for key in ARCHITECTURE})
+    inference_config.update(_architecture(flow.parser))
     choice = None
     if recipe.holdout:
         judges = _held_out_objects(volumes, Path(overrides["sparse_manifest"]))
@@ -475,6 +477,12 @@ def _time_estimate(parser: ConfigParser, iterations: int, minutes: float | None)
         f"training {iterations} iterations of {batch} patch(es) of {'x'.join(map(str, patch))} on "
         f"{device}: about {estimate / 60:.1f} min (from one timed network step; the progress bar refines it){limit}"
     )
+
+
+def _architecture(config: ConfigParser) -> dict[str, Any]:
+    """The network's :data:`ARCHITECTURE` entries in ``config``; model folders written before ``head_channels``
+    existed lack it, and their networks have none."""
+    return {key: config.get_parsed_content(key) if key in config else None for key in ARCHITECTURE}
 
 
 def _inference_config(

@@ -99,5 +99,5 @@ def test_resume_checkpoint_of_another_dimensionality_stops_at_start_up(tiny_data
                           **{**TINY, "dataset_dir": str(tiny_dataset), "output_dir": str(tmp_path)})
     with pytest.raises(RuntimeError) as error:
         flow.initialize()
-    assert "checkpoint_iteration=1.pt' does not fit the network (UNet): the checkpoint is for a 2D network, this " \
-           "run builds a 3D one" in str(error.value.__cause__)
+    assert "checkpoint_iteration=1.pt' does not fit the network (EmbeddingUNet): the checkpoint is for a 2D " \
+           "network, this run builds a 3D one" in str(error.value.__cause__)

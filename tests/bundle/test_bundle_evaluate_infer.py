@@ -112,5 +112,5 @@ def test_checkpoint_of_another_dimensionality_stops_inference_at_start_up(tiny_d
     with pytest.raises(RuntimeError) as error:
         flow.initialize()
     message = str(error.value.__cause__)
-    assert "two_d.pt' does not fit the network (UNet): the checkpoint is for a 2D network, this run builds a 3D one" \
-        in message
+    assert "two_d.pt' does not fit the network (EmbeddingUNet): the checkpoint is for a 2D network, this run builds a " \
+        "3D one" in message

@@ -40,6 +40,16 @@ def test_changed_settings_are_refused_by_name_with_both_values(tmp_path):
     )
 
 
+def test_a_setting_added_after_the_checkpoint_at_none_is_no_change(tmp_path):
+    checkpoint = _save(tmp_path / "c.pt", TrainingSettings(SETTINGS))
+    assert TrainingSettings({**SETTINGS, "head_channels": None}).check(checkpoint) == {}
+    with pytest.raises(ValueError, match=r"head_channels \(none\) -> 8"):
+        TrainingSettings({**SETTINGS, "head_channels": 8}).check(checkpoint)
+    with_it = _save(tmp_path / "d.pt", TrainingSettings({**SETTINGS, "head_channels": 8}))
+    with pytest.raises(ValueError, match="head_channels 8 -> null"):
+        TrainingSettings({**SETTINGS, "head_channels": None}).check(with_it)
+
+
 def test_accepted_changes_are_returned_and_told(tmp_path, caplog):
     checkpoint = _save(tmp_path / "c.pt", TrainingSettings(SETTINGS))
     settings = TrainingSettings({**SETTINGS, "learning_rate": 0.001}, accept_changes=True)

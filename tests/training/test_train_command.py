@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,23 @@ def test_segment_uses_the_model_folder_and_describes_it(trained, annotated_volum
     with open_volume(labels) as volume:
         assert volume.shape == (32, 64, 64) and int(np.max(volume[...])) == found > 0
     assert bundle_model(BUNDLE, output)["model_path"] == str(output.resolve() / "model.pt")
+
+
+def test_a_model_folder_written_before_head_channels_existed_is_fine_tuned(trained, annotated_volume, tmp_path):
+    output, _ = trained
+    image, label = annotated_volume
+    older = tmp_path / "older_model"
+    shutil.copytree(output, older, ignore=shutil.ignore_patterns("training"))
+    inference = json.loads((older / "inference.json").read_text())
+    del inference["head_channels"], inference["network_def"]["head_channels"]
+    (older / "inference.json").write_text(json.dumps(inference))
+    tuned = tmp_path / "tuned"
+    argv = ["train", "--images", str(image), "--labels", str(label), "--output", str(tuned), "--from", str(older),
+            "--iterations", "1", "--bundle", str(BUNDLE), "--no-progress"]
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main(argv) == 0
+    assert json.loads((tuned / "inference.json").read_text())["head_channels"] is None
+    assert torch.load(tuned / "model.pt", weights_only=True).keys() == torch.load(older / "model.pt").keys()
 
 
 def test_a_simulated_annotator_is_named_as_such(annotated_volume, tmp_path, capsys):
