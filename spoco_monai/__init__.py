@@ -1,13 +1,13 @@
 """spoco-monai: instance segmentation from sparse object annotations (SPOCO) for MONAI.
 
 Subpackages: :mod:`~spoco_monai.losses`, :mod:`~spoco_monai.transforms`, :mod:`~spoco_monai.clustering`,
-:mod:`~spoco_monai.metrics`, :mod:`~spoco_monai.inferers`, :mod:`~spoco_monai.engines` and
-:mod:`~spoco_monai.data`. The most used classes and functions are re-exported here.
+:mod:`~spoco_monai.metrics`, :mod:`~spoco_monai.inferers`, :mod:`~spoco_monai.engines`,
+:mod:`~spoco_monai.networks` and :mod:`~spoco_monai.data`. The most used classes and functions are re-exported here.
 """
 
 from __future__ import annotations
 
-from spoco_monai import clustering, data, engines, inferers, losses, metrics, transforms
+from spoco_monai import clustering, data, engines, inferers, losses, metrics, networks, transforms
 from spoco_monai.clustering import hdbscan_clustering, mutex_watershed
 from spoco_monai.engines import SpocoTrainer
 from spoco_monai.inferers import SegmentationSettings, SpocoSlidingWindowInferer, segment_volume
@@ -38,6 +38,7 @@ __all__ = [
     "losses",
     "metrics",
     "mutex_watershed",
+    "networks",
     "segment_volume",
     "transforms",
 ]
