@@ -93,8 +93,9 @@ class TrainingSettings:
             self.changed = True
             return {name: (MISSING, value) for name, value in now.items()}
         before = _flattened(json.loads(saved["values"]))
-        # a setting introduced after the checkpoint was saved reads None where it keeps the earlier behaviour
-        before.update({name: None for name, value in now.items() if value is None and name not in before})
+        # a setting introduced after the checkpoint was saved is null or false where it keeps the earlier behaviour
+        added = {name: value for name, value in now.items() if name not in before and (value is None or value is False)}
+        before.update(added)
         changes = {
             name: (before.get(name, MISSING), now.get(name, MISSING))
             for name in sorted(before.keys() | now.keys())

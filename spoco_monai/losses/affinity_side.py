@@ -27,17 +27,31 @@ class AffinitySideLoss(nn.Module):
     boundary). Pairs with an unlabeled (0) or ignored (-1) pixel take no part: in sparse labels their relation is
     unknown. Default-off in :class:`~spoco_monai.losses.SpocoLoss` (``affinity_weight`` 0).
 
+    With ``unlabeled_is_other`` a pair of a labeled pixel and an unlabeled one (0) takes part too, as a boundary:
+    where every annotated mask is a whole object, an unlabeled pixel belongs to none of the annotated ones. With a few
+    annotated objects that rarely touch, these are the only boundaries the term sees. Not for labels whose objects'
+    outer voxels were left unlabeled (``UnlabeledBorderd``): those belong to the object.
+
     Args:
         affinity_delta_dist: the width delta_d of the clustering's affinity kernel, > 0.
         max_offset: largest offset along an axis, >= 1.
         num_offsets: offsets drawn per call, >= 1.
         seed: seed of the module's generator.
+        unlabeled_is_other: pairs of a labeled and an unlabeled pixel are boundaries (True) or unknown (False).
     """
 
     def __init__(
-        self, affinity_delta_dist: float = 2.0, max_offset: int = 18, num_offsets: int = 4, seed: int = 0
+        self,
+        affinity_delta_dist: float = 2.0,
+        max_offset: int = 18,
+        num_offsets: int = 4,
+        seed: int = 0,
+        unlabeled_is_other: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(unlabeled_is_other, bool):
+            raise TypeError(f"unlabeled_is_other must be a bool, found {unlabeled_is_other!r}.")
+        self.unlabeled_is_other = unlabeled_is_other
         self.affinity_delta_dist = check_positive("affinity_delta_dist", affinity_delta_dist)
         self.max_offset = check_positive_int("max_offset", max_offset)
         self.num_offsets = check_positive_int("num_offsets", num_offsets)
@@ -76,6 +90,8 @@ class AffinitySideLoss(nn.Module):
             source, other = overlap_slices(offset, spatial_shape)
             first, second = target[(slice(None), *source)], target[(slice(None), *other)]
             labeled = (first > 0) & (second > 0)
+            if self.unlabeled_is_other:
+                labeled |= ((first > 0) & (second == 0)) | ((first == 0) & (second > 0))
             if not bool(labeled.any()):
                 continue
             difference = embeddings[(slice(None), slice(None), *source)] - embeddings[(slice(None), slice(None), *other)]

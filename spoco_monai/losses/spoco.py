@@ -72,6 +72,8 @@ class SpocoLoss(nn.Module):
         affinity_weight: weight of the affinity side term.
         affinity_delta_dist: None (``delta_dist``) or the affinity kernel's delta_d of the side term.
         affinity_max_offset: largest offset along an axis of the side term's random offsets.
+        affinity_unlabeled_is_other: the side term counts pairs of a labeled and an unlabeled pixel as boundaries
+            (``AffinitySideLoss``'s ``unlabeled_is_other``).
         sparse: positive-unlabeled labels (True) or dense labels (False).
         max_instances: None or the largest number of objects per sample in the single-instance term.
         max_anchors: largest number of consistency anchors per sample.
@@ -109,6 +111,7 @@ class SpocoLoss(nn.Module):
         affinity_weight: float = 0.0,
         affinity_delta_dist: float | None = None,
         affinity_max_offset: int = 18,
+        affinity_unlabeled_is_other: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(sparse, bool):
@@ -121,7 +124,9 @@ class SpocoLoss(nn.Module):
         self.foreground = ForegroundLoss()
         self.affinity_weight = check_non_negative("affinity_weight", affinity_weight)
         side_delta = delta_dist if affinity_delta_dist is None else affinity_delta_dist
-        self.affinity_side = AffinitySideLoss(side_delta, affinity_max_offset, seed=seed + 2)
+        self.affinity_side = AffinitySideLoss(
+            side_delta, affinity_max_offset, seed=seed + 2, unlabeled_is_other=affinity_unlabeled_is_other
+        )
         self.discriminative = DiscriminativeLoss(delta_var, delta_dist, alpha, beta, gamma)
         self.single_instance = SingleInstanceLoss(delta_var, kernel_threshold, "dice", max_instances, seed)
         self.unlabeled_push = UnlabeledPushLoss(delta_dist)

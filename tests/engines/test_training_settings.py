@@ -40,9 +40,11 @@ def test_changed_settings_are_refused_by_name_with_both_values(tmp_path):
     )
 
 
-def test_a_setting_added_after_the_checkpoint_at_none_is_no_change(tmp_path):
+def test_a_setting_added_after_the_checkpoint_at_none_or_false_is_no_change(tmp_path):
     checkpoint = _save(tmp_path / "c.pt", TrainingSettings(SETTINGS))
-    assert TrainingSettings({**SETTINGS, "head_channels": None}).check(checkpoint) == {}
+    assert TrainingSettings({**SETTINGS, "head_channels": None, "side": False}).check(checkpoint) == {}
+    with pytest.raises(ValueError, match=r"side \(none\) -> true"):
+        TrainingSettings({**SETTINGS, "side": True}).check(checkpoint)
     with pytest.raises(ValueError, match=r"head_channels \(none\) -> 8"):
         TrainingSettings({**SETTINGS, "head_channels": 8}).check(checkpoint)
     with_it = _save(tmp_path / "d.pt", TrainingSettings({**SETTINGS, "head_channels": 8}))

@@ -56,3 +56,19 @@ def test_spoco_loss_adds_the_weighted_side_term(random_batch):
     expected = SpocoLoss(seed=3)(embeddings, target, teacher) + 0.5 * AffinitySideLoss(4.0, max_offset=2, seed=5)(embeddings, target)
     assert total.item() == pytest.approx(expected.item(), rel=1e-9)
     assert with_side.last_terms["affinity"] > 0.0
+
+
+def test_unlabeled_is_other_counts_labeled_unlabeled_pairs_as_boundaries():
+    # a 1 x 3 line: object 1, an unlabeled pixel, object 1 again; offset (0, 1) pairs (1, 0) and (0, 1)
+    embeddings = _row([0.0, 3.0, 0.0])
+    target = torch.tensor([1, 0, 1]).view(1, 1, 1, 3)
+    boundary = 1.0 - max(0.0, 1.0 - 3.0 / (2 * 2.0)) ** 2  # both pairs are 3 apart, delta_d 2
+    expected = 1.0 - 2.0 * (2 * boundary) / (2 * boundary**2 + 2)
+    term = AffinitySideLoss(2.0, unlabeled_is_other=True)(embeddings, target, offsets=[(0, 1)])
+    assert term.item() == pytest.approx(expected, rel=1e-6)
+    assert AffinitySideLoss(2.0)(embeddings, target, offsets=[(0, 1)]).item() == 0.0
+
+
+def test_unlabeled_is_other_must_be_a_bool():
+    with pytest.raises(TypeError, match="unlabeled_is_other must be a bool, found 1"):
+        AffinitySideLoss(unlabeled_is_other=1)
