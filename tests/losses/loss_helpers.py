@@ -9,6 +9,16 @@ import torch
 from torch import nn
 
 
+# The single-instance line (1 x 4 image, 2-D embeddings). Object 1: pixels (0,0), (2,0), mean (1,0); no pixel lies
+# within delta_v = 0.5 of it, so the mean is the anchor. Object 2: the single pixel (5,0), its own anchor. Pixel 4,
+# (5,3), is unlabeled.
+LINE_POINTS = [(0.0, 0.0), (2.0, 0.0), (5.0, 0.0), (5.0, 3.0)]
+LINE_IDS = [1, 1, 2, 0]
+# Squared distances of the four pixels to each anchor.
+LINE_SQUARED_TO_ANCHOR_1 = [1.0, 1.0, 16.0, 25.0]
+LINE_SQUARED_TO_ANCHOR_2 = [25.0, 9.0, 0.0, 9.0]
+
+
 def seeded(module: nn.Module, fn: Callable[..., torch.Tensor], seed: int = 0) -> Callable[..., torch.Tensor]:
     """Wrap ``fn`` so that every call starts from the same generator states (for gradcheck's repeated calls)."""
 

@@ -7,19 +7,21 @@ import math
 
 import pytest
 import torch
-from loss_helpers import kernel_rate, line_image, line_target, seeded
+from loss_helpers import (
+    LINE_IDS,
+    LINE_POINTS,
+    LINE_SQUARED_TO_ANCHOR_1,
+    LINE_SQUARED_TO_ANCHOR_2,
+    kernel_rate,
+    line_image,
+    line_target,
+    seeded,
+)
 
 from spoco_monai.losses import SingleInstanceLoss, SpocoLoss
 from spoco_monai.losses.objects import ObjectIndex, means_and_pull
 from spoco_monai.losses.pairwise import GaussianKernel, centre_of_valid_pixels, kernel_sums
 from spoco_monai.losses.single_instance import estimated_mask_squares
-
-# The line of test_single_instance.py: object 1 at pixels 0 and 1 (anchor its mean (1, 0)), object 2 at pixel 2,
-# pixel 3 unlabeled.
-POINTS = [(0.0, 0.0), (2.0, 0.0), (5.0, 0.0), (5.0, 3.0)]
-IDS = [1, 1, 2, 0]
-SQUARED_TO_ANCHOR_1 = [1.0, 1.0, 16.0, 25.0]
-SQUARED_TO_ANCHOR_2 = [25.0, 9.0, 0.0, 9.0]
 
 
 def chosen_objects(points, ids, dtype=torch.float64):
@@ -35,9 +37,9 @@ def squared_mask(squared: float) -> float:
 
 
 def test_own_pixels_are_exact_and_the_others_scaled_from_the_drawn_ones():
-    estimate = estimated_mask_squares(chosen_objects(POINTS, IDS), torch.tensor([[2, 3]]))
-    first = [squared_mask(s) for s in SQUARED_TO_ANCHOR_1]
-    second = [squared_mask(s) for s in SQUARED_TO_ANCHOR_2]
+    estimate = estimated_mask_squares(chosen_objects(LINE_POINTS, LINE_IDS), torch.tensor([[2, 3]]))
+    first = [squared_mask(s) for s in LINE_SQUARED_TO_ANCHOR_1]
+    second = [squared_mask(s) for s in LINE_SQUARED_TO_ANCHOR_2]
     expected = [first[0] + first[1] + 2.0 * (first[2] + first[3]), second[2] + 2.0 * second[3]]
     torch.testing.assert_close(estimate, torch.tensor([expected], dtype=torch.float64))
 
@@ -104,7 +106,7 @@ def test_the_estimated_loss_averages_to_near_the_exact_one():
 
 
 def test_only_the_dice_is_estimated():
-    chosen = chosen_objects(POINTS, IDS)
+    chosen = chosen_objects(LINE_POINTS, LINE_IDS)
     with pytest.raises(ValueError, match="a pixel subset estimates the Dice only, found loss='bce'"):
         SingleInstanceLoss(loss="bce").chosen_term(chosen, torch.tensor([[0, 1]]))
 

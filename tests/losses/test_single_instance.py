@@ -6,18 +6,20 @@ import math
 
 import pytest
 import torch
-from loss_helpers import kernel_rate, line_image, line_target, seeded
+from loss_helpers import (
+    LINE_IDS as IDS,
+    LINE_POINTS as POINTS,
+    LINE_SQUARED_TO_ANCHOR_1 as SQUARED_TO_ANCHOR_1,
+    LINE_SQUARED_TO_ANCHOR_2 as SQUARED_TO_ANCHOR_2,
+    kernel_rate,
+    line_image,
+    line_target,
+    seeded,
+)
 
 from spoco_monai.losses import SingleInstanceLoss, kernel_sigma_squared
 from spoco_monai.losses.objects import ObjectIndex, means_and_pull
 
-# Object 1: pixels (0,0), (2,0), mean (1,0); no pixel lies within delta_v = 0.5 of it, so the mean is the anchor.
-# Object 2: the single pixel (5,0), its own anchor. Pixel 4, (5,3), is unlabeled.
-POINTS = [(0.0, 0.0), (2.0, 0.0), (5.0, 0.0), (5.0, 3.0)]
-IDS = [1, 1, 2, 0]
-# Squared distances of the four pixels to each anchor.
-SQUARED_TO_ANCHOR_1 = [1.0, 1.0, 16.0, 25.0]
-SQUARED_TO_ANCHOR_2 = [25.0, 9.0, 0.0, 9.0]
 
 
 def soft_mask(squared: list[float]) -> list[float]:
