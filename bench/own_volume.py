@@ -73,8 +73,8 @@ RECIPES = {
     ),
     "lr0.02-150": FineTuneRecipe(iterations=150, consistency_weight=None),
     "lr0.01-300": FineTuneRecipe(learning_rate_factor=0.01, consistency_weight=None),
-    # the default before the affinity side term (of lm3d_membranes) took annotated-unlabeled pairs as boundaries
-    "affinity-labeled-pairs": FineTuneRecipe(overrides={"affinity_unlabeled_is_other": False}),
+    # the affinity side term of a model trained with it (lm3d_membranes) also takes annotated-unlabeled boundaries
+    "affinity-unlabeled": FineTuneRecipe(overrides={"affinity_unlabeled_is_other": True}),
 }
 MIN_DISTANCES = (2, 4, 6, 8, 12, 16, 24)
 

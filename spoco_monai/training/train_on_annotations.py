@@ -178,8 +178,7 @@ def train_on_annotations(
 
     training_folder.mkdir(parents=True, exist_ok=True)
     overrides = _training_overrides(
-        bundle, training_folder, start, volumes, validation, recipe, sparse_fraction, annotated_fraction, seed,
-        progress, whole_masks=annotation == "masks",
+        bundle, training_folder, start, volumes, validation, recipe, sparse_fraction, annotated_fraction, seed, progress
     )
     overrides.update(annotation_entries)
     if start["weights"] is not None:
@@ -405,10 +404,8 @@ def _training_overrides(
     annotated_fraction: float | None,
     seed: int,
     progress: bool,
-    whole_masks: bool,
 ) -> dict[str, Any]:
-    """The bundle config entries a training on these volumes replaces; ``whole_masks``: the labels are masks of whole
-    objects (not grown from clicks, strokes or boxes)."""
+    """The bundle config entries a training on these volumes replaces."""
     pairs = [{"image": volume.image, "label": volume.label} for volume in volumes]
     # without validation data the training volumes stand in for the (disabled) validation's image logging only
     validation_pairs = [{"image": volume.image, "label": volume.label} for volume in validation] or pairs
@@ -448,9 +445,6 @@ def _training_overrides(
         if recipe.consistency_weight is not None:
             overrides["loss_weights#consistency"] = float(recipe.consistency_weight)
         overrides.update(start["finetune_settings"])
-    # an annotated mask is a whole object, so the affinity side term (of models trained with it) may take the voxels
-    # just outside it as another object; not where the outer voxels were left unlabeled, nor for grown masks
-    overrides["affinity_unlabeled_is_other"] = whole_masks and not overrides.get("unlabeled_border", 0)
     overrides.update(recipe.overrides)
     return overrides
 

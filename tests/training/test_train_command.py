@@ -64,7 +64,7 @@ def test_real_sparse_labels_are_used_whole(trained):
     assert manifest == {"image_labels.tif": list(ANNOTATED)}
 
 
-def test_the_model_folder_records_data_objects_iterations_and_seed(trained, trained_setting):
+def test_the_model_folder_records_data_objects_iterations_and_seed(trained):
     output, _ = trained
     record = read_model_folder(output)
     assert record["annotated_objects"] == 5 and record["iterations"] == 2 and record["seed"] == 0
@@ -73,8 +73,6 @@ def test_the_model_folder_records_data_objects_iterations_and_seed(trained, trai
     assert record["training_data"][0]["objects"] == 5 and record["training_data"][0]["shape"] == [32, 64, 64]
     assert record["description"].startswith("fine-tuned from model on 5 annotated object(s) in 1 volume(s)")
     assert "affinity_delta_dist_scores" not in record and "held_out_objects" not in record
-    # whole masks: the affinity side term may take the voxels outside an annotated object as another object
-    assert trained_setting(output, "affinity_unlabeled_is_other") is True
     weights = torch.load(output / "model.pt", weights_only=True)
     shipped = torch.load(BUNDLE / "models" / "model.pt", weights_only=True)
     assert weights.keys() == shipped.keys()
@@ -228,7 +226,7 @@ def test_a_second_training_into_one_model_folder_stops_in_one_line(annotated_vol
     assert sorted(path.name for path in (output / "training").iterdir()) == []
 
 
-def test_fine_tuning_the_em_model_leaves_the_annotated_objects_borders_unlabeled(tmp_path, trained_setting):
+def test_fine_tuning_the_em_model_leaves_the_annotated_objects_borders_unlabeled(tmp_path):
     image, dense = make_synthetic_volume((40, 64, 64), seed=4, mean_cell_size=16.0)
     tifffile.imwrite(tmp_path / "em.tif", image[0])
     tifffile.imwrite(tmp_path / "em_labels.tif", np.where(np.isin(dense[0], (2, 5)), dense[0], 0).astype(np.uint16))
@@ -241,8 +239,6 @@ def test_fine_tuning_the_em_model_leaves_the_annotated_objects_borders_unlabeled
     assert "the outer 1 voxel(s) of every annotated object are left unlabeled in training" in messages.getvalue()
     record = read_model_folder(output)
     assert record["finetune_settings"] == {"unlabeled_border": 1}
-    # the voxels just outside an object's unlabeled border are the object's own
-    assert trained_setting(output, "affinity_unlabeled_is_other") is False
     # a model fine-tuned from it is fine-tuned the same way
     assert bundle_model(BUNDLE, output)["finetune_settings"] == {"unlabeled_border": 1}
 
