@@ -41,6 +41,11 @@ Annotation cost model, in annotator seconds over the training split (its nuclei 
 * a box: 7.0 s per object, the extreme-clicking time of Papadopoulos et al., "Extreme clicking for efficient object
   annotation", ICCV 2017 (34.5 s drawing the box the usual way).
 
+The seeded watershed that scores the SPOCO rows seeds at the Otsu foreground's distance maxima, so the foreground
+sets most of their score. A second score of every trained row depends on its embeddings: the Mutex Watershed on the
+embeddings' affinities inside the same foreground (:data:`EMBEDDING_CLUSTERING`, as ``bench/sparse_dsb.py``'s
+``MWS``), a single setting for every row; stored as the row's ``mws`` entry and printed in a second table.
+
 A row's cost is its per-object time times the objects it annotates (a fraction of every image's nuclei); the
 classical row pays for the masks of its tuning images. Results go to ``<output-dir>/<row>.json`` (written
 atomically); a rerun skips the rows already there with the same settings. The table lists SBD, AP@0.5, mAP,
@@ -112,6 +117,8 @@ POINTS_CLUSTERING_GRID = {"threshold": (0.2, 0.3, 0.5), "min_distance": (5, 8, 1
 # dsb2018_2d.json's seeded watershed for a network without a foreground channel (seeds at the maxima of the Otsu
 # foreground's distance map, grown over the embeddings' borders)
 NUCLEI_WATERSHED = {"min_distance": 9, "distance_weight": 1.0, "min_size": 15}
+# the clustering of the rows' second score: its segments follow the embeddings' borders, not the foreground's shape
+EMBEDDING_CLUSTERING = sparse_dsb.CLUSTERINGS["MWS"]
 BUDGET_ROW = "points@1.0"
 HEADER = ("row", "annotation", "SBD", "AP@0.5", "mAP", r"\|DiC\|", "annotation s", "train s", "load")
 
@@ -202,6 +209,12 @@ def score_row(name: str, network: Path, train_s: float, args: argparse.Namespace
             "clustering_trials": {key: trial[0]["map"] for key, trial in trials.items()}}
 
 
+def embedding_scores(name: str, args: argparse.Namespace) -> dict[str, float]:
+    """The val scores of a trained row's final network under :data:`EMBEDDING_CLUSTERING`."""
+    network = sparse_dsb._final_network(args.output_dir / name / "checkpoints", args.iterations)
+    return segment_val(ROWS[name], network, args, EMBEDDING_CLUSTERING)[0]
+
+
 def points_clusterings() -> list[dict[str, Any]]:
     """The clusterings a points row chooses from: the ``"points"`` clustering over :data:`POINTS_CLUSTERING_GRID`,
     and the seeded watershed of the other DSB rows, which leaves the localisation channel out."""
@@ -252,6 +265,17 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def embedding_table(results: dict[str, dict[str, Any]]) -> str:
+    """SBD, AP@0.5 and mAP of the trained rows under :data:`EMBEDDING_CLUSTERING`, beside their first mAP."""
+    lines = ["| row | annotation | SBD | AP@0.5 | mAP | mAP, first table |", "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        m = r["mws"]
+        lines.append(
+            f"| {name} | {ROWS[name].annotation} | {m['sbd']:.3f} | {m['ap50']:.3f} | {m['map']:.3f} | {r['map']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     every = [*ROWS, *PEER_ROWS]
@@ -288,6 +312,10 @@ def main(argv: list[str] | None = None) -> None:
         if stored is not None and stored["settings"] == settings:
             results[name] = stored["result"]
             print(f"{name}: read from {path}", file=sys.stderr, flush=True)
+            if name in ROWS and "mws" not in results[name]:
+                results[name]["mws"] = embedding_scores(name, args)
+                with write_atomically(path) as temporary:
+                    temporary.write_text(json.dumps({"settings": settings, "result": results[name]}, indent=2))
             continue
         if name in ROWS:
             trained = stored is not None and all(stored["settings"].get(key) == settings[key] for key in TRAINING_SETTINGS)
@@ -299,6 +327,8 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"row unet3 needs --peer-budget-s or the {BUDGET_ROW!r} row to take its seconds")
             result = run_peer_rows([name], args, budget or 1.0)[name]
         result.update(annotation_s=annotation_seconds(name, counts, args), load=os.getloadavg()[0])
+        if name in ROWS:
+            result["mws"] = embedding_scores(name, args)
         with write_atomically(path) as temporary:
             temporary.write_text(json.dumps({"settings": settings, "result": result}, indent=2))
         results[name] = result
@@ -310,6 +340,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
     )
     print(markdown_table({name: results[name] for name in args.rows}))
+    print(f"\nThe trained rows' embeddings under one clustering, {EMBEDDING_CLUSTERING}:\n")
+    print(embedding_table({name: results[name] for name in args.rows if name in ROWS}))
 
 
 if __name__ == "__main__":

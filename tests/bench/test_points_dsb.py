@@ -60,6 +60,9 @@ def test_one_row_from_clicks_trains_scores_and_is_skipped_when_run_again(tiny_ds
     assert result["map"] == max(result["clustering_trials"].values())
     assert result["clustering_trials"][json.dumps(result["clustering"])] == result["map"]
     assert "| points@0.1 | clicks |" in first.out and "click 2.4 s" in first.out
+    # the second score, by one clustering of the embeddings for every row
+    assert 0.0 <= result["mws"]["sbd"] <= 1.0 and 0.0 <= result["mws"]["map"] <= 1.0
+    assert f"| points@0.1 | clicks | {result['mws']['sbd']:.3f} |" in first.out.splitlines()[-1]
     points_dsb.main(argv)
     second = capsys.readouterr()
     assert "read from" in second.err and second.out.splitlines()[-1] == first.out.splitlines()[-1]
