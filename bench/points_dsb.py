@@ -254,6 +254,12 @@ def row_settings(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def store_row(path: Path, settings: dict[str, Any], result: dict[str, Any]) -> None:
+    """Write a row's settings and result to ``path`` atomically."""
+    with write_atomically(path) as temporary:
+        temporary.write_text(json.dumps({"settings": settings, "result": result}, indent=2))
+
+
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for name, r in results.items():
@@ -314,8 +320,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: read from {path}", file=sys.stderr, flush=True)
             if name in ROWS and "mws" not in results[name]:
                 results[name]["mws"] = embedding_scores(name, args)
-                with write_atomically(path) as temporary:
-                    temporary.write_text(json.dumps({"settings": settings, "result": results[name]}, indent=2))
+                store_row(path, settings, results[name])
             continue
         if name in ROWS:
             trained = stored is not None and all(stored["settings"].get(key) == settings[key] for key in TRAINING_SETTINGS)
@@ -329,8 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         result.update(annotation_s=annotation_seconds(name, counts, args), load=os.getloadavg()[0])
         if name in ROWS:
             result["mws"] = embedding_scores(name, args)
-        with write_atomically(path) as temporary:
-            temporary.write_text(json.dumps({"settings": settings, "result": result}, indent=2))
+        store_row(path, settings, result)
         results[name] = result
         print(f"{name}: mAP {result['map']:.3f}", file=sys.stderr, flush=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["random_priorities", "pick_per_group", "random_subset", "random_pixel_subset"]
+__all__ = ["random_priorities", "pick_per_group", "random_subset"]
 
 
 def random_priorities(batch: int, num_pixels: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -58,15 +58,3 @@ def random_subset(present: torch.Tensor, size: int, generator: torch.Generator) 
     keys = torch.where(present, keys, torch.full_like(keys, -1.0))
     chosen = keys.topk(size, dim=1).indices
     return chosen, present.gather(1, chosen)
-
-
-def random_pixel_subset(
-    batch: int, num_pixels: int, size: int, generator: torch.Generator, device: torch.device
-) -> torch.Tensor:
-    """``size`` distinct pixels of each sample, drawn uniformly at random on the generator's device (CPU).
-
-    Returns:
-        (B, size) int64 pixel indices, ascending in each row (the gathers then read memory in order), on ``device``.
-    """
-    rows = [torch.randperm(num_pixels, generator=generator)[:size].sort().values for _ in range(batch)]
-    return torch.stack(rows).to(device)

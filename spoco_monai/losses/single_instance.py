@@ -289,7 +289,7 @@ def estimated_mask_squares(chosen: ChosenObjects, pixels: torch.Tensor) -> torch
     column, padded_anchors = _own_columns(chosen)
     origin = centre_of_valid_pixels(embeddings, valid)
     own = _OwnGaussianSums.apply(embeddings, padded_anchors, column, 2.0 * rate)[:, :num_chosen]
-    points = embeddings.gather(2, pixels.unsqueeze(1).expand(-1, embeddings.shape[1], -1))
+    points = per_pixel(embeddings, pixels)
     drawn = kernel_sums(chosen.anchors, points, valid.gather(1, pixels), origin, GaussianKernel(2.0 * rate))
     drawn_own = _OwnGaussianSums.apply(points, padded_anchors, column.gather(1, pixels), 2.0 * rate)[:, :num_chosen]
     scale = embeddings.shape[-1] / pixels.shape[1]

@@ -9,11 +9,11 @@ from spoco_monai.losses.affinity_side import AffinitySideLoss
 from spoco_monai.losses.consistency import EmbeddingConsistencyLoss
 from spoco_monai.losses.discriminative import DiscriminativeLoss
 from spoco_monai.losses.foreground import ForegroundLoss
-from spoco_monai.losses.objects import ObjectIndex, means_and_pull
+from spoco_monai.losses.objects import ObjectIndex, means_and_pull, per_pixel
 from spoco_monai.losses.single_instance import ChosenObjects, SingleInstanceLoss
 from spoco_monai.losses.unlabeled_push import UnlabeledPushLoss
 from spoco_monai.losses.inputs import flatten_loss_inputs
-from spoco_monai.losses.sampling import random_pixel_subset
+from spoco_monai.losses.sampling import random_priorities
 from spoco_monai.validation import check_int, check_non_negative, check_positive_int
 
 __all__ = ["SpocoLoss", "TERM_NAMES"]
@@ -227,13 +227,13 @@ class SpocoLoss(nn.Module):
         batch, _, num_pixels = flat_embeddings.shape
         if self.kernel_pixels is None or self.kernel_pixels >= num_pixels:
             return None
-        return random_pixel_subset(batch, num_pixels, self.kernel_pixels, self.pixel_generator, flat_embeddings.device)
+        # the first kernel_pixels of a random permutation, in ascending order so that the gathers read memory in order
+        priorities = random_priorities(batch, num_pixels, self.pixel_generator, flat_embeddings.device)
+        return priorities[:, : self.kernel_pixels].sort(dim=1).values
 
 
 def _at_pixels(values: torch.Tensor, pixels: torch.Tensor | None) -> torch.Tensor:
     """(B, N) or (B, C, N) ``values`` at the (B, P) drawn ``pixels``; ``values`` itself when none were drawn."""
     if pixels is None:
         return values
-    if values.ndim == 2:
-        return values.gather(1, pixels)
-    return values.gather(2, pixels.unsqueeze(1).expand(-1, values.shape[1], -1))
+    return values.gather(1, pixels) if values.ndim == 2 else per_pixel(values, pixels)
