@@ -21,7 +21,7 @@ otherwise), and every row is scored on the other part of the volume, which nothi
 Datasets: ``em`` (the y >= 125 half of ``neuroproof_fib_A.h5``, which ``em3d_neurons`` does not train on: train
 z < 63, score z >= 63), ``em_selection`` (the recipe's selection data, inside z < 63 of that half only: train
 x < 125, score x >= 125), ``membranes`` (``plantseg_ovule_sample.h5``: train x < 64, score x >= 64;
-``lm3d_membranes``), ``nuclei`` (``gonuclear_1137.h5``: train z < 50, score z >= 50; ``lm3d_nuclei``; no ``unet``
+``lm3d_membranes``), ``nuclei`` (``gonuclear_1136.h5``: train z < 50, score z >= 50; ``lm3d_nuclei``; no ``unet``
 row: a boundary map does not say where nuclei are).
 Every result goes to ``<output-dir>/<dataset>_<fraction>_<seed>/<row>.json`` (written atomically, with the data split
 and the shipped weights it was measured with); a rerun skips rows already there and refuses rows measured on
@@ -118,7 +118,8 @@ DATASETS = {
         "A_y125_sel",
     ),
     "membranes": Dataset(DATA / "lm3d" / "plantseg_ovule_sample.h5", "lm3d_membranes", 2, 64, True),
-    "nuclei": Dataset(DATA / "lm3d" / "gonuclear_1137.h5", "lm3d_nuclei", 0, 50, False),
+    # the shipped lm3d_nuclei trains on 1135 and chose its clustering on 1136's z < 50 part
+    "nuclei": Dataset(DATA / "lm3d" / "gonuclear_1136.h5", "lm3d_nuclei", 0, 50, False),
 }
 
 

@@ -10,6 +10,8 @@ labels; only the annotation (and what it trains) differs:
   the ``"points"`` clustering (seeds at the localisation peaks, grown over the embeddings' borders, inside the
   Otsu foreground);
 * ``points@0.1``: the same with clicks on 10% of the nuclei of every image;
+* ``points@1.0+wise``: ``points@1.0`` with WISE's embedding loss (``points_wise.json``:
+  :class:`~spoco_monai.losses.AnchorSimilarityLoss` on the grown masks) in place of SPOCO's terms;
 * ``scribbles``: one stroke along the skeleton of every nucleus (``scribbles.json``: ``SimulateScribblesd``), grown
   into masks by ``GrowFromPointsd``, SPOCO on them; the bundle's seeded watershed inside the Otsu foreground;
 * ``scribbles+p2s``: the same strokes, plus the pixel-to-segment contrast (``PixelToSegmentLoss``, weight 1) on
@@ -104,6 +106,9 @@ class Row:
 ROWS = {
     "points@1.0": Row(("points_model", "points"), {"point_fraction": 1.0}, CLICK_S, 1.0, "clicks", ("points_model",)),
     "points@0.1": Row(("points_model", "points"), {"point_fraction": 0.1}, CLICK_S, 0.1, "clicks", ("points_model",)),
+    "points@1.0+wise": Row(
+        ("points_model", "points", "points_wise"), {"point_fraction": 1.0}, CLICK_S, 1.0, "clicks", ("points_model",)
+    ),
     "scribbles": Row(("scribbles",), {}, SCRIBBLE_S, 1.0, "scribbles"),
     "scribbles+p2s": Row(("scribbles",), {"pixel_to_segment_weight": 1.0}, SCRIBBLE_S, 1.0, "scribbles"),
     "boxes": Row(("boxes",), {}, BOX_S, 1.0, "boxes"),

@@ -18,6 +18,7 @@ import torch
 from monai.bundle import ConfigParser
 from torch import nn
 
+from spoco_monai.data.checks import noise_description
 from spoco_monai.data.colour import COLOUR_SAMPLES, colour_advice, looks_like_colour_samples_last
 from spoco_monai.data.volume_io import LazyVolume
 from spoco_monai.engines.checkpoint import load_network_weights
@@ -32,6 +33,8 @@ INFERENCE_CONFIGS = ("configs/common.json", "configs/inference.json")
 TRAINING_CONFIGS = ("configs/common.json", "configs/train.json")
 # an input voxel size this many times larger or smaller than the model's, along some axis, is warned about
 ELEMENT_SIZE_TOLERANCE = 1.5
+# the side of the central block of an input that is judged for noise before segmenting
+_NOISE_BLOCK = 128
 
 
 def bundle_config(bundle: str | Path, configs: Sequence[str]) -> ConfigParser:
@@ -216,7 +219,8 @@ def model_names_by_dims(bundle: str | Path) -> dict[int, list[str]]:
 
 
 def input_mismatch_warnings(volume: LazyVolume, config: ConfigParser, bundle: str | Path | None = None) -> list[str]:
-    """Warnings for an input unlike the model's training data: dimensionality, channels or voxel size.
+    """Warnings for an input unlike the model's training data: dimensionality, channels or voxel size, or noise
+    instead of a picture (judged on a central block of at most ``_NOISE_BLOCK`` values per axis).
 
     The voxel size is compared when the input file carries one (:attr:`~spoco_monai.data.LazyVolume.element_size`)
     and the config has the model's ``element_size``. An input that looks like a colour image, or like a volume whose
@@ -269,4 +273,10 @@ def input_mismatch_warnings(volume: LazyVolume, config: ConfigParser, bundle: st
     size_warning = voxel_size_warning(volume.element_size, trained_size)
     if size_warning is not None:
         warnings.append(f"the input's {size_warning}")
+    # judged on a central block, so that a volume larger than memory is not read for it
+    block = tuple(slice(max(0, (length - _NOISE_BLOCK) // 2), max(0, (length - _NOISE_BLOCK) // 2) + _NOISE_BLOCK)
+                  for length in shape)
+    noise = noise_description(np.asarray(volume[block]))
+    if noise is not None:
+        warnings.append(f"the input {noise}")
     return warnings

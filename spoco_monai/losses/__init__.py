@@ -1,10 +1,11 @@
 """SPOCO losses: discriminative terms, single-instance term, unlabeled push, embedding consistency, adversarial
 mask term (critic and WGAN-GP objectives), foreground and affinity side terms; LCFCN's point localisation loss;
-SPML's pixel-to-segment contrast."""
+SPML's pixel-to-segment contrast; WISE's anchor similarity."""
 
 from __future__ import annotations
 
 from spoco_monai.losses.adversarial import MaskCritic, WassersteinMaskLoss, object_box_masks
+from spoco_monai.losses.anchor_similarity import AnchorSimilarityLoss
 from spoco_monai.losses.affinity_side import AffinitySideLoss
 from spoco_monai.losses.consistency import EmbeddingConsistencyLoss
 from spoco_monai.losses.discriminative import DiscriminativeLoss
@@ -18,6 +19,7 @@ from spoco_monai.losses.spoco import SpocoLoss
 from spoco_monai.losses.unlabeled_push import UnlabeledPushLoss
 
 __all__ = [
+    "AnchorSimilarityLoss",
     "AffinitySideLoss",
     "ChosenObjects",
     "DiscriminativeLoss",

@@ -11,7 +11,7 @@ from bundle_workflow import workflow
 from ignite.engine import Events
 
 from spoco_monai.data import write_synthetic_dataset
-from spoco_monai.losses import PointSupervisedLoss
+from spoco_monai.losses import AnchorSimilarityLoss, PointSupervisedLoss
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,28 @@ def test_points_overlay_trains_two_iterations_from_clicks(tiny_2d, tmp_path):
     assert all(terms["localization_point"] > 0 for terms in seen)
     recorded = json.loads((tmp_path / "point_annotation.json").read_text())
     assert len(recorded) == 1 and all(entry["objects"] for entry in recorded.values())
+
+
+def test_points_wise_overlay_trains_the_embeddings_with_the_anchor_similarity(tiny_2d, tmp_path):
+    flow = workflow(
+        ("train", "dsb2018_2d", "points_model", "points", "points_wise"), dataset_dir=str(tiny_2d),
+        datalist_source="$os.path.join(@dataset_dir, 'datalist.json')",
+        output_dir=str(tmp_path), patch_size=[32, 32], norm="batch", patches_per_volume=2,
+        network_channels=[8, 16], network_strides=[2], whole_image_max_voxels=None, run_validation=False,
+        **{"segmentation#roi_size": [48, 48]},
+    )
+    trainer = flow.parser.get_parsed_content("train#trainer")
+    assert isinstance(trainer.loss_function.embedding_loss, AnchorSimilarityLoss)
+    assert flow.parser.get_parsed_content("training_settings")["points"]["embedding_loss"] == "anchor_similarity"
+    seen = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda engine: seen.append(dict(engine.state.output["loss_terms"]))
+    )
+    flow.run()
+    assert trainer.state.iteration == 2
+    # WISE's terms and the localisation terms, none of SPOCO's
+    assert all({"similar", "dissimilar", "localization"} <= set(terms) and "instance" not in terms for terms in seen)
+    assert all(terms["similar"] > 0 for terms in seen)
 
 
 @pytest.mark.parametrize(("overlay", "manifest"), [("scribbles", "scribble_annotation.json"), ("boxes", "box_annotation.json")])

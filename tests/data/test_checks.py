@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
+from scipy import ndimage
 
 from monai.bundle import ConfigParser
 
@@ -18,6 +19,7 @@ from spoco_monai.data import (
     load_datalist,
     write_synthetic_dataset,
 )
+from spoco_monai.data.checks import neighbour_correlation
 
 BUNDLE_CONFIGS = Path(__file__).parents[2] / "bundle" / "configs"
 
@@ -241,3 +243,35 @@ def test_colour_image_for_a_grey_network_is_told_how_to_convert(tmp_path):
     with pytest.raises(ValueError, match=r"rgb\.tif: image has 3 channel\(s\) but the network expects in_channels=1; "
                                          r"it looks like a colour \(RGB\) image; .*convert\('L'\)"):
         check_dataset([{"image": str(tmp_path / "rgb.tif")}], spatial_dims=2, label_key=None, in_channels=1)
+
+
+def test_neighbour_correlation_exact_values():
+    rows, columns = np.mgrid[0:101, 0:101]
+    assert neighbour_correlation(columns) == pytest.approx(1.0)  # a ramp: each value predicts the next
+    assert neighbour_correlation((rows + columns) % 2) == pytest.approx(-1.0)  # a checkerboard along both axes
+    assert neighbour_correlation(np.ones((101, 101))) is None  # constant: nothing to correlate
+    assert neighbour_correlation(columns[:8, :9]) is None  # too few pairs to judge
+    noise = np.random.default_rng(0).integers(0, 256, (200, 200))
+    assert abs(neighbour_correlation(noise)) < 0.02
+
+
+def test_an_image_of_noise_is_named_with_the_likely_cause(tmp_path, good_2d):
+    # a smooth 16-bit picture saved as 8 bits keeps only its lowest byte: neighbouring values no longer correlate
+    picture = ndimage.gaussian_filter(np.random.default_rng(0).normal(size=(150, 150)), 4)
+    picture = ((picture - picture.min()) / np.ptp(picture) * 60000).astype(np.uint16)
+    label = _tif(tmp_path / "l.tif", _objects((150, 150)))
+    good = {"image": _tif(tmp_path / "picture.tif", picture), "label": label}
+    assert check_dataset([good], spatial_dims=2)
+    cut = {"image": _tif(tmp_path / "cut.tif", (picture % 256).astype(np.uint8)), "label": label}
+    with pytest.raises(ValueError, match=r"cut\.tif: image looks like noise: .* 16-bit intensities cut to 8 bits"):
+        check_dataset([cut], spatial_dims=2)
+
+
+def test_real_volumes_with_a_picture_pass_and_the_noise_volume_is_caught(shared_data):
+    def correlation(name):
+        with h5py.File(shared_data / "lm3d" / name, "r") as handle:
+            return neighbour_correlation(handle["raw"][:])
+
+    # the noisiest real volume here, and one whose raw channel is noise (its nuclei are only in its labels)
+    assert correlation("gonuclear_1135.h5") > 0.5
+    assert correlation("gonuclear_1137.h5") < 0.01

@@ -326,6 +326,18 @@ def test_voxel_size_unlike_the_training_data_is_warned_about_before_work(tmp_pat
         assert (message in error) == warned, error
 
 
+def test_an_input_of_noise_is_warned_about_before_work(tmp_path, bundle, capsys):
+    arguments = ["--bundle", str(bundle), "--no-progress", "--device", "cpu"]
+    picture = voronoi_labels((24, 48, 48), 10, seed=5).astype(np.float32)
+    noise = np.random.default_rng(0).integers(0, 256, picture.shape).astype(np.float32)
+    for image, output, warned in ((picture, "a.zarr", False), (noise, "b.zarr", True)):
+        path = f"{tmp_path / output}.h5:raw"
+        write_volume(path, image)
+        assert main(["segment", path, str(tmp_path / output), *arguments]) == 0
+        error = capsys.readouterr().err
+        assert ("warning: the input looks like noise: neighbouring values are uncorrelated" in error) == warned, error
+
+
 def _stop_after_saves(monkeypatch, count: int) -> None:
     """Make a run stop, as a kill would, right after it has saved ``count`` blocks."""
     save = DirectoryBlockStore.save
