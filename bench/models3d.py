@@ -20,7 +20,8 @@ symmetric best Dice (SBD), AP@0.5, mAP over IoU 0.5:0.05:0.95, the number of seg
 ground-truth objects, and the seconds each method took on the report data. ``--json`` also writes the scores;
 ``--test-time-flips`` adds a row with every window's mirrored passes averaged (``SegmentationSettings``),
 ``--affinity-delta-dists`` a row per affinity kernel width and ``--settings`` a row per set of other config entries
-(e.g. another clustering), to choose them on the selection data.
+(e.g. another clustering), to choose them on the selection data; ``--training-part`` also scores the training data
+(a "training" part), for the models whose report data is their only other data.
 """
 
 from __future__ import annotations
@@ -87,12 +88,17 @@ def _volumes(dataset) -> list[tuple[np.ndarray, np.ndarray]]:
     ]
 
 
+def _training_volumes(parser: ConfigParser) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The overlay's training data (its volumes or parts), read as the training reads them."""
+    load = Compose(parser.get_parsed_content("train#load"))
+    return _volumes(Dataset(parser.get_parsed_content("train#datalist"), load))
+
+
 def baseline_min_distance(name: str, parser: ConfigParser) -> tuple[int, dict[int, float]]:
     """The ``min_distance`` of the overlay's baseline with the lowest adapted Rand error on its training data."""
     _, segment, sign = BASELINES[name]
     element_size = parser.get_parsed_content("element_size")
-    load = Compose(parser.get_parsed_content("train#load"))
-    training = _volumes(Dataset(parser.get_parsed_content("train#datalist"), load))
+    training = _training_volumes(parser)
     errors = {}
     for min_distance in MIN_DISTANCES:
         per_volume = [
@@ -110,13 +116,17 @@ def run_model(
     test_time_flips: bool = False,
     affinity_delta_dists: Sequence[float] = (),
     settings: Sequence[dict[str, Any]] = (),
+    training_part: bool = False,
 ) -> dict[tuple[str, str], dict[str, float]]:
     """Scores of the model (also with test-time flips, with other affinity kernels and with other config entries,
     e.g. another clustering, when asked) and of its baseline, per data part ("selection": the overlay's validation
-    data; "test": :data:`TEST_DATA`), averaged over each part's volumes."""
+    data; "test": :data:`TEST_DATA`; "training": the overlay's training data, with ``training_part``), averaged over
+    each part's volumes."""
     network, parser = load_bundle_network(BUNDLE, weights, overlay_configs(name), device)
     network.eval()
     parts = {"selection": _volumes(parser.get_parsed_content("validate#dataset"))}
+    if training_part:
+        parts["training"] = _training_volumes(parser)
     if name in TEST_DATA:
         parts["test"] = _volumes(Dataset(TEST_DATA[name], Compose(parser.get_parsed_content("validate#load"))))
     min_distance, _ = baseline_min_distance(name, parser)
@@ -188,6 +198,11 @@ def main(argv: list[str] | None = None) -> None:
         help="add a row per JSON object of config entries set for the segmentation, e.g. another clustering: "
         "'{\"clustering\": \"watershed\", \"clustering_kwargs\": {\"min_distance\": 6}}'",
     )
+    parser.add_argument(
+        "--training-part", action="store_true",
+        help="also score the overlay's training data, to choose segmentation settings on it (as the baselines' "
+        "min_distance is chosen)",
+    )
     args = parser.parse_args(argv)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     results = {
@@ -195,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
             row: scores
             for folder in args.weights_dir
             for row, scores in run_model(
-                name, folder / f"{name}.pt", device, args.test_time_flips, args.affinity_delta_dists, args.settings
+                name, folder / f"{name}.pt", device, args.test_time_flips, args.affinity_delta_dists, args.settings,
+                args.training_part,
             ).items()
         }
         for name in args.models
