@@ -117,12 +117,13 @@ def run_model(
     affinity_delta_dists: Sequence[float] = (),
     settings: Sequence[dict[str, Any]] = (),
     training_part: bool = False,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[tuple[str, str], dict[str, float]]:
     """Scores of the model (also with test-time flips, with other affinity kernels and with other config entries,
     e.g. another clustering, when asked) and of its baseline, per data part ("selection": the overlay's validation
     data; "test": :data:`TEST_DATA`; "training": the overlay's training data, with ``training_part``), averaged over
-    each part's volumes."""
-    network, parser = load_bundle_network(BUNDLE, weights, overlay_configs(name), device)
+    each part's volumes. ``overrides`` are config entries set before anything is built (e.g. other data regions)."""
+    network, parser = load_bundle_network(BUNDLE, weights, overlay_configs(name), device, overrides)
     network.eval()
     parts = {"selection": _volumes(parser.get_parsed_content("validate#dataset"))}
     if training_part:
@@ -203,6 +204,11 @@ def main(argv: list[str] | None = None) -> None:
         help="also score the overlay's training data, to choose segmentation settings on it (as the baselines' "
         "min_distance is chosen)",
     )
+    parser.add_argument(
+        "--overrides", type=json.loads, default=None,
+        help="JSON object of config entries set before the data and networks are built, e.g. the regions of a network "
+        "trained on part of the training data: '{\"report_region\": \"$(slice(None), slice(80, None), slice(0, 64))\"}'",
+    )
     args = parser.parse_args(argv)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     results = {
@@ -211,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
             for folder in args.weights_dir
             for row, scores in run_model(
                 name, folder / f"{name}.pt", device, args.test_time_flips, args.affinity_delta_dists, args.settings,
-                args.training_part,
+                args.training_part, args.overrides,
             ).items()
         }
         for name in args.models
