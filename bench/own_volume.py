@@ -23,9 +23,9 @@ z < 63, score z >= 63), ``em_selection`` (the recipe's selection data, inside z 
 x < 125, score x >= 125), ``membranes`` (``plantseg_ovule_sample.h5``: train x < 64, score x >= 64;
 ``lm3d_membranes``), ``nuclei`` (``gonuclear_1136.h5``: train z < 50, score z >= 50; ``lm3d_nuclei``; no ``unet``
 row: a boundary map does not say where nuclei are).
-Every result goes to ``<output-dir>/<dataset>_<fraction>_<seed>/<row>.json`` (written atomically, with the data split
-and the shipped weights it was measured with); a rerun skips rows already there and refuses rows measured on
-other data or with another shipped model. The table lists adapted Rand error, VOI split/merge, SBD, AP@0.5,
+Every result goes to ``<output-dir>/<dataset>_<fraction>_<seed>/<row>.json`` (written atomically, with the data split,
+the shipped weights and the shipped model's segmentation settings it was measured with); a rerun skips rows already
+there and refuses rows measured on other data, with another shipped model or with other settings. The table lists adapted Rand error, VOI split/merge, SBD, AP@0.5,
 segments / objects and the training seconds; the machine load is printed with it.
 """
 
@@ -269,12 +269,16 @@ def markdown_table(results: dict[tuple, dict]) -> str:
 
 
 def measurement_setup(dataset: Dataset) -> dict[str, str]:
-    """What a stored row depends on besides its fraction, seed and row: the data split and the shipped weights."""
-    weights = Path(bundle_model(BUNDLE, dataset.model)["model_path"])
+    """What a stored row depends on besides its fraction, seed and row: the data split, the shipped weights and the
+    shipped model's segmentation settings (which its fine-tunes keep)."""
+    entry = bundle_model(BUNDLE, dataset.model)
+    weights = Path(entry["model_path"])
     weights = weights if weights.is_absolute() else BUNDLE / weights
+    settings = bundle_settings(bundle_config(BUNDLE, entry["configs"]))
     return {
         "dataset": repr(dataset).replace(str(DATA), "<data>"),
         "shipped_weights": hashlib.blake2b(weights.read_bytes(), digest_size=8).hexdigest(),
+        "segmentation": f"{settings.clustering} {dict(settings.clustering_kwargs)}, flips {settings.test_time_flips}",
     }
 
 
@@ -305,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
                     result = json.loads(path.read_text())
                     if result.get("setup") != setup:
                         raise SystemExit(
-                            f"{path} was measured on other data or with another shipped model ({result.get('setup')}, "
+                            f"{path} was measured on other data or with another shipped model or its settings ({result.get('setup')}, "
                             f"now {setup}): choose another --output-dir"
                         )
                 else:
