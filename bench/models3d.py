@@ -206,8 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--overrides", type=json.loads, default=None,
-        help="JSON object of config entries set before the data and networks are built, e.g. the regions of a network "
-        "trained on part of the training data: '{\"report_region\": \"$(slice(None), slice(80, None), slice(0, 64))\"}'",
+        help="JSON object of config entries set before the data and networks are built, e.g. the regions of a "
+        "network trained on part of the training data: "
+        "'{\"report_region\": \"$(slice(None), slice(80, None), slice(0, 64))\"}'",
     )
     args = parser.parse_args(argv)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")

@@ -25,8 +25,9 @@ x < 125, score x >= 125), ``membranes`` (``plantseg_ovule_sample.h5``: train x <
 row: a boundary map does not say where nuclei are).
 Every result goes to ``<output-dir>/<dataset>_<fraction>_<seed>/<row>.json`` (written atomically, with the data split,
 the shipped weights and the shipped model's segmentation settings it was measured with); a rerun skips rows already
-there and refuses rows measured on other data, with another shipped model or with other settings. The table lists adapted Rand error, VOI split/merge, SBD, AP@0.5,
-segments / objects and the training seconds; the machine load is printed with it.
+there and refuses rows measured on other data, with another shipped model or with other settings. The table lists
+adapted Rand error, VOI split/merge, SBD, AP@0.5, segments / objects and the training seconds; the machine load is
+printed with it.
 """
 
 from __future__ import annotations
@@ -309,8 +310,8 @@ def main(argv: list[str] | None = None) -> None:
                     result = json.loads(path.read_text())
                     if result.get("setup") != setup:
                         raise SystemExit(
-                            f"{path} was measured on other data or with another shipped model or its settings ({result.get('setup')}, "
-                            f"now {setup}): choose another --output-dir"
+                            f"{path} was measured on other data or with another shipped model or its settings "
+                            f"({result.get('setup')}, now {setup}): choose another --output-dir"
                         )
                 else:
                     if row in ("scratch", "unet") and "finetune" not in budget:

@@ -5,8 +5,8 @@ SPML's pixel-to-segment contrast; WISE's anchor similarity."""
 from __future__ import annotations
 
 from spoco_monai.losses.adversarial import MaskCritic, WassersteinMaskLoss, object_box_masks
-from spoco_monai.losses.anchor_similarity import AnchorSimilarityLoss
 from spoco_monai.losses.affinity_side import AffinitySideLoss
+from spoco_monai.losses.anchor_similarity import AnchorSimilarityLoss
 from spoco_monai.losses.consistency import EmbeddingConsistencyLoss
 from spoco_monai.losses.discriminative import DiscriminativeLoss
 from spoco_monai.losses.foreground import ForegroundLoss
@@ -19,8 +19,8 @@ from spoco_monai.losses.spoco import SpocoLoss
 from spoco_monai.losses.unlabeled_push import UnlabeledPushLoss
 
 __all__ = [
-    "AnchorSimilarityLoss",
     "AffinitySideLoss",
+    "AnchorSimilarityLoss",
     "ChosenObjects",
     "DiscriminativeLoss",
     "EmbeddingConsistencyLoss",
