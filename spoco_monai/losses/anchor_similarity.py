@@ -27,6 +27,7 @@ import math
 import torch
 from torch import nn
 
+from spoco_monai.losses.inputs import flatten_loss_inputs
 from spoco_monai.losses.sampling import pick_per_group, random_priorities
 from spoco_monai.validation import check_int, check_positive
 
@@ -65,7 +66,7 @@ class AnchorSimilarityLoss(nn.Module):
         """Compute the loss.
 
         Args:
-            embeddings: (B, E, *S) embeddings.
+            embeddings: (B, E, *S) embeddings, S with 2 or 3 spatial axes.
             target: (B, 1, *S) or (B, *S) integer labels: id > 0 object, 0 unlabeled, -1 ignored.
             teacher_embeddings: not used.
             foreground: not used.
@@ -74,16 +75,11 @@ class AnchorSimilarityLoss(nn.Module):
             Scalar loss; 0 (still connected to ``embeddings``) when no sample holds an object.
 
         Raises:
-            ValueError: a target whose shape is not the embeddings' spatial shape.
+            TypeError, ValueError: inputs that :func:`~spoco_monai.losses.inputs.flatten_loss_inputs` refuses (e.g. a
+                target whose shape is not the embeddings' spatial shape).
         """
-        batch, channels = embeddings.shape[:2]
-        labels = target.reshape(batch, -1).long()
-        if labels.shape[1] != embeddings[0, 0].numel():
-            raise ValueError(
-                f"expected a target of the embeddings' spatial shape {tuple(embeddings.shape[2:])}, found "
-                f"{tuple(target.shape)}."
-            )
-        flat = embeddings.reshape(batch, channels, -1)
+        flat, labels, _ = flatten_loss_inputs(embeddings, target)
+        batch = flat.shape[0]
         # objects of each sample numbered 0..K-1 in the order of their ids; K marks pixels of no object
         ids = torch.unique(labels[labels > 0])
         count = len(ids)

@@ -18,9 +18,10 @@ def _dissimilar(d):  # -log(1 - s) = -log tanh(d / 2)
 
 
 def test_exact_values_for_either_anchor_of_a_two_pixel_object():
-    # one sample, E = 1, pixels (0, 1, 3, 7, 9); object 1 = pixels 0 and 1, object 2 = pixel 2, then unlabeled, ignored
-    embeddings = torch.tensor([[[0.0, 1.0, 3.0, 7.0, 9.0]]], dtype=torch.float64)
-    target = torch.tensor([[[1, 1, 2, 0, -1]]])
+    # one sample, E = 1, a 1x5 image (0, 1, 3, 7, 9); object 1 = pixels 0 and 1, object 2 = pixel 2, then unlabeled,
+    # ignored
+    embeddings = torch.tensor([[[[0.0, 1.0, 3.0, 7.0, 9.0]]]], dtype=torch.float64)
+    target = torch.tensor([[[[1, 1, 2, 0, -1]]]])
     # anchor of object 1 at pixel 0 (value 0) or pixel 1 (value 1); object 2's anchor is its one pixel (value 3)
     expected = {
         0: (_similar(0) + _similar(1) + _similar(0)) / 3 + (_dissimilar(9) + _dissimilar(4) + _dissimilar(9)) / 3,
@@ -37,8 +38,8 @@ def test_exact_values_for_either_anchor_of_a_two_pixel_object():
 
 def test_terms_are_reported_and_a_batch_averages_over_all_its_pairs():
     loss = AnchorSimilarityLoss(seed=0)
-    embeddings = torch.tensor([[[0.0, 2.0]], [[5.0, 5.0]]], dtype=torch.float64)
-    target = torch.tensor([[[1, 2]], [[4, 0]]])
+    embeddings = torch.tensor([[[[0.0, 2.0]]], [[[5.0, 5.0]]]], dtype=torch.float64)
+    target = torch.tensor([[[[1, 2]]], [[[4, 0]]]])
     value = loss(embeddings, target)
     # pairs: sample 0 has two own pairs (d = 0) and two others (d = 4); sample 1 one own pair (d = 0)
     assert loss.last_terms["similar"] == pytest.approx(0.0, abs=1e-12)
@@ -55,35 +56,35 @@ def test_gradients_match_finite_differences():
 
 
 def test_unlabeled_and_ignored_pixels_take_no_part():
-    embeddings = torch.randn(1, 2, 6, dtype=torch.float64, requires_grad=True)
-    target = torch.tensor([[[1, 1, 2, 0, -1, 2]]])
+    embeddings = torch.randn(1, 2, 1, 6, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([[[[1, 1, 2, 0, -1, 2]]]])
     value = AnchorSimilarityLoss(seed=1)(embeddings, target)
     value.backward()
-    assert torch.all(embeddings.grad[0, :, 3:5] == 0)
+    assert torch.all(embeddings.grad[0, :, 0, 3:5] == 0)
     moved = embeddings.detach().clone()
-    moved[0, :, 3:5] += 10
+    moved[0, :, 0, 3:5] += 10
     assert float(AnchorSimilarityLoss(seed=1)(moved, target)) == pytest.approx(float(value.detach()), rel=1e-12)
 
 
 def test_equal_embeddings_of_two_objects_give_a_finite_loss_and_gradient():
-    embeddings = torch.zeros(1, 2, 3, dtype=torch.float64, requires_grad=True)
-    value = AnchorSimilarityLoss(eps=1e-6)(embeddings, torch.tensor([[[1, 2, 2]]]))
+    embeddings = torch.zeros(1, 2, 1, 3, dtype=torch.float64, requires_grad=True)
+    value = AnchorSimilarityLoss(eps=1e-6)(embeddings, torch.tensor([[[[1, 2, 2]]]]))
     value.backward()
     assert float(value.detach()) == pytest.approx(-math.log(1e-6), rel=1e-9)
     assert torch.isfinite(embeddings.grad).all()
 
 
 def test_no_object_gives_zero_still_connected():
-    embeddings = torch.randn(2, 3, 4, requires_grad=True)
-    value = AnchorSimilarityLoss()(embeddings, torch.zeros(2, 1, 4, dtype=torch.long))
+    embeddings = torch.randn(2, 3, 1, 4, requires_grad=True)
+    value = AnchorSimilarityLoss()(embeddings, torch.zeros(2, 1, 1, 4, dtype=torch.long))
     assert float(value.detach()) == 0.0
     value.backward()
     assert torch.all(embeddings.grad == 0)
 
 
 def test_draws_are_seeded_and_the_generator_is_found_for_checkpoints():
-    embeddings = torch.randn(1, 2, 40, dtype=torch.float64)
-    target = torch.randint(1, 4, (1, 1, 40))
+    embeddings = torch.randn(1, 2, 5, 8, dtype=torch.float64)
+    target = torch.randint(1, 4, (1, 1, 5, 8))
     first, second = AnchorSimilarityLoss(seed=7), AnchorSimilarityLoss(seed=7)
     assert [float(first(embeddings, target)) for _ in range(3)] == [float(second(embeddings, target)) for _ in range(3)]
     assert find_generators(first) == [first.generator]
@@ -104,4 +105,4 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="eps"):
         AnchorSimilarityLoss(eps=0)
     with pytest.raises(ValueError, match="spatial shape"):
-        AnchorSimilarityLoss()(torch.zeros(1, 2, 4), torch.zeros(1, 1, 5, dtype=torch.long))
+        AnchorSimilarityLoss()(torch.zeros(1, 2, 1, 4), torch.zeros(1, 1, 1, 5, dtype=torch.long))
