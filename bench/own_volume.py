@@ -27,7 +27,9 @@ Every result goes to ``<output-dir>/<dataset>_<fraction>_<seed>/<row>.json`` (wr
 the shipped weights and the shipped model's segmentation settings it was measured with); a rerun skips rows already
 there and refuses rows measured on other data, with another shipped model or with other settings. The table lists
 adapted Rand error, VOI split/merge, SBD, AP@0.5, segments / objects and the training seconds; the machine load is
-printed with it.
+printed with it. Fine-tune rows also list the objects the starting and the trained weights find in the annotated part,
+as ``spoco-monai train`` reports them (:mod:`~spoco_monai.training.object_counts`); a rerun adds them to rows stored
+before they were recorded.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ from spoco_monai.bundle import bundle_config, bundle_model, bundle_settings, loa
 from spoco_monai.data.atomic import write_atomically
 from spoco_monai.inferers import segment_volume
 from spoco_monai.metrics import annotated_object_iou, instance_scores
+from spoco_monai.training.annotations import summarize_pairs
+from spoco_monai.training.object_counts import count_objects
 from spoco_monai.training.train_on_annotations import SCRATCH, FineTuneRecipe, train_on_annotations
 from spoco_monai.transforms import SparseInstanceSampling
 
@@ -159,6 +163,21 @@ def segment_with_model(model: str | Path, test_image: str) -> np.ndarray:
     return np.asarray(segment_volume(test_image, network, bundle_settings(config), progress=False))
 
 
+def object_counts(dataset: Dataset, folder: Path, model_folder: Path) -> dict[str, int]:
+    """The objects the starting (shipped) and the trained weights find in the annotated part: the model folder's
+    record, or, for a folder trained before the command recorded them, the same count made here."""
+    record = json.loads((model_folder / "model.json").read_text())
+    if "object_counts" in record:
+        return record["object_counts"]
+    entry = bundle_model(BUNDLE, model_folder)
+    trained, config = load_bundle_network(BUNDLE, Path(entry["model_path"]), entry["configs"], "cpu")
+    shipped = Path(bundle_model(BUNDLE, dataset.model)["model_path"])
+    shipped = shipped if shipped.is_absolute() else BUNDLE / shipped
+    starting, _ = load_bundle_network(BUNDLE, shipped, entry["configs"], "cpu")
+    volumes = summarize_pairs([f"{folder / 'train.h5'}:raw"], [f"{folder / 'train.h5'}:label"], 3)
+    return count_objects(volumes, {"trained": trained, "starting": starting}, bundle_settings(config))
+
+
 def boundary_target(sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The boundary map and where it is known: inside every annotated object and on its border (both sides).
 
@@ -220,6 +239,7 @@ def run_row(row: str, dataset: Dataset, fraction: float, seed: int, folder: Path
     annotated = int(np.count_nonzero(np.unique(sparse) > 0))
     began = time.perf_counter()
     training_s = 0.0
+    extra: dict = {}
     if row == "shipped":
         prediction = segment_with_model(dataset.model, f"{test_path}:raw")
     elif row.split(":")[0] in ("finetune", "holdout", "scratch"):
@@ -237,6 +257,8 @@ def run_row(row: str, dataset: Dataset, fraction: float, seed: int, folder: Path
         )
         training_s = json.loads((output / "model.json").read_text())["seconds"]
         prediction = segment_with_model(output, f"{test_path}:raw")
+        if row.startswith("finetune"):
+            extra["object_counts"] = object_counts(dataset, folder, output)
     elif row == "classical":
         def segment(image, distance):
             return classical_segment(dataset, image, distance, element_size)
@@ -255,18 +277,27 @@ def run_row(row: str, dataset: Dataset, fraction: float, seed: int, folder: Path
         distance = choose_min_distance(segment, train_image, sparse)
         prediction = segment(test_image, distance)
     result = instance_scores(prediction, test_label)
-    result.update(training_s=training_s, seconds=time.perf_counter() - began, annotated=annotated)
+    result.update(training_s=training_s, seconds=time.perf_counter() - began, annotated=annotated, **extra)
     return result
 
 
 def markdown_table(results: dict[tuple, dict]) -> str:
-    lines = ["| data | annotated | seed | row | ARand | VOI split | VOI merge | SBD | AP@0.5 | segs / objs | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| data | annotated | seed | row | ARand | VOI split | VOI merge | SBD | AP@0.5 | segs / objs | train s "
+        "| objects in the annotated part, starting -> trained |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for (name, fraction, seed, row), r in results.items():
+        counts = r.get("object_counts")
+        change = (
+            "-"
+            if counts is None
+            else f"{counts['starting']} -> {counts['trained']} ({counts['trained'] / counts['starting'] - 1:+.0%})"
+        )
         lines.append(
             f"| {name} | {fraction:g} ({r['annotated']}) | {seed} | {row} | {r['arand']:.3f} | {r['voi_split']:.3f} | "
             f"{r['voi_merge']:.3f} | {r['sbd']:.3f} | {r['ap50']:.3f} | {r['segments']} / {r['objects']} | "
-            f"{r['training_s']:.0f} |"
+            f"{r['training_s']:.0f} | {change} |"
         )
     return "\n".join(lines)
 
@@ -315,6 +346,10 @@ def main(argv: list[str] | None = None) -> None:
                             f"{path} was measured on other data or with another shipped model or its settings "
                             f"({result.get('setup')}, now {setup}): choose another --output-dir"
                         )
+                    if row.startswith("finetune") and "object_counts" not in result:
+                        result["object_counts"] = object_counts(dataset, folder, folder / row.replace(":", "_"))
+                        with write_atomically(path) as temporary:
+                            temporary.write_text(json.dumps(result, indent=1))
                 else:
                     if row in ("scratch", "unet") and "finetune" not in budget:
                         budget["finetune"] = json.loads((folder / "finetune.json").read_text())["training_s"]

@@ -32,10 +32,11 @@ from spoco_monai.bundle import DEFAULT_MODEL, bundle_config, bundle_model, voxel
 from spoco_monai.data.volume_io import open_volume
 from spoco_monai.engines.checkpoint import load_network_weights
 from spoco_monai.engines.time_budget import TimeBudget
-from spoco_monai.inferers.settings import AFFINITY_CLUSTERINGS
+from spoco_monai.inferers.settings import AFFINITY_CLUSTERINGS, SegmentationSettings
 from spoco_monai.training.annotations import AnnotatedVolume, describe_volumes, summarize_pairs
 from spoco_monai.training.held_out_choice import HeldOutChoice, choose_on_held_out
 from spoco_monai.training.model_folder import TRAINING_FOLDER, is_model_folder, read_model_folder, write_model_folder
+from spoco_monai.training.object_counts import count_objects, merge_warning
 from spoco_monai.training.weak_annotations import CLICK_CONFIGS, annotation_label_images, annotation_overlays
 from spoco_monai.transforms.simulated_annotator import chosen_count
 from spoco_monai.transforms.sparse_manifest import SparseAnnotationManifest
@@ -243,6 +244,11 @@ def train_on_annotations(
         }
         if choice.weights == STARTING:
             record["description"] += f"; the held-out objects kept the starting weights of {start['name']}"
+    kept_starting = bool(validation and best_path.is_file() and best["iteration"] == 0) or (
+        choice is not None and choice.weights == STARTING
+    )
+    if start["weights"] is not None and not kept_starting:
+        record["object_counts"] = _compare_object_counts(network, start, inference_config, bundle, volumes, log)
     write_model_folder(output, network.state_dict(), inference_config, record)
     log(
         f"trained {iterations} of {recipe.iterations} iterations in {seconds / 60:.1f} min{stopped}; model folder "
@@ -508,9 +514,7 @@ def _choose_on_held_out(
 ) -> tuple[torch.nn.Module, HeldOutChoice]:
     """Judge the trained weights, and a fine-tune's starting weights, on the held-out objects at every candidate
     clustering scale; write the chosen scale into the inference config and return the chosen network."""
-    parser = ConfigParser(inference_config)
-    parser["bundle_root"] = str(bundle)
-    settings = parser.get_parsed_content("segmentation")
+    settings = _settings(inference_config, bundle)
     networks = {TRAINED: network.eval()}
     if start["weights"] is not None:
         networks[STARTING] = load_network_weights(copy.deepcopy(network), start["weights"]).eval()
@@ -531,6 +535,35 @@ def _choose_on_held_out(
             f"(the model's {settings.affinity_delta_dist:g})"
         )
     return networks[choice.weights], choice
+
+
+def _compare_object_counts(
+    network: torch.nn.Module,
+    start: dict[str, Any],
+    inference_config: dict[str, Any],
+    bundle: Path,
+    volumes: Sequence[AnnotatedVolume],
+    log: Callable[[str], None],
+) -> dict[str, int]:
+    """Count the objects the trained and the starting weights find in the training images, both segmented with the
+    model folder's settings; say both counts, and warn when the fine-tune finds markedly fewer (it merges)."""
+    starting = load_network_weights(copy.deepcopy(network), start["weights"]).eval()
+    counts = count_objects(volumes, {TRAINED: network.eval(), STARTING: starting}, _settings(inference_config, bundle))
+    log(
+        f"objects found in the training image(s) (the central 128^3 voxels of larger ones): {counts[STARTING]} with the starting weights of "
+        f"{start['name']}, {counts[TRAINED]} with the trained ones"
+    )
+    warning = merge_warning(counts[STARTING], counts[TRAINED], start["name"])
+    if warning is not None:
+        log(warning)
+    return counts
+
+
+def _settings(inference_config: dict[str, Any], bundle: Path) -> SegmentationSettings:
+    """The segmentation settings of an inference config."""
+    parser = ConfigParser(inference_config)
+    parser["bundle_root"] = str(bundle)
+    return parser.get_parsed_content("segmentation")
 
 
 def _held_out_count(objects: int, holdout: float) -> int:

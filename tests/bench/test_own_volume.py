@@ -64,3 +64,17 @@ def test_a_row_measured_with_other_data_is_refused_not_reused(tmp_path, monkeypa
     stored.write_text(json.dumps(result))
     with pytest.raises(SystemExit, match="choose another --output-dir"):
         own_volume.main(argv)
+
+
+def test_a_fine_tune_row_lists_the_objects_its_starting_and_trained_weights_find():
+    scores = {"arand": 0.444, "voi_split": 1.1, "voi_merge": 2.18, "sbd": 0.08, "ap50": 0.012, "segments": 63,
+              "objects": 100, "training_s": 233.3, "annotated": 8}
+    results = {
+        ("em", 0.1, 2, "finetune"): {**scores, "object_counts": {"starting": 86, "trained": 57}},
+        ("em", 0.1, 2, "shipped"): {**scores, "training_s": 0.0},
+    }
+    lines = own_volume.markdown_table(results).splitlines()
+    assert lines[0].endswith("| objects in the annotated part, starting -> trained |")
+    assert lines[2] == ("| em | 0.1 (8) | 2 | finetune | 0.444 | 1.100 | 2.180 | 0.080 | 0.012 | 63 / 100 | 233 "
+                        "| 86 -> 57 (-34%) |")
+    assert lines[3].endswith("| 0 | - |")

@@ -58,6 +58,16 @@ def test_train_reports_the_volumes_and_their_annotated_objects_before_training(t
     assert messages.index("annotated object(s) in") < messages.index("trained 2 of 2 iterations")
 
 
+def test_a_fine_tune_says_how_many_objects_the_starting_and_trained_weights_find(trained):
+    output, messages = trained
+    counts = read_model_folder(output)["object_counts"]
+    assert set(counts) == {"starting", "trained"} and min(counts.values()) > 0
+    assert (
+        f"objects found in the training image(s) (the central 128^3 voxels of larger ones): {counts['starting']} with "
+        f"the starting weights of model, {counts['trained']} with the trained ones"
+    ) in messages
+
+
 def test_real_sparse_labels_are_used_whole(trained):
     output, _ = trained
     manifest = json.loads((output / "training" / "sparse_annotation.json").read_text())
