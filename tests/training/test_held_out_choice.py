@@ -15,19 +15,12 @@ SHAPE = (16, 32)
 LABELS = np.repeat(np.arange(1, 5), 8)[None, :].repeat(SHAPE[0], axis=0)
 
 
-class Lookup(torch.nn.Module):
-    """Embeds a voxel whose image value is object id ``k`` at ``table[k]``."""
-
-    def __init__(self, table: torch.Tensor) -> None:
-        super().__init__()
-        self.table = table
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.table[x[:, 0].long()].movedim(-1, 1)
+def separates(lookup):
+    return lookup(10.0 * torch.eye(5))  # different objects 14 apart, far beyond 2 delta_d
 
 
-SEPARATES = Lookup(10.0 * torch.eye(5))  # different objects 14 apart, far beyond 2 delta_d
-MERGES = Lookup(torch.zeros(5, 5))  # every voxel at one point
+def merges(lookup):
+    return lookup(torch.zeros(5, 5))  # every voxel at one point
 
 
 def volume() -> AnnotatedVolume:
@@ -43,9 +36,9 @@ def settings(clustering: str = "mws") -> SegmentationSettings:
     )
 
 
-def test_the_network_that_keeps_the_held_out_object_whole_and_apart_is_chosen():
+def test_the_network_that_keeps_the_held_out_object_whole_and_apart_is_chosen(lookup):
     judge = np.where(LABELS == 2, 2, 0)
-    choice = choose_on_held_out({"trained": MERGES, "starting": SEPARATES}, settings(), [volume()], [judge])
+    choice = choose_on_held_out({"trained": merges(lookup), "starting": separates(lookup)}, settings(), [volume()], [judge])
     assert choice.weights == "starting"
     # merged with its three neighbours: precision 1/4, recall 1, error 1 - 2 (1/4) / (5/4) = 0.6 at every scale
     assert choice.scores["trained"] == pytest.approx({1.005: 0.6, 1.245: 0.6, 1.5: 0.6, 1.755: 0.6, 1.995: 0.6})
@@ -54,18 +47,18 @@ def test_the_network_that_keeps_the_held_out_object_whole_and_apart_is_chosen():
     assert choice.affinity_delta_dist == 1.5 and choice.error == 0.0
 
 
-def test_a_tie_between_networks_keeps_the_first():
+def test_a_tie_between_networks_keeps_the_first(lookup):
     judge = np.where(LABELS == 3, 3, 0)
-    choice = choose_on_held_out({"trained": SEPARATES, "starting": SEPARATES}, settings(), [volume()], [judge])
+    choice = choose_on_held_out({"trained": separates(lookup), "starting": separates(lookup)}, settings(), [volume()], [judge])
     assert choice.weights == "trained"
 
 
-def test_a_clustering_without_affinities_compares_the_networks_at_its_own_settings():
+def test_a_clustering_without_affinities_compares_the_networks_at_its_own_settings(lookup):
     judge = np.where(LABELS == 1, 1, 0)
-    choice = choose_on_held_out({"trained": MERGES, "starting": SEPARATES}, settings("hdbscan"), [volume()], [judge])
+    choice = choose_on_held_out({"trained": merges(lookup), "starting": separates(lookup)}, settings("hdbscan"), [volume()], [judge])
     assert list(choice.scores["trained"]) == [1.5] and choice.weights == "starting"
 
 
-def test_without_a_held_out_object_nothing_is_judged():
+def test_without_a_held_out_object_nothing_is_judged(lookup):
     with pytest.raises(ValueError, match="no volume holds an object to judge"):
-        choose_on_held_out({"trained": SEPARATES}, settings(), [volume()], [np.zeros(SHAPE, int)])
+        choose_on_held_out({"trained": separates(lookup)}, settings(), [volume()], [np.zeros(SHAPE, int)])

@@ -16,20 +16,10 @@ SHAPE = (16, 64)
 LABELS = np.repeat(np.arange(1, 9), 8)[None, :].repeat(SHAPE[0], axis=0)
 
 
-class Lookup(torch.nn.Module):
-    """Embeds a pixel whose image value is object id ``k`` at ``table[k]``."""
-
-    def __init__(self, table: torch.Tensor) -> None:
-        super().__init__()
-        self.table = table
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.table[x[:, 0].long()].movedim(-1, 1)
-
-
-SEPARATES = Lookup(10.0 * torch.eye(9))  # different objects 14 apart, far beyond 2 delta_d
-PAIRS = Lookup(10.0 * torch.eye(9)[(torch.arange(9) + 1) // 2 * 2])  # 1 and 2 together, 3 and 4, ...
-MERGES = Lookup(torch.zeros(9, 9))  # every pixel at one point
+# object tables of ``lookup``: different objects 14 apart (far beyond 2 delta_d), pairs of stripes together, all together
+SEPARATES = 10.0 * torch.eye(9)
+PAIRS = 10.0 * torch.eye(9)[(torch.arange(9) + 1) // 2 * 2]
+MERGES = torch.zeros(9, 9)
 
 
 @pytest.fixture()
@@ -53,14 +43,15 @@ def test_a_small_image_is_taken_whole_and_a_large_one_by_its_central_block():
     assert central_block((100, 40), voxels=400) == (slice(40, 60), slice(10, 30))
 
 
-def test_every_network_is_counted_on_the_same_image(volume):
-    counts = count_objects([volume], {"trained": PAIRS, "starting": SEPARATES, "merged": MERGES}, settings())
+def test_every_network_is_counted_on_the_same_image(volume, lookup):
+    networks = {"trained": lookup(PAIRS), "starting": lookup(SEPARATES), "merged": lookup(MERGES)}
+    counts = count_objects([volume], networks, settings())
     assert counts == {"trained": 4, "starting": 8, "merged": 1}
 
 
-def test_counts_add_up_over_volumes_and_stay_inside_the_block(volume):
+def test_counts_add_up_over_volumes_and_stay_inside_the_block(volume, lookup):
     # at most 512 pixels: sides of round(512 ** 0.5) = 23, so 16x23 pixels from column 20, stripes 3 to 6
-    counts = count_objects([volume, volume], {"starting": SEPARATES}, settings(), block_voxels=16 * 32)
+    counts = count_objects([volume, volume], {"starting": lookup(SEPARATES)}, settings(), block_voxels=16 * 32)
     assert counts == {"starting": 8}
 
 
