@@ -4,8 +4,8 @@ that merges objects shows.
 A few annotated objects leave most of a volume unlabeled, and nothing in the sparse loss keeps two neighbouring
 objects apart when nobody annotated either of them: the unlabeled push only moves unlabeled voxels away from the
 annotated objects. So a sparse fine-tune fails by merging. Without dense labels there is no error to compute, but
-the merges change how many objects the network finds in the user's image. Of the 27 fine-tunes of
-``bench/own_volume.py`` (EM, nuclei, membranes), the 11 that found more than a fifth fewer objects than their
+the merges change how many objects the network finds in the user's image. Of the 29 fine-tunes of
+``bench/own_volume.py`` (EM, nuclei, membranes), the 12 that found more than a fifth fewer objects than their
 starting weights in the annotated part of the volume were all worse than the shipped model, and none of those that
 improved it found that many fewer; three bad fine-tunes found about as many objects or more (``bench/RESULTS.md``,
 "A fine-tune that merges finds fewer objects"). The count is reported after every fine-tune, and a drop of more
