@@ -24,8 +24,9 @@ x < 125, score x >= 125), ``membranes`` (``plantseg_ovule_sample.h5``: train x <
 ``lm3d_membranes``), ``nuclei`` (``gonuclear_1136.h5``: train z < 50, score z >= 50; ``lm3d_nuclei``; no ``unet``
 row: a boundary map does not say where nuclei are).
 Every result goes to ``<output-dir>/<dataset>_<fraction>_<seed>/<row>.json`` (written atomically, with the data split,
-the shipped weights and the shipped model's segmentation settings it was measured with); a rerun skips rows already
-there and refuses rows measured on other data, with another shipped model or with other settings. The table lists
+the shipped weights, the shipped model's segmentation settings and the row's training recipe it was measured with); a
+rerun skips rows already there and refuses rows measured on other data, with another shipped model, other settings or
+another recipe (a changed default included). The table lists
 adapted Rand error, VOI split/merge, SBD, AP@0.5, segments / objects and the training seconds; the machine load is
 printed with it. Fine-tune rows also list the objects the starting and the trained weights find in the annotated part,
 as ``spoco-monai train`` reports them (:mod:`~spoco_monai.training.object_counts`); a rerun adds them to rows stored
@@ -82,6 +83,14 @@ RECIPES = {
     "affinity-unlabeled": FineTuneRecipe(overrides={"affinity_unlabeled_is_other": True}),
     # the loss's kernel sums on 65536 randomly drawn voxels of each 40x64x64 patch (an opt-in estimate, 40% of them)
     "kernel-pixels": FineTuneRecipe(overrides={"kernel_pixels": 65536}),
+    # the consistency term's teacher stays the starting network instead of following the network's moving average
+    "frozen-teacher": FineTuneRecipe(overrides={"ema_momentum": 1.0}),
+}
+# the recipes of the other training rows ("finetune" is RECIPES["default"])
+ROW_RECIPES = {
+    # measured with the recipe before the consistency weight of 10 (a negative result, see bench/RESULTS.md)
+    "holdout": FineTuneRecipe(holdout=0.25, consistency_weight=None),
+    "scratch": FineTuneRecipe(iterations=100000),
 }
 MIN_DISTANCES = (2, 4, 6, 8, 12, 16, 24)
 
@@ -231,6 +240,15 @@ def boundary_map(network: torch.nn.Module, image: np.ndarray, patch: tuple[int, 
     return torch.sigmoid(logits)[0, 0].numpy()
 
 
+def row_recipe(row: str) -> FineTuneRecipe | None:
+    """The training recipe of a row; None for the rows that train no SPOCO network."""
+    if row == "finetune":
+        return RECIPES["default"]
+    if row.startswith("finetune:"):
+        return RECIPES[row.split(":")[1]]
+    return ROW_RECIPES.get(row)
+
+
 def run_row(row: str, dataset: Dataset, fraction: float, seed: int, folder: Path, budget: dict) -> dict:
     train_image, train_label, test_image, test_label, element_size = dataset.parts()
     sparse = SparseInstanceSampling(fraction, seed=seed)(train_label, identity=dataset.annotator_identity)
@@ -245,12 +263,7 @@ def run_row(row: str, dataset: Dataset, fraction: float, seed: int, folder: Path
     elif row.split(":")[0] in ("finetune", "holdout", "scratch"):
         start = dataset.model if row != "scratch" else f"{SCRATCH}:{dataset.model}"
         minutes = None if row != "scratch" else budget["finetune"] / 60
-        recipe = {
-            "finetune": FineTuneRecipe(),
-            # measured with the recipe before the consistency weight of 10 (a negative result, see bench/RESULTS.md)
-            "holdout": FineTuneRecipe(holdout=0.25, consistency_weight=None),
-            "scratch": FineTuneRecipe(iterations=100000),
-        }.get(row) or RECIPES[row.split(":")[1]]
+        recipe = row_recipe(row)
         output = train_on_annotations(
             [f"{train_path}:raw"], [f"{train_path}:label"], folder / row.replace(":", "_"), start_from=start,
             bundle=BUNDLE, recipe=recipe, minutes=minutes, annotated_fraction=fraction, seed=seed, progress=False,
@@ -302,9 +315,9 @@ def markdown_table(results: dict[tuple, dict]) -> str:
     return "\n".join(lines)
 
 
-def measurement_setup(dataset: Dataset) -> dict[str, str]:
-    """What a stored row depends on besides its fraction, seed and row: the data split, the shipped weights and the
-    shipped model's segmentation settings (which its fine-tunes keep)."""
+def measurement_setup(dataset: Dataset, row: str) -> dict[str, str]:
+    """What a stored row depends on besides its fraction, seed and row: the data split, the shipped weights, the
+    shipped model's segmentation settings (which its fine-tunes keep) and the row's training recipe."""
     entry = bundle_model(BUNDLE, dataset.model)
     weights = Path(entry["model_path"])
     weights = weights if weights.is_absolute() else BUNDLE / weights
@@ -313,6 +326,7 @@ def measurement_setup(dataset: Dataset) -> dict[str, str]:
         "dataset": repr(dataset).replace(str(DATA), "<data>"),
         "shipped_weights": hashlib.blake2b(weights.read_bytes(), digest_size=8).hexdigest(),
         "segmentation": f"{settings.clustering} {dict(settings.clustering_kwargs)}, flips {settings.test_time_flips}",
+        **({} if row_recipe(row) is None else {"recipe": repr(row_recipe(row))}),
     }
 
 
@@ -329,7 +343,6 @@ def main(argv: list[str] | None = None) -> None:
     dataset = DATASETS[args.dataset]
     if not dataset.file.is_file():
         raise SystemExit(f"{dataset.file} not found: this benchmark needs ../shared/data beside the repository.")
-    setup = measurement_setup(dataset)
     results = {}
     for fraction in args.fractions:
         for seed in args.seeds:
@@ -339,11 +352,12 @@ def main(argv: list[str] | None = None) -> None:
             rows = [row for row in args.rows if not (row == "unet" and not dataset.dense_tissue)]
             for row in sorted(rows, key=lambda r: r != "finetune"):
                 path = folder / f"{row.replace(':', '_')}.json"
+                setup = measurement_setup(dataset, row)
                 if path.is_file():
                     result = json.loads(path.read_text())
                     if result.get("setup") != setup:
                         raise SystemExit(
-                            f"{path} was measured on other data or with another shipped model or its settings "
+                            f"{path} was measured on other data or with another shipped model, settings or recipe "
                             f"({result.get('setup')}, now {setup}): choose another --output-dir"
                         )
                     if row.startswith("finetune") and "object_counts" not in result:

@@ -59,7 +59,7 @@ def test_a_row_measured_with_other_data_is_refused_not_reused(tmp_path, monkeypa
     own_volume.main(argv)
     stored = tmp_path / "membranes_0.2_0" / "classical.json"
     result = json.loads(stored.read_text())
-    assert result["setup"] == own_volume.measurement_setup(own_volume.DATASETS["membranes"])
+    assert result["setup"] == own_volume.measurement_setup(own_volume.DATASETS["membranes"], "classical")
     result["setup"]["shipped_weights"] = "another model"
     stored.write_text(json.dumps(result))
     with pytest.raises(SystemExit, match="choose another --output-dir"):
@@ -78,3 +78,11 @@ def test_a_fine_tune_row_lists_the_objects_its_starting_and_trained_weights_find
     assert lines[2] == ("| em | 0.1 (8) | 2 | finetune | 0.444 | 1.100 | 2.180 | 0.080 | 0.012 | 63 / 100 | 233 "
                         "| 86 -> 57 (-34%) |")
     assert lines[3].endswith("| 0 | - |")
+
+
+def test_a_training_row_is_stored_with_its_recipe_so_a_changed_default_is_not_reused():
+    dataset = own_volume.DATASETS["em"]
+    assert "recipe" not in own_volume.measurement_setup(dataset, "classical")
+    assert own_volume.measurement_setup(dataset, "finetune")["recipe"] == repr(own_volume.FineTuneRecipe())
+    frozen = own_volume.measurement_setup(dataset, "finetune:frozen-teacher")["recipe"]
+    assert "'ema_momentum': 1.0" in frozen and frozen != own_volume.measurement_setup(dataset, "finetune")["recipe"]
