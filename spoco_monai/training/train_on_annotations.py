@@ -353,8 +353,12 @@ def _report(
         lines.append(
             f"labels: {marks} on {objects} object(s) in {len(volumes)} image(s) ({background} background pixel(s) "
             f"marked -1); every object grows into a mask within {radius:g} pixels of its {marks} over the image's "
-            "edges (--grow-radius: about the objects' radius), and SPOCO's losses train on the masks"
-            + (", a localisation channel on the clicks" if kind == "points" else "")
+            "edges (--grow-radius: about the objects' radius), and "
+            + (
+                "WISE's anchor similarity loss trains the embeddings on the masks, a localisation channel on the clicks"
+                if kind == "points"
+                else "SPOCO's losses train on the masks"
+            )
         )
     elif holdout:
         lines.append(

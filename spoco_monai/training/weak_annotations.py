@@ -7,10 +7,12 @@ a thin brush saves it. A box annotation (``--boxes``) is a CSV file of boxes (:m
 CSV files become label images in the training folder before anything else (the user's files are never changed);
 label images are used as they are.
 
-- clicks train through ``points_model.json`` + ``points.json`` (``train#given_clicks``): every object grows into a
-  mask around its clicks (:class:`~spoco_monai.transforms.GrowFromPointsd`), SPOCO's losses train on the masks and
-  a localisation channel learns the clicks; the model segments with the ``"points"`` clustering. A click model
-  starts from scratch or from a model folder trained from clicks (the shipped models have no localisation channel);
+- clicks train through ``points_model.json`` + ``points.json`` + ``points_wise.json`` (``train#given_clicks``):
+  every object grows into a mask around its clicks (:class:`~spoco_monai.transforms.GrowFromPointsd`), WISE's
+  anchor similarity loss (:class:`~spoco_monai.losses.AnchorSimilarityLoss`) trains the embeddings on the masks, the
+  better of it and SPOCO's terms for clicks on DSB2018 (``bench/RESULTS.md``), and a localisation channel learns the
+  clicks; the model segments with the ``"points"`` clustering. A click model starts from scratch or from a model
+  folder trained from clicks (the shipped models have no localisation channel);
 - strokes train through ``scribbles.json`` (``train#given_scribbles``): the strokes grow into masks the same way and
   SPOCO's losses train on them, so any model, shipped ones included, can be fine-tuned from strokes;
 - boxes grow into masks inside them once, before training (:class:`~spoco_monai.transforms.GrowFromBoxes`, as
@@ -38,7 +40,10 @@ __all__ = ["ANNOTATIONS", "CLICK_CONFIGS", "annotation_label_images", "annotatio
 #: what ``--labels``, ``--points``, ``--scribbles`` and ``--boxes`` give
 ANNOTATIONS = ("masks", "points", "scribbles", "boxes")
 #: the overlays a network trained from clicks is defined by (inference) and trained with (training)
-CLICK_CONFIGS = {"inference": ["configs/points_model.json"], "training": ["configs/points_model.json", "configs/points.json"]}
+CLICK_CONFIGS = {
+    "inference": ["configs/points_model.json"],
+    "training": ["configs/points_model.json", "configs/points.json", "configs/points_wise.json"],
+}
 _TRAINING_OVERLAYS = {"points": CLICK_CONFIGS["training"], "scribbles": ["configs/scribbles.json"]}
 _GIVEN = {"points": "@train#given_clicks", "scribbles": "@train#given_scribbles"}
 
@@ -70,7 +75,8 @@ def annotation_overlays(
     overlays = list(_TRAINING_OVERLAYS[annotation])
     entries: dict[str, object] = {"train#annotation": _GIVEN[annotation], "training_settings#annotation": annotation}
     if grow_radius is None:
-        grow_radius = json.loads((bundle / overlays[-1]).read_text())["grow_radius"]
+        configs = [json.loads((bundle / overlay).read_text()) for overlay in overlays]
+        grow_radius = next(config["grow_radius"] for config in configs if "grow_radius" in config)
     entries["grow_radius"] = check_positive("grow_radius", float(grow_radius))
     return overlays, entries, float(grow_radius)
 

@@ -51,6 +51,7 @@ def test_clicks_in_a_napari_points_file_train_a_click_model_that_segment_uses(nu
     assert code == 0, messages
     assert "labels: clicks on 6 object(s) in 1 image(s)" in messages
     assert "within 6 pixels of its clicks" in messages
+    assert "WISE's anchor similarity loss trains the embeddings on the masks" in messages
     # the clicks became a point label image in the training folder; the CSV file is untouched
     converted = output / "training" / "annotations" / "clicks_points.tif"
     points = tifffile.imread(converted)
@@ -58,6 +59,7 @@ def test_clicks_in_a_napari_points_file_train_a_click_model_that_segment_uses(nu
     assert np.count_nonzero(points) == len(CLICKED)
     record = read_model_folder(output)
     assert record["annotation"] == "points" and record["grow_radius"] == 6.0
+    assert record["training_configs"][-1] == "configs/points_wise.json"
     assert record["training_data"][0]["label"] == str(converted)
     assert json.loads((output / "inference.json").read_text())["clustering"] == "points"
     code, messages = run(["segment", str(image), str(tmp_path / "labels.tif"), "--model", str(output), "--no-progress"])
