@@ -207,8 +207,42 @@ def train_on_annotations(
     if is_model_folder(output) and read_model_folder(output)["iterations"] == iterations:
         # a rerun of a finished training trains nothing: the record keeps the time the training took
         seconds = max(seconds, float(read_model_folder(output)["seconds"]))
+    stopped = f", stopped at the {minutes:g}-minute limit" if iterations < recipe.iterations else ""
+    inference_config = _inference_config(bundle, start, overrides, recipe.overrides)
+    inference_config.update(_architecture(flow.parser))
+    network, judgement = _kept_network(flow, start, validation, volumes, recipe, overrides, inference_config, log)
+    record = _record(start, volumes, validation, recipe, sparse_fraction, seed, iterations, seconds, stopped, overrides)
+    record["description"] += judgement.pop("description", "")
+    record.update(judgement, annotation=annotation)
+    if radius is not None:
+        record["grow_radius"] = radius
+    write_model_folder(output, network.state_dict(), inference_config, record)
+    log(
+        f"trained {iterations} of {recipe.iterations} iterations in {seconds / 60:.1f} min{stopped}; model folder "
+        f"{output} (segment with: spoco-monai segment IMAGE OUTPUT --model {output})"
+    )
+    return output
+
+
+def _kept_network(
+    flow: ConfigWorkflow,
+    start: dict[str, Any],
+    validation: Sequence[AnnotatedVolume],
+    volumes: Sequence[AnnotatedVolume],
+    recipe: FineTuneRecipe,
+    overrides: dict[str, Any],
+    inference_config: dict[str, Any],
+    log: Callable[[str], None],
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The network the model folder keeps, and what judged it, as record entries: the validation data's best weights,
+    the hold-out's choice (which also writes its clustering scale into ``inference_config``), and, for a fine-tune
+    that keeps its trained weights, the objects both weights find in the training images. A ``description`` entry is
+    text to add to the record's description."""
+    bundle = Path(overrides["bundle_root"])
     network = flow.parser.get_parsed_content("saved_network")
     best_path = Path(flow.parser.get_parsed_content("ckpt_dir")) / "model.pt"
+    judgement: dict[str, Any] = {}
+    kept = TRAINED
     if validation and best_path.is_file():
         load_network_weights(network, best_path)
         state = flow.parser.get_parsed_content("validate#evaluator").state
@@ -219,42 +253,28 @@ def train_on_annotations(
             "iteration": int(state.best_metric_epoch) * int(flow.parser.get_parsed_content("iterations_per_epoch")),
         }
         _report_best(best, start, log)
-    stopped = f", stopped at the {minutes:g}-minute limit" if iterations < recipe.iterations else ""
-    inference_config = _inference_config(bundle, start, overrides, recipe.overrides)
-    inference_config.update(_architecture(flow.parser))
-    choice = None
+        judgement["validation_best"] = best
+        if best["iteration"] == 0 and start["weights"] is not None:
+            kept = STARTING
+            judgement["description"] = f"; the validation data kept the starting weights of {start['name']}"
     if recipe.holdout:
         judges = _held_out_objects(volumes, Path(overrides["sparse_manifest"]))
         network, choice = _choose_on_held_out(network, start, inference_config, bundle, volumes, judges, log)
-    record = _record(start, volumes, validation, recipe, sparse_fraction, seed, iterations, seconds, stopped, overrides)
-    if validation and best_path.is_file():
-        record["validation_best"] = best
-        if best["iteration"] == 0 and start["weights"] is not None:
-            record["description"] += f"; the validation data kept the starting weights of {start['name']}"
-    record["annotation"] = annotation
-    if radius is not None:
-        record["grow_radius"] = radius
-    if choice is not None:
-        record["held_out_objects"] = {
+        judgement["held_out_objects"] = {
             volume.label: np.unique(judge[judge > 0]).tolist() for volume, judge in zip(volumes, judges)
         }
-        record["kept_weights"] = choice.weights
-        record["held_out_scores"] = {
+        judgement["kept_weights"] = choice.weights
+        judgement["held_out_scores"] = {
             name: {str(scale): score for scale, score in table.items()} for name, table in choice.scores.items()
         }
         if choice.weights == STARTING:
-            record["description"] += f"; the held-out objects kept the starting weights of {start['name']}"
-    kept_starting = bool(validation and best_path.is_file() and best["iteration"] == 0) or (
-        choice is not None and choice.weights == STARTING
-    )
-    if start["weights"] is not None and not kept_starting:
-        record["object_counts"] = _compare_object_counts(network, start, inference_config, bundle, volumes, log)
-    write_model_folder(output, network.state_dict(), inference_config, record)
-    log(
-        f"trained {iterations} of {recipe.iterations} iterations in {seconds / 60:.1f} min{stopped}; model folder "
-        f"{output} (segment with: spoco-monai segment IMAGE OUTPUT --model {output})"
-    )
-    return output
+            kept = STARTING
+            judgement["description"] = (
+                judgement.get("description", "") + f"; the held-out objects kept the starting weights of {start['name']}"
+            )
+    if start["weights"] is not None and kept == TRAINED:
+        judgement["object_counts"] = _compare_object_counts(network, start, inference_config, bundle, volumes, log)
+    return network, judgement
 
 
 def _report_best(best: dict[str, Any], start: dict[str, Any], log: Callable[[str], None]) -> None:
