@@ -9,8 +9,9 @@ the merges change how many objects the network finds in the user's image. Of the
 weights in the annotated part of the volume: 16 of them were worse than the shipped model, one was 0.004 better in
 adapted Rand error. Four bad fine-tunes went uncaught: they found at most a fifth fewer objects, or more
 (``bench/RESULTS.md``, "A fine-tune that merges finds fewer objects"). The count is reported after every fine-tune,
-and a drop of more than :data:`MERGE_WARNING_DROP` is warned about. A drop is not always wrong: a model that split the user's objects
-should find fewer once it is fine-tuned, so the weights are kept and the user is told how to compare the two.
+and a drop of more than :data:`MERGE_WARNING_DROP` is warned about. A drop is not always wrong: a model that split
+the user's objects should find fewer once it is fine-tuned, so the weights are kept and the user is told how to
+compare the two.
 """
 
 from __future__ import annotations

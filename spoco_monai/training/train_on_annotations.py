@@ -269,9 +269,8 @@ def _kept_network(
         }
         if choice.weights == STARTING:
             kept = STARTING
-            judgement["description"] = (
-                judgement.get("description", "") + f"; the held-out objects kept the starting weights of {start['name']}"
-            )
+            held_out = f"; the held-out objects kept the starting weights of {start['name']}"
+            judgement["description"] = judgement.get("description", "") + held_out
     if start["weights"] is not None and kept == TRAINED:
         judgement["object_counts"] = _compare_object_counts(network, start, inference_config, bundle, volumes, log)
     return network, judgement
@@ -574,8 +573,8 @@ def _compare_object_counts(
     starting = load_network_weights(copy.deepcopy(network), start["weights"]).eval()
     counts = count_objects(volumes, {TRAINED: network.eval(), STARTING: starting}, _settings(inference_config, bundle))
     log(
-        f"objects found in the training image(s) (the central 128^3 voxels of larger ones): {counts[STARTING]} with the starting weights of "
-        f"{start['name']}, {counts[TRAINED]} with the trained ones"
+        f"objects found in the training image(s) (the central 128^3 voxels of larger ones): {counts[STARTING]} with "
+        f"the starting weights of {start['name']}, {counts[TRAINED]} with the trained ones"
     )
     warning = merge_warning(counts[STARTING], counts[TRAINED], start["name"])
     if warning is not None:

@@ -38,7 +38,8 @@ def settings(clustering: str = "mws") -> SegmentationSettings:
 
 def test_the_network_that_keeps_the_held_out_object_whole_and_apart_is_chosen(lookup):
     judge = np.where(LABELS == 2, 2, 0)
-    choice = choose_on_held_out({"trained": merges(lookup), "starting": separates(lookup)}, settings(), [volume()], [judge])
+    networks = {"trained": merges(lookup), "starting": separates(lookup)}
+    choice = choose_on_held_out(networks, settings(), [volume()], [judge])
     assert choice.weights == "starting"
     # merged with its three neighbours: precision 1/4, recall 1, error 1 - 2 (1/4) / (5/4) = 0.6 at every scale
     assert choice.scores["trained"] == pytest.approx({1.005: 0.6, 1.245: 0.6, 1.5: 0.6, 1.755: 0.6, 1.995: 0.6})
@@ -49,13 +50,15 @@ def test_the_network_that_keeps_the_held_out_object_whole_and_apart_is_chosen(lo
 
 def test_a_tie_between_networks_keeps_the_first(lookup):
     judge = np.where(LABELS == 3, 3, 0)
-    choice = choose_on_held_out({"trained": separates(lookup), "starting": separates(lookup)}, settings(), [volume()], [judge])
+    networks = {"trained": separates(lookup), "starting": separates(lookup)}
+    choice = choose_on_held_out(networks, settings(), [volume()], [judge])
     assert choice.weights == "trained"
 
 
 def test_a_clustering_without_affinities_compares_the_networks_at_its_own_settings(lookup):
     judge = np.where(LABELS == 1, 1, 0)
-    choice = choose_on_held_out({"trained": merges(lookup), "starting": separates(lookup)}, settings("hdbscan"), [volume()], [judge])
+    networks = {"trained": merges(lookup), "starting": separates(lookup)}
+    choice = choose_on_held_out(networks, settings("hdbscan"), [volume()], [judge])
     assert list(choice.scores["trained"]) == [1.5] and choice.weights == "starting"
 
 

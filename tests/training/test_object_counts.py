@@ -16,7 +16,8 @@ SHAPE = (16, 64)
 LABELS = np.repeat(np.arange(1, 9), 8)[None, :].repeat(SHAPE[0], axis=0)
 
 
-# object tables of ``lookup``: different objects 14 apart (far beyond 2 delta_d), pairs of stripes together, all together
+# object tables of ``lookup``: different objects 14 apart (far beyond 2 delta_d), pairs of stripes together, and
+# every stripe at one point
 SEPARATES = 10.0 * torch.eye(9)
 PAIRS = 10.0 * torch.eye(9)[(torch.arange(9) + 1) // 2 * 2]
 MERGES = torch.zeros(9, 9)
