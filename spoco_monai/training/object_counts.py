@@ -72,15 +72,17 @@ def count_objects(
     return counts
 
 
-def merge_warning(starting: int, trained: int, starting_name: str) -> str | None:
+def merge_warning(starting: int, trained: int, starting_name: str, image: str) -> str | None:
     """A warning when the trained network finds more than :data:`MERGE_WARNING_DROP` fewer objects than the starting
-    weights of ``starting_name`` did; None otherwise."""
+    weights of ``starting_name`` did, with the commands that segment ``image`` (a training image) with both; None
+    otherwise."""
     if starting == 0 or trained >= (1.0 - MERGE_WARNING_DROP) * starting:
         return None
     return (
         f"warning: the fine-tuned network finds {1.0 - trained / starting:.0%} fewer objects in your images than "
         f"{starting_name} ({trained} against {starting}). A fine-tune on a few annotated objects fails by merging the "
         "objects nobody annotated (bench/RESULTS.md), unless the starting model split your objects. Compare both in "
-        f"napari (spoco-monai segment IMAGE OUTPUT --model {starting_name}, and with this model folder); a densely "
-        "labeled crop given with --val-images/--val-labels lets the command keep the better weights"
+        f"napari: spoco-monai segment {image} starting.tif --model {starting_name}, and the same with this model "
+        "folder into trained.tif. A densely labeled crop given with --val-images/--val-labels lets the command keep "
+        "the better weights"
     )

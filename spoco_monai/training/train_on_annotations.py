@@ -576,7 +576,7 @@ def _compare_object_counts(
         f"objects found in the training image(s) (the central 128^3 voxels of larger ones): {counts[STARTING]} with "
         f"the starting weights of {start['name']}, {counts[TRAINED]} with the trained ones"
     )
-    warning = merge_warning(counts[STARTING], counts[TRAINED], start["name"])
+    warning = merge_warning(counts[STARTING], counts[TRAINED], start["name"], volumes[0].image)
     if warning is not None:
         log(warning)
     return counts

@@ -58,10 +58,11 @@ def test_counts_add_up_over_volumes_and_stay_inside_the_block(volume, lookup):
 
 def test_a_drop_of_more_than_a_fifth_is_warned_about():
     assert MERGE_WARNING_DROP == 0.2
-    assert merge_warning(100, 80, "em3d_neurons") is None
-    assert merge_warning(100, 150, "em3d_neurons") is None
-    assert merge_warning(0, 0, "em3d_neurons") is None
-    warning = merge_warning(86, 57, "em3d_neurons")
+    assert merge_warning(100, 80, "em3d_neurons", "volume.h5:raw") is None
+    assert merge_warning(100, 150, "em3d_neurons", "volume.h5:raw") is None
+    assert merge_warning(0, 0, "em3d_neurons", "volume.h5:raw") is None
+    warning = merge_warning(86, 57, "em3d_neurons", "volume.h5:raw")
     assert warning.startswith("warning: the fine-tuned network finds 34% fewer objects in your images than "
                               "em3d_neurons (57 against 86)")
-    assert "--model em3d_neurons" in warning and "--val-images" in warning
+    assert "spoco-monai segment volume.h5:raw starting.tif --model em3d_neurons" in warning
+    assert "--val-images" in warning

@@ -89,6 +89,25 @@ def test_the_model_folder_records_data_objects_iterations_and_seed(trained):
     assert any(not torch.equal(weights[name], shipped[name]) for name in shipped)
 
 
+def test_a_fine_tune_that_finds_far_fewer_objects_is_warned_about(annotated_volume, tmp_path, monkeypatch):
+    image, label = annotated_volume
+
+    def fewer_objects(volumes, networks, settings):
+        return {"trained": 50, "starting": 100}
+
+    monkeypatch.setattr("spoco_monai.training.train_on_annotations.count_objects", fewer_objects)
+    argv = ["train", "--images", str(image), "--labels", str(label), "--output", str(tmp_path / "merging"),
+            "--from", "model", "--iterations", "1", "--bundle", str(BUNDLE), "--no-progress"]
+    messages = io.StringIO()
+    with contextlib.redirect_stderr(messages):
+        assert main(argv) == 0
+    assert "warning: the fine-tuned network finds 50% fewer objects in your images than model (50 against 100)" in (
+        messages.getvalue()
+    )
+    assert f"spoco-monai segment {image} starting.tif --model model" in messages.getvalue()
+    assert read_model_folder(tmp_path / "merging")["object_counts"] == {"trained": 50, "starting": 100}
+
+
 def test_a_rerun_of_a_finished_training_keeps_the_model_and_its_record(trained, annotated_volume):
     output, _ = trained
     image, label = annotated_volume
