@@ -22,7 +22,8 @@ Datasets: ``em`` (the y >= 125 half of ``neuroproof_fib_A.h5``, which ``em3d_neu
 z < 63, score z >= 63), ``em_selection`` (the recipe's selection data, inside z < 63 of that half only: train
 x < 125, score x >= 125), ``membranes`` (``plantseg_ovule_sample.h5``: train x < 64, score x >= 64;
 ``lm3d_membranes``), ``nuclei`` (``gonuclear_1136.h5``: train z < 50, score z >= 50; ``lm3d_nuclei``; no ``unet``
-row: a boundary map does not say where nuclei are).
+row: a boundary map does not say where nuclei are), ``nuclei_zoomed`` (the same parts stretched twice along every
+axis: nuclei twice as large as the model knows, which it splits).
 Every result goes to ``<output-dir>/<dataset>_<fraction>_<seed>/<row>.json`` (written atomically, with the data split,
 the shipped weights, the shipped model's segmentation settings and the row's training recipe it was measured with); a
 rerun skips rows already there and refuses rows measured on other data, with another shipped model, other settings or
@@ -47,6 +48,7 @@ import h5py
 import numpy as np
 import torch
 from monai.networks.nets import UNet
+from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
 from spoco_monai.baselines import membrane_watershed, nuclei_watershed
@@ -106,6 +108,9 @@ class Dataset:
     dense_tissue: bool
     crop: tuple[slice, ...] = ()
     identity: str | None = None
+    # both parts are resampled by this factor per axis (labels by nearest neighbour): objects larger than the
+    # shipped model was trained on, at the voxel size the file records
+    zoom: float = 1.0
 
     @property
     def annotator_identity(self) -> str:
@@ -120,7 +125,10 @@ class Dataset:
         train = [slice(None)] * 3
         test = [slice(None)] * 3
         train[self.axis], test[self.axis] = slice(0, self.split), slice(self.split, None)
-        return raw[tuple(train)], label[tuple(train)], raw[tuple(test)], label[tuple(test)], element_size
+        parts = [raw[tuple(train)], label[tuple(train)], raw[tuple(test)], label[tuple(test)]]
+        if self.zoom != 1.0:
+            parts = [ndimage.zoom(part, self.zoom, order=1 if index % 2 == 0 else 0) for index, part in enumerate(parts)]
+        return (*parts, element_size)
 
 
 DATASETS = {
@@ -136,6 +144,10 @@ DATASETS = {
     "membranes": Dataset(DATA / "lm3d" / "plantseg_ovule_sample.h5", "lm3d_membranes", 2, 64, True),
     # the shipped lm3d_nuclei trains on 1135 and chose its clustering on 1136's z < 50 part
     "nuclei": Dataset(DATA / "lm3d" / "gonuclear_1136.h5", "lm3d_nuclei", 0, 50, False),
+    # the same, every axis stretched twice: nuclei twice as large as lm3d_nuclei was trained on, which it splits
+    "nuclei_zoomed": Dataset(
+        DATA / "lm3d" / "gonuclear_1136.h5", "lm3d_nuclei", 0, 50, False, identity="gonuclear_1136_zoom2", zoom=2.0
+    ),
 }
 
 

@@ -37,6 +37,20 @@ def test_the_datasets_split_their_volumes_without_overlap():
     assert element_size == (0.01, 0.01, 0.01)
 
 
+def test_a_zoomed_dataset_stretches_both_parts_and_keeps_the_label_ids():
+    plain, zoomed = own_volume.DATASETS["nuclei"], own_volume.DATASETS["nuclei_zoomed"]
+    if not plain.file.is_file():
+        pytest.skip(f"real data not found at {plain.file} (the shared data folder ../shared/data is absent)")
+    train_image, train_label, test_image, test_label, element_size = plain.parts()
+    big_train_image, big_train_label, big_test_image, big_test_label, big_element_size = zoomed.parts()
+    assert big_train_image.shape == tuple(2 * n for n in train_image.shape) == big_train_label.shape
+    assert big_test_image.shape == tuple(2 * n for n in test_image.shape) == big_test_label.shape
+    assert set(np.unique(big_train_label)) == set(np.unique(train_label))
+    # nearest-neighbour labels: every voxel becomes a 2x2x2 block of its id
+    assert np.array_equal(big_test_label[::2, ::2, ::2], test_label)
+    assert big_element_size == element_size
+
+
 def test_a_short_run_writes_its_rows_and_resumes(tmp_path, capsys, monkeypatch):
     if not own_volume.DATASETS["membranes"].file.is_file():
         pytest.skip("real data not found (the shared data folder ../shared/data is absent)")
