@@ -571,6 +571,7 @@ def _compare_object_counts(
     """Count the objects the trained and the starting weights find in the training images, both segmented with the
     model folder's settings; say both counts, and warn when the fine-tune finds markedly fewer (it merges)."""
     starting = load_network_weights(copy.deepcopy(network), start["weights"]).eval()
+    log("segmenting the training image(s) with the starting and the trained weights, to compare their object counts")
     counts = count_objects(volumes, {TRAINED: network.eval(), STARTING: starting}, _settings(inference_config, bundle))
     log(
         f"objects found in the training image(s) (the central 128^3 voxels of larger ones): {counts[STARTING]} with "

@@ -62,6 +62,7 @@ def test_a_fine_tune_says_how_many_objects_the_starting_and_trained_weights_find
     output, messages = trained
     counts = read_model_folder(output)["object_counts"]
     assert set(counts) == {"starting", "trained"} and min(counts.values()) > 0
+    assert "segmenting the training image(s) with the starting and the trained weights" in messages
     assert (
         f"objects found in the training image(s) (the central 128^3 voxels of larger ones): {counts['starting']} with "
         f"the starting weights of model, {counts['trained']} with the trained ones"
