@@ -1,7 +1,7 @@
 """The dask.distributed cluster a whole-volume run uses: a LocalCluster of N workers, or a running scheduler.
 
-dask and distributed are an optional extra (``pip install 'spoco-monai[distributed]'``); a run in one process never
-imports them. Any cluster that a ``distributed.Client`` reaches works, dask-jobqueue's ``SLURMCluster`` included
+dask and distributed are an optional extra (``pip install 'spoco-monai[distributed]'``); a run in one process does
+not need them. Any cluster that a ``distributed.Client`` reaches works, dask-jobqueue's ``SLURMCluster`` included
 (pass its ``scheduler_address``, or a client connected to it); its workers need the same Python environment and
 the shared file system that holds the input, the output and the work directory.
 """
