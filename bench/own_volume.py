@@ -176,11 +176,15 @@ def write_pair(folder: Path, name: str, image: np.ndarray, label: np.ndarray | N
     return str(path)
 
 
+def model_weights(entry: dict) -> Path:
+    """The weights file of a bundle model entry (:func:`bundle_model`), relative paths taken from the bundle."""
+    weights = Path(entry["model_path"])
+    return weights if weights.is_absolute() else BUNDLE / weights
+
+
 def segment_with_model(model: str | Path, test_image: str) -> np.ndarray:
     entry = bundle_model(BUNDLE, model)
-    weights = Path(entry["model_path"])
-    network, config = load_bundle_network(BUNDLE, weights if weights.is_absolute() else BUNDLE / weights,
-                                          entry["configs"], "cpu")
+    network, config = load_bundle_network(BUNDLE, model_weights(entry), entry["configs"], "cpu")
     return np.asarray(segment_volume(test_image, network, bundle_settings(config), progress=False))
 
 
@@ -191,9 +195,8 @@ def object_counts(dataset: Dataset, folder: Path, model_folder: Path) -> dict[st
     if "object_counts" in record:
         return record["object_counts"]
     entry = bundle_model(BUNDLE, model_folder)
-    trained, config = load_bundle_network(BUNDLE, Path(entry["model_path"]), entry["configs"], "cpu")
-    shipped = Path(bundle_model(BUNDLE, dataset.model)["model_path"])
-    shipped = shipped if shipped.is_absolute() else BUNDLE / shipped
+    trained, config = load_bundle_network(BUNDLE, model_weights(entry), entry["configs"], "cpu")
+    shipped = model_weights(bundle_model(BUNDLE, dataset.model))
     starting, _ = load_bundle_network(BUNDLE, shipped, entry["configs"], "cpu")
     volumes = summarize_pairs([f"{folder / 'train.h5'}:raw"], [f"{folder / 'train.h5'}:label"], 3)
     return count_objects(volumes, {"trained": trained, "starting": starting}, bundle_settings(config))
@@ -331,8 +334,7 @@ def measurement_setup(dataset: Dataset, row: str) -> dict[str, str]:
     """What a stored row depends on besides its fraction, seed and row: the data split, the shipped weights, the
     shipped model's segmentation settings (which its fine-tunes keep) and the row's training recipe."""
     entry = bundle_model(BUNDLE, dataset.model)
-    weights = Path(entry["model_path"])
-    weights = weights if weights.is_absolute() else BUNDLE / weights
+    weights = model_weights(entry)
     settings = bundle_settings(bundle_config(BUNDLE, entry["configs"]))
     return {
         "dataset": repr(dataset).replace(str(DATA), "<data>"),
